@@ -1,0 +1,29 @@
+//! The engine: tensors, layers with explicit forward and backward, the network graph, and Adam.
+//!
+//! Tensors are a single image, channel-last (HWC). Every layer is a struct whose `forward` caches
+//! what its `backward` needs in buffers allocated once, when the network is built; a training step
+//! allocates nothing. Matrix work goes to the `gemm` crate, everything else is split over rayon.
+
+mod adam;
+mod batchnorm;
+mod concat;
+mod conv;
+mod float;
+mod gemm;
+mod net;
+mod pad;
+mod par;
+mod sigmoid;
+mod tensor;
+mod upsample;
+
+pub use adam::{Adam, AdamConfig};
+pub use batchnorm::BatchNorm;
+pub use concat::Concat;
+pub use conv::{Conv2d, ConvScratch};
+pub use float::Float;
+pub use net::{ActId, Net, NetBuilder, Op, ParamInfo, ParamKind};
+pub use pad::PadMode;
+pub use sigmoid::Sigmoid;
+pub use tensor::Tensor;
+pub use upsample::{Upsample, UpsampleMode};

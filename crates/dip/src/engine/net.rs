@@ -1,0 +1,389 @@
+//! The network: a static list of nodes over numbered activations.
+//!
+//! Forward walks the list; backward walks it in reverse. Every activation, gradient and cache is
+//! allocated when the network is built for one image size, so a training step allocates nothing.
+//! Where an activation feeds several nodes, the first gradient to arrive in backward order is
+//! written and the others are added, which spares a zeroing pass.
+
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+use super::conv::{Conv2d, ConvScratch};
+use super::{BatchNorm, Concat, Float, PadMode, Sigmoid, Tensor, Upsample, UpsampleMode};
+
+/// Index of an activation. 0 is the network input.
+pub type ActId = usize;
+
+/// One operation of the graph.
+#[derive(Debug)]
+pub enum Op<T> {
+    Conv(Conv2d<T>),
+    Norm(BatchNorm<T>),
+    Upsample(Upsample<T>),
+    Concat(Concat),
+    Sigmoid(Sigmoid),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GradMode {
+    Skip,
+    Write,
+    Add,
+}
+
+#[derive(Debug)]
+struct Node<T> {
+    op: Op<T>,
+    inputs: Vec<ActId>,
+    output: ActId,
+    grad_modes: Vec<GradMode>,
+}
+
+/// How a parameter tensor is laid out in the flat buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    /// Convolution weight, stored `[ky][kx][cin][cout]`; PyTorch's layout is `[cout][cin][ky][kx]`.
+    ConvWeight { cout: usize, cin: usize, k: usize },
+    /// A plain vector (bias, gamma, beta).
+    Vector,
+}
+
+/// A named parameter tensor in the flat buffer.
+#[derive(Debug, Clone)]
+pub struct ParamInfo {
+    pub name: String,
+    pub kind: ParamKind,
+    pub offset: usize,
+    pub len: usize,
+    /// Initialisation: uniform in ±bound, or a constant.
+    init: Init,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Init {
+    Uniform(f64),
+    Const(f64),
+}
+
+impl ParamInfo {
+    /// Shape in PyTorch's convention.
+    pub fn reference_shape(&self) -> Vec<usize> {
+        match self.kind {
+            ParamKind::ConvWeight { cout, cin, k } => vec![cout, cin, k, k],
+            ParamKind::Vector => vec![self.len],
+        }
+    }
+
+    /// Position in the flat buffer of the element at PyTorch's row-major index `i`.
+    pub fn flat_index(&self, i: usize) -> usize {
+        match self.kind {
+            ParamKind::ConvWeight { cout, cin, k } => {
+                let (kx, rest) = (i % k, i / k);
+                let (ky, rest) = (rest % k, rest / k);
+                let (ci, co) = (rest % cin, rest / cin);
+                debug_assert!(co < cout);
+                self.offset + ((ky * k + kx) * cin + ci) * cout + co
+            }
+            ParamKind::Vector => self.offset + i,
+        }
+    }
+}
+
+/// Builds a [`Net`] for one input size.
+pub struct NetBuilder<T> {
+    shapes: Vec<(usize, usize, usize)>,
+    nodes: Vec<Node<T>>,
+    params: Vec<ParamInfo>,
+    n_params: usize,
+}
+
+impl<T: Float> NetBuilder<T> {
+    /// A builder whose input (activation 0) is `h × w × c`.
+    pub fn new(h: usize, w: usize, c: usize) -> Self {
+        NetBuilder { shapes: vec![(h, w, c)], nodes: Vec::new(), params: Vec::new(), n_params: 0 }
+    }
+
+    /// The network input.
+    pub fn input(&self) -> ActId {
+        0
+    }
+
+    /// `(h, w, c)` of an activation.
+    pub fn shape(&self, a: ActId) -> (usize, usize, usize) {
+        self.shapes[a]
+    }
+
+    fn param(&mut self, name: String, kind: ParamKind, len: usize, init: Init) -> usize {
+        let offset = self.n_params;
+        self.params.push(ParamInfo { name, kind, offset, len, init });
+        self.n_params += len;
+        offset
+    }
+
+    fn push(&mut self, op: Op<T>, inputs: Vec<ActId>, shape: (usize, usize, usize)) -> ActId {
+        self.shapes.push(shape);
+        let output = self.shapes.len() - 1;
+        let grad_modes = vec![GradMode::Skip; inputs.len()];
+        self.nodes.push(Node { op, inputs, output, grad_modes });
+        output
+    }
+
+    /// A k×k convolution with PyTorch's default initialisation (uniform ±1/sqrt(fan_in) for the
+    /// weight and the bias).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv(&mut self, x: ActId, cout: usize, k: usize, stride: usize, pad: PadMode, bias: bool, name: &str) -> ActId {
+        let (h, w, cin) = self.shapes[x];
+        let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+        let wo = self.param(format!("{name}.weight"), ParamKind::ConvWeight { cout, cin, k }, k * k * cin * cout, Init::Uniform(bound));
+        let bo = bias.then(|| self.param(format!("{name}.bias"), ParamKind::Vector, cout, Init::Uniform(bound)));
+        let layer = Conv2d::new(h, w, cin, cout, k, stride, pad, wo, bo);
+        let shape = (layer.ho, layer.wo, cout);
+        self.push(Op::Conv(layer), vec![x], shape)
+    }
+
+    /// Batch norm with gamma 1 and beta 0, followed by LeakyReLU(`slope`) if given.
+    pub fn batchnorm(&mut self, x: ActId, slope: Option<f64>, name: &str) -> ActId {
+        let (h, w, c) = self.shapes[x];
+        let g = self.param(format!("{name}.weight"), ParamKind::Vector, c, Init::Const(1.0));
+        let b = self.param(format!("{name}.bias"), ParamKind::Vector, c, Init::Const(0.0));
+        self.push(Op::Norm(BatchNorm::new(h * w, c, g, b, slope)), vec![x], (h, w, c))
+    }
+
+    pub fn upsample(&mut self, x: ActId, factor: usize, mode: UpsampleMode) -> ActId {
+        let (h, w, c) = self.shapes[x];
+        self.push(Op::Upsample(Upsample::new(h, w, c, factor, mode)), vec![x], (h * factor, w * factor, c))
+    }
+
+    /// Concatenates along channels. Panics if the spatial sizes differ (a builder bug).
+    pub fn concat(&mut self, xs: &[ActId]) -> ActId {
+        let (h, w, _) = self.shapes[xs[0]];
+        let channels: Vec<usize> = xs
+            .iter()
+            .map(|&x| {
+                let (hx, wx, cx) = self.shapes[x];
+                assert_eq!((hx, wx), (h, w), "concat of different spatial sizes");
+                cx
+            })
+            .collect();
+        let c = channels.iter().sum();
+        self.push(Op::Concat(Concat::new(channels)), xs.to_vec(), (h, w, c))
+    }
+
+    pub fn sigmoid(&mut self, x: ActId) -> ActId {
+        let s = self.shapes[x];
+        self.push(Op::Sigmoid(Sigmoid), vec![x], s)
+    }
+
+    /// Finishes the network with `output` as its output, parameters drawn from `seed`.
+    /// `input_grad` keeps the gradient with respect to the input (not needed to fit weights).
+    pub fn build(mut self, output: ActId, seed: u64, input_grad: bool) -> Net<T> {
+        assert_eq!(output, self.shapes.len() - 1, "the output must be the last activation");
+        // Gradient modes: walking backward, the first contribution to an activation writes.
+        let mut seen = vec![false; self.shapes.len()];
+        for node in self.nodes.iter_mut().rev() {
+            for (mode, &i) in node.grad_modes.iter_mut().zip(&node.inputs) {
+                *mode = if i == 0 && !input_grad {
+                    GradMode::Skip
+                } else if seen[i] {
+                    GradMode::Add
+                } else {
+                    seen[i] = true;
+                    GradMode::Write
+                };
+            }
+        }
+        let acts: Vec<Tensor<T>> = self.shapes.iter().map(|&(h, w, c)| Tensor::zeros(h, w, c)).collect();
+        let grads = self
+            .shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(h, w, c))| if i == 0 && !input_grad { Tensor::default() } else { Tensor::zeros(h, w, c) })
+            .collect();
+        let mut scratch = ConvScratch::default();
+        for node in &self.nodes {
+            if let Op::Conv(c) = &node.op {
+                scratch.reserve(c.scratch_sizes());
+            }
+        }
+        let mut net = Net {
+            nodes: self.nodes,
+            acts,
+            grads,
+            params: vec![T::ZERO; self.n_params],
+            dparams: vec![T::ZERO; self.n_params],
+            info: self.params,
+            scratch,
+        };
+        net.init_params(seed);
+        net
+    }
+}
+
+/// A network built for one input size, with all its buffers.
+pub struct Net<T> {
+    nodes: Vec<Node<T>>,
+    acts: Vec<Tensor<T>>,
+    grads: Vec<Tensor<T>>,
+    params: Vec<T>,
+    dparams: Vec<T>,
+    info: Vec<ParamInfo>,
+    scratch: ConvScratch<T>,
+}
+
+impl<T: Float> Net<T> {
+    /// Draws fresh parameters: PyTorch's default initialisation, from our own generator.
+    pub fn init_params(&mut self, seed: u64) {
+        let mut rng = Pcg64Mcg::seed_from_u64(seed);
+        for p in &self.info {
+            let dst = &mut self.params[p.offset..p.offset + p.len];
+            match p.init {
+                Init::Const(v) => dst.fill(T::from_f64(v)),
+                Init::Uniform(b) => dst.iter_mut().for_each(|v| *v = T::from_f64(rng.random_range(-b..b))),
+            }
+        }
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.params.len()
+    }
+
+    pub fn params(&self) -> &[T] {
+        &self.params
+    }
+
+    pub fn params_mut(&mut self) -> &mut [T] {
+        &mut self.params
+    }
+
+    /// Gradients of the last backward, in the layout of [`Net::params`].
+    pub fn grads(&self) -> &[T] {
+        &self.dparams
+    }
+
+    /// Parameters and their gradients at once (for the optimiser).
+    pub fn params_and_grads(&mut self) -> (&mut [T], &[T]) {
+        (&mut self.params, &self.dparams)
+    }
+
+    /// The parameter tensors, in creation order (which is the reference's registration order).
+    pub fn param_info(&self) -> &[ParamInfo] {
+        &self.info
+    }
+
+    /// Copies parameter tensor `index` from PyTorch's layout.
+    pub fn set_param_reference(&mut self, index: usize, values: &[f64]) {
+        let p = &self.info[index];
+        assert_eq!(values.len(), p.len, "parameter {} has {} values, got {}", p.name, p.len, values.len());
+        for (i, &v) in values.iter().enumerate() {
+            self.params[p.flat_index(i)] = T::from_f64(v);
+        }
+    }
+
+    /// Parameter tensor `index` (or its gradient) in PyTorch's layout.
+    pub fn param_reference(&self, index: usize, grad: bool) -> Vec<f64> {
+        let p = &self.info[index];
+        let src = if grad { &self.dparams } else { &self.params };
+        (0..p.len).map(|i| src[p.flat_index(i)].to_f64()).collect()
+    }
+
+    /// The input tensor; write the network input here before [`Net::forward`].
+    pub fn input_mut(&mut self) -> &mut Tensor<T> {
+        &mut self.acts[0]
+    }
+
+    pub fn input(&self) -> &Tensor<T> {
+        &self.acts[0]
+    }
+
+    pub fn output(&self) -> &Tensor<T> {
+        self.acts.last().expect("a network has an output")
+    }
+
+    /// The gradient of the loss with respect to the output; write it here before
+    /// [`Net::backward`].
+    pub fn output_grad_mut(&mut self) -> &mut Tensor<T> {
+        self.grads.last_mut().expect("a network has an output")
+    }
+
+    /// Output and output gradient at once (for the loss).
+    pub fn output_and_grad(&mut self) -> (&Tensor<T>, &mut Tensor<T>) {
+        (self.acts.last().expect("output"), self.grads.last_mut().expect("output"))
+    }
+
+    /// Gradient with respect to the input, if the network was built to keep it.
+    pub fn input_grad(&self) -> &Tensor<T> {
+        &self.grads[0]
+    }
+
+    /// Runs every node on the current input.
+    pub fn forward(&mut self) -> &Tensor<T> {
+        let Net { nodes, acts, params, scratch, .. } = self;
+        for node in nodes.iter_mut() {
+            let (before, after) = acts.split_at_mut(node.output);
+            let y = &mut after[0];
+            let x = &before[node.inputs[0]];
+            match &mut node.op {
+                Op::Conv(l) => l.forward(params, x, y, scratch),
+                Op::Norm(l) => l.forward(params, x, y),
+                Op::Upsample(l) => l.forward(x, y),
+                Op::Sigmoid(l) => l.forward(x, y),
+                Op::Concat(l) => {
+                    for (which, &i) in node.inputs.iter().enumerate() {
+                        l.forward_input(which, &before[i], y);
+                    }
+                }
+            }
+        }
+        self.output()
+    }
+
+    /// Backpropagates the output gradient: parameter gradients are written, and so is the input
+    /// gradient if kept.
+    pub fn backward(&mut self) {
+        let Net { nodes, acts, grads, params, dparams, scratch, .. } = self;
+        for node in nodes.iter_mut().rev() {
+            let (gbefore, gafter) = grads.split_at_mut(node.output);
+            let dy = &gafter[0];
+            let y = &acts[node.output];
+            let x = &acts[node.inputs[0]];
+            let mode = node.grad_modes[0];
+            let add = mode == GradMode::Add;
+            match &mut node.op {
+                Op::Conv(l) => {
+                    let dx = (mode != GradMode::Skip).then(|| &mut gbefore[node.inputs[0]]);
+                    l.backward(params, x, dy, dx, add, dparams, scratch);
+                }
+                Op::Norm(l) => {
+                    let dx = (mode != GradMode::Skip).then(|| &mut gbefore[node.inputs[0]]);
+                    l.backward(params, x, y, dy, dx, add, dparams);
+                }
+                Op::Upsample(l) => {
+                    if mode != GradMode::Skip {
+                        l.backward(dy, &mut gbefore[node.inputs[0]], add);
+                    }
+                }
+                Op::Sigmoid(l) => {
+                    if mode != GradMode::Skip {
+                        l.backward(y, dy, &mut gbefore[node.inputs[0]], add);
+                    }
+                }
+                Op::Concat(l) => {
+                    for (which, (&i, &m)) in node.inputs.iter().zip(&node.grad_modes).enumerate() {
+                        if m != GradMode::Skip {
+                            l.backward_input(which, dy, &mut gbefore[i], m == GradMode::Add);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes held by activations, gradients, caches and parameters: the bulk of a fit's memory.
+    pub fn memory_bytes(&self) -> usize {
+        let t = std::mem::size_of::<T>();
+        let tensors: usize = self.acts.iter().chain(&self.grads).map(|a| a.data.len()).sum();
+        let caches: usize = self.nodes.iter().map(|n| if let Op::Conv(c) = &n.op { c.cache_len() } else { 0 }).sum();
+        let s = &self.scratch;
+        (tensors + caches + s.a.len() + s.b.len() + s.c.len() + 4 * self.params.len()) * t
+    }
+}

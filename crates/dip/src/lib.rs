@@ -1,0 +1,14 @@
+//! `dip`: the Deep Image Prior, and the tools that show why it works.
+//!
+//! Data flows `image → operators → nets (engine) → fit (+ observers) → metrics / report`.
+//! Images and network tensors are both stored channel-last (HWC), values in \[0, 1\].
+
+pub mod engine;
+pub mod error;
+pub mod fit;
+pub mod image;
+pub mod metrics;
+pub mod nets;
+pub mod noise;
+
+pub use error::{Error, Result};

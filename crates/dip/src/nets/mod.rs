@@ -1,0 +1,5 @@
+//! Network architectures built on the engine.
+
+mod skip;
+
+pub use skip::SkipSpec;
