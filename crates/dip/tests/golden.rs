@@ -32,7 +32,11 @@ fn golden_dir() -> PathBuf {
         return PathBuf::from(d);
     }
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden");
-    assert!(d.is_dir(), "golden tensors not found at {} (set DIP_GOLDEN_DIR)", d.display());
+    assert!(
+        d.is_dir(),
+        "golden tensors not found at {} (set DIP_GOLDEN_DIR)",
+        d.display()
+    );
     d
 }
 
@@ -58,9 +62,21 @@ fn load_case(name: &str) -> Case {
 
 fn spec_from(cfg: &Value) -> SkipSpec {
     let a = &cfg["architecture"];
-    let list = |k: &str| -> Vec<usize> { a[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect() };
+    let list = |k: &str| -> Vec<usize> {
+        a[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect()
+    };
     let n = list("down").len();
-    let mut s = SkipSpec::uniform(a["in_channels"].as_u64().unwrap() as usize, a["out_channels"].as_u64().unwrap() as usize, n, 1, 1);
+    let mut s = SkipSpec::uniform(
+        a["in_channels"].as_u64().unwrap() as usize,
+        a["out_channels"].as_u64().unwrap() as usize,
+        n,
+        1,
+        1,
+    );
     s.down = list("down");
     s.up = list("up");
     s.skip = list("skip");
@@ -82,7 +98,12 @@ fn to_hwc<T: Float>(a: &ArrayD<f64>) -> Tensor<T> {
     let s = a.shape();
     let (c, h, w) = (s[1], s[2], s[3]);
     let mut t = Tensor::zeros(h, w, c);
-    for ((_, ci, y, x), &v) in a.view().into_dimensionality::<ndarray::Ix4>().unwrap().indexed_iter() {
+    for ((_, ci, y, x), &v) in a
+        .view()
+        .into_dimensionality::<ndarray::Ix4>()
+        .unwrap()
+        .indexed_iter()
+    {
         t.data[(y * w + x) * c + ci] = T::from_f64(v);
     }
     t
@@ -90,25 +111,54 @@ fn to_hwc<T: Float>(a: &ArrayD<f64>) -> Tensor<T> {
 
 fn rel_err<T: Float>(ours: &[T], reference: &[f64], floor: f64) -> f64 {
     assert_eq!(ours.len(), reference.len());
-    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(floor);
-    let diff = ours.iter().zip(reference).fold(0.0f64, |m, (a, b)| m.max((a.to_f64() - b).abs()));
+    let scale = reference
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()))
+        .max(floor);
+    let diff = ours
+        .iter()
+        .zip(reference)
+        .fold(0.0f64, |m, (a, b)| m.max((a.to_f64() - b).abs()));
     diff / scale
 }
 
 fn build_with_reference_params<T: Float>(case: &Case) -> Net<T> {
     let cfg = &case.cfg;
-    let (h, w) = (cfg["height"].as_u64().unwrap() as usize, cfg["width"].as_u64().unwrap() as usize);
+    let (h, w) = (
+        cfg["height"].as_u64().unwrap() as usize,
+        cfg["width"].as_u64().unwrap() as usize,
+    );
     let mut net = spec_from(cfg).build::<T>(h, w, 0).unwrap();
     let order = cfg["parameters_in_forward_order"].as_array().unwrap();
-    assert_eq!(net.param_info().len(), order.len(), "number of parameter tensors");
+    assert_eq!(
+        net.param_info().len(),
+        order.len(),
+        "number of parameter tensors"
+    );
     for (i, p) in order.iter().enumerate() {
-        let shape: Vec<usize> = p["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-        assert_eq!(net.param_info()[i].reference_shape(), shape, "shape of {}", p["name"]);
-        if let Some(a) = case.tensors.get(&format!("param/{}", p["name"].as_str().unwrap())) {
+        let shape: Vec<usize> = p["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(
+            net.param_info()[i].reference_shape(),
+            shape,
+            "shape of {}",
+            p["name"]
+        );
+        if let Some(a) = case
+            .tensors
+            .get(&format!("param/{}", p["name"].as_str().unwrap()))
+        {
             net.set_param_reference(i, a.as_slice().unwrap());
         }
     }
-    assert_eq!(net.num_params() as u64, cfg["parameter_count"].as_u64().unwrap());
+    assert_eq!(
+        net.num_params() as u64,
+        cfg["parameter_count"].as_u64().unwrap()
+    );
     net
 }
 
@@ -116,8 +166,12 @@ fn check_case<T: Float>(name: &str, tol: f64) {
     let case = load_case(name);
     let t = &case.tensors;
     let mut net = build_with_reference_params::<T>(&case);
-    let names: Vec<String> =
-        case.cfg["parameters_in_forward_order"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = case.cfg["parameters_in_forward_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
 
     *net.input_mut() = to_hwc(&t["input"]);
     let target: Tensor<T> = to_hwc(&t["target"]);
@@ -137,12 +191,22 @@ fn check_case<T: Float>(name: &str, tol: f64) {
     }
     loss /= n;
     let want_loss = t["loss"].as_slice().unwrap()[0];
-    assert!(((loss - want_loss) / want_loss).abs() <= tol, "{name}: loss {loss} vs {want_loss}");
+    assert!(
+        ((loss - want_loss) / want_loss).abs() <= tol,
+        "{name}: loss {loss} vs {want_loss}"
+    );
     assert!((want_loss - case.cfg["loss_value"].as_f64().unwrap()).abs() < 1e-12);
 
     net.backward();
-    let gmax = names.iter().flat_map(|p| t[&format!("grad/{p}")].iter()).fold(0.0f64, |m, v| m.max(v.abs()));
-    let unit_roundoff = if std::mem::size_of::<T>() < 8 { f32::EPSILON as f64 / 2.0 } else { f64::EPSILON / 2.0 };
+    let gmax = names
+        .iter()
+        .flat_map(|p| t[&format!("grad/{p}")].iter())
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    let unit_roundoff = if std::mem::size_of::<T>() < 8 {
+        f32::EPSILON as f64 / 2.0
+    } else {
+        f64::EPSILON / 2.0
+    };
     let unresolved = unit_roundoff / tol * gmax;
     for (i, p) in names.iter().enumerate() {
         let want = &t[&format!("grad/{p}")];
@@ -150,31 +214,55 @@ fn check_case<T: Float>(name: &str, tol: f64) {
         let want_max = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let floor = if want_max < unresolved { gmax } else { 0.0 };
         let e = rel_err(&ours, want.as_slice().unwrap(), floor);
-        assert!(e <= tol, "{name}: gradient of {p} ({}) rel err {e:e}", net.param_info()[i].name);
+        assert!(
+            e <= tol,
+            "{name}: gradient of {p} ({}) rel err {e:e}",
+            net.param_info()[i].name
+        );
     }
 
     let lr = case.cfg["optimizer"]["lr"].as_f64().unwrap();
     let eps = case.cfg["optimizer"]["eps"].as_f64().unwrap();
-    let before: Vec<Vec<f64>> = (0..names.len()).map(|i| net.param_reference(i, false)).collect();
-    let mut adam = Adam::new(net.num_params(), AdamConfig { lr, eps, ..AdamConfig::default() });
+    let before: Vec<Vec<f64>> = (0..names.len())
+        .map(|i| net.param_reference(i, false))
+        .collect();
+    let mut adam = Adam::new(
+        net.num_params(),
+        AdamConfig {
+            lr,
+            eps,
+            ..AdamConfig::default()
+        },
+    );
     let (params, grads) = net.params_and_grads();
     adam.step(params, grads);
     for (i, p) in names.iter().enumerate() {
         let want = t[&format!("param_after_adam_step/{p}")].as_slice().unwrap();
         let ours = net.param_reference(i, false);
-        assert!(ours.iter().zip(&before[i]).any(|(a, b)| a != b), "{name}: {p} did not move");
+        assert!(
+            ours.iter().zip(&before[i]).any(|(a, b)| a != b),
+            "{name}: {p} did not move"
+        );
         // The gradient check above allows each element an error δ; the first Adam step is
         // lr·g/(|g| + eps), whose slope is lr·eps/(|g| + eps)², so δ moves it by at most that
         // much (two steps if δ can flip the sign).
         let grad = t[&format!("grad/{p}")].as_slice().unwrap();
         let grad_max = grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let delta = tol * if grad_max < unresolved { gmax } else { grad_max };
+        let delta = tol
+            * if grad_max < unresolved {
+                gmax
+            } else {
+                grad_max
+            };
         let scale = want.iter().fold(lr, |m, v| m.max(v.abs()));
         for (j, ((a, b), g)) in ours.iter().zip(want).zip(grad).enumerate() {
             let gmin = (g.abs() - delta).max(0.0);
             let propagated = (lr * delta * eps / (gmin + eps).powi(2)).min(2.0 * lr);
             let allowed = tol * scale + propagated;
-            assert!((a - b).abs() <= allowed, "{name}: {p}[{j}] after one Adam step: {a} vs {b}, allowed error {allowed:e}");
+            assert!(
+                (a - b).abs() <= allowed,
+                "{name}: {p}[{j}] after one Adam step: {a} vs {b}, allowed error {allowed:e}"
+            );
         }
     }
 

@@ -15,7 +15,12 @@ pub struct AdamConfig {
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        AdamConfig { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        AdamConfig {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
 }
 
@@ -32,7 +37,12 @@ const CHUNK: usize = 1 << 14;
 
 impl<T: Float> Adam<T> {
     pub fn new(n: usize, cfg: AdamConfig) -> Self {
-        Adam { cfg, m: vec![T::ZERO; n], v: vec![T::ZERO; n], t: 0 }
+        Adam {
+            cfg,
+            m: vec![T::ZERO; n],
+            v: vec![T::ZERO; n],
+            t: 0,
+        }
     }
 
     /// One update: `p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)`.
@@ -46,7 +56,8 @@ impl<T: Float> Adam<T> {
         let b2 = T::from_f64(c.beta2);
         let (w1, w2) = (T::from_f64(1.0 - c.beta1), T::from_f64(1.0 - c.beta2));
         let eps = T::from_f64(c.eps);
-        let body = |(((p, g), m), v): (((&mut [T], &[T]), &mut [T]), &mut [T])| {
+        type Chunks<'a, T> = (((&'a mut [T], &'a [T]), &'a mut [T]), &'a mut [T]);
+        let body = |(((p, g), m), v): Chunks<'_, T>| {
             for i in 0..p.len() {
                 let gi = g[i];
                 // lerp, as torch: m + (1-β1)(g - m)

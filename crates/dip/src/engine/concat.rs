@@ -24,15 +24,29 @@ impl Concat {
 
     /// Copies input `which` into its channels of `y`.
     pub fn forward_input<T: Float>(&self, which: usize, x: &Tensor<T>, y: &mut Tensor<T>) {
-        let (c, cx, off) = (self.out_channels(), self.channels[which], self.offset(which));
+        let (c, cx, off) = (
+            self.out_channels(),
+            self.channels[which],
+            self.offset(which),
+        );
         for (ypx, xpx) in y.data.chunks_exact_mut(c).zip(x.data.chunks_exact(cx)) {
             ypx[off..off + cx].copy_from_slice(xpx);
         }
     }
 
     /// Writes (or adds) the gradient of input `which`: its channels of `dy`.
-    pub fn backward_input<T: Float>(&self, which: usize, dy: &Tensor<T>, dx: &mut Tensor<T>, accumulate: bool) {
-        let (c, cx, off) = (self.out_channels(), self.channels[which], self.offset(which));
+    pub fn backward_input<T: Float>(
+        &self,
+        which: usize,
+        dy: &Tensor<T>,
+        dx: &mut Tensor<T>,
+        accumulate: bool,
+    ) {
+        let (c, cx, off) = (
+            self.out_channels(),
+            self.channels[which],
+            self.offset(which),
+        );
         for (dpx, gpx) in dx.data.chunks_exact_mut(cx).zip(dy.data.chunks_exact(c)) {
             let g = &gpx[off..off + cx];
             if accumulate {

@@ -40,7 +40,10 @@ pub struct ConvScratch<T> {
 impl<T: Float> ConvScratch<T> {
     /// Grows the buffers to hold `sizes` (a, b, c, partial sums).
     pub fn reserve(&mut self, sizes: [usize; 4]) {
-        for (buf, n) in [&mut self.a, &mut self.b, &mut self.c, &mut self.partial].into_iter().zip(sizes) {
+        for (buf, n) in [&mut self.a, &mut self.b, &mut self.c, &mut self.partial]
+            .into_iter()
+            .zip(sizes)
+        {
             if buf.len() < n {
                 buf.resize(n, T::ZERO);
             }
@@ -65,7 +68,6 @@ pub struct Conv2d<T> {
     pub weight: usize,
     pub bias: Option<usize>,
     path: Path,
-    pad: usize,
     hp: usize,
     wp: usize,
     rows: AxisMap,
@@ -98,9 +100,15 @@ impl<T: Float> Conv2d<T> {
         assert!(stride >= 1);
         let pad = (k - 1) / 2;
         let (hp, wp) = (h + 2 * pad, w + 2 * pad);
-        assert!(hp >= k && wp >= k, "input {h}x{w} too small for a {k}x{k} kernel");
+        assert!(
+            hp >= k && wp >= k,
+            "input {h}x{w} too small for a {k}x{k} kernel"
+        );
         if pad_mode == PadMode::Reflection {
-            assert!(pad < h && pad < w, "reflection padding {pad} needs an input larger than {h}x{w}");
+            assert!(
+                pad < h && pad < w,
+                "reflection padding {pad} needs an input larger than {h}x{w}"
+            );
         }
         let ho = (hp - k) / stride + 1;
         let wo = (wp - k) / stride + 1;
@@ -117,9 +125,16 @@ impl<T: Float> Conv2d<T> {
             Path::Im2col => vec![T::ZERO; ho * wo * k * k * cin],
         };
         let shifted = path == Path::Shifted;
-        let wt = if shifted { vec![T::ZERO; k * k * cin * cout] } else { Vec::new() };
+        let wt = if shifted {
+            vec![T::ZERO; k * k * cin * cout]
+        } else {
+            Vec::new()
+        };
         let (zrows, zcols) = if shifted {
-            (AxisMap::new(PadMode::Zero, ho, k - 1), AxisMap::new(PadMode::Zero, wo, k - 1))
+            (
+                AxisMap::new(PadMode::Zero, ho, k - 1),
+                AxisMap::new(PadMode::Zero, wo, k - 1),
+            )
         } else {
             (AxisMap::default(), AxisMap::default())
         };
@@ -136,7 +151,6 @@ impl<T: Float> Conv2d<T> {
             weight,
             bias,
             path,
-            pad,
             hp,
             wp,
             rows: AxisMap::new(pad_mode, h, pad),
@@ -166,14 +180,30 @@ impl<T: Float> Conv2d<T> {
             Path::Direct => [0, 0, 0, partial],
             Path::Shifted => {
                 let (hz, wz) = (self.ho + 2 * (k - 1), self.wo + 2 * (k - 1));
-                [self.ho * self.wp * cout, (hz * wz + k) * cout, (hz - k + 1) * wz * cin, partial]
+                [
+                    self.ho * self.wp * cout,
+                    (hz * wz + k) * cout,
+                    (hz - k + 1) * wz * cin,
+                    partial,
+                ]
             }
-            Path::Im2col => [(self.ho * self.wo * k * k * cin).max(self.hp * self.wp * cin), self.hp * self.wp * cin, 0, partial],
+            Path::Im2col => [
+                (self.ho * self.wo * k * k * cin).max(self.hp * self.wp * cin),
+                self.hp * self.wp * cin,
+                0,
+                partial,
+            ],
         }
     }
 
     /// `y = conv(x) + b`.
-    pub fn forward(&mut self, params: &[T], x: &Tensor<T>, y: &mut Tensor<T>, s: &mut ConvScratch<T>) {
+    pub fn forward(
+        &mut self,
+        params: &[T],
+        x: &Tensor<T>,
+        y: &mut Tensor<T>,
+        s: &mut ConvScratch<T>,
+    ) {
         debug_assert_eq!((x.h, x.w, x.c), (self.h, self.w, self.cin));
         debug_assert_eq!((y.h, y.w, y.c), (self.ho, self.wo, self.cout));
         let (k, cin, cout) = (self.k, self.cin, self.cout);
@@ -182,7 +212,16 @@ impl<T: Float> Conv2d<T> {
         match self.path {
             Path::Direct => {
                 fill_bias(&mut y.data, cout, bias);
-                matmul(x.pixels(), cout, cin, &mut y.data, cout, true, MatRef::rows(&x.data, cin), MatRef::rows(wmat, cout));
+                matmul(
+                    x.pixels(),
+                    cout,
+                    cin,
+                    &mut y.data,
+                    cout,
+                    true,
+                    MatRef::rows(&x.data, cin),
+                    MatRef::rows(wmat, cout),
+                );
             }
             Path::Shifted => {
                 pad_forward(&x.data, cin, &self.rows, &self.cols, &mut self.cache);
@@ -190,18 +229,44 @@ impl<T: Float> Conv2d<T> {
                 let wide = &mut s.a[..m * cout];
                 for dy in 0..k {
                     let lhs = MatRef::new(&self.cache, dy * self.wp * cin, cin, 1);
-                    let rhs = MatRef::rows(&wmat[dy * k * cin * cout..(dy + 1) * k * cin * cout], cout);
+                    let rhs =
+                        MatRef::rows(&wmat[dy * k * cin * cout..(dy + 1) * k * cin * cout], cout);
                     matmul(m, cout, k * cin, wide, cout, dy > 0, lhs, rhs);
                 }
-                compact_rows(wide, self.wp * cout, self.wo * cout, cout, bias, &mut y.data);
+                compact_rows(
+                    wide,
+                    self.wp * cout,
+                    self.wo * cout,
+                    cout,
+                    bias,
+                    &mut y.data,
+                );
             }
             Path::Im2col => {
                 let xp = &mut s.a[..self.hp * self.wp * cin];
                 pad_forward(&x.data, cin, &self.rows, &self.cols, xp);
-                im2col(xp, self.wp, cin, k, self.stride, self.ho, self.wo, &mut self.cache);
+                im2col(
+                    xp,
+                    self.wp,
+                    cin,
+                    k,
+                    self.stride,
+                    self.ho,
+                    self.wo,
+                    &mut self.cache,
+                );
                 fill_bias(&mut y.data, cout, bias);
                 let kk = k * k * cin;
-                matmul(self.ho * self.wo, cout, kk, &mut y.data, cout, true, MatRef::rows(&self.cache, kk), MatRef::rows(wmat, cout));
+                matmul(
+                    self.ho * self.wo,
+                    cout,
+                    kk,
+                    &mut y.data,
+                    cout,
+                    true,
+                    MatRef::rows(&self.cache, kk),
+                    MatRef::rows(wmat, cout),
+                );
             }
         }
     }
@@ -224,21 +289,45 @@ impl<T: Float> Conv2d<T> {
         if let Some(b) = self.bias {
             let pixels = dy.pixels();
             let data = &dy.data;
-            channel_reduce(pixels, cout, &mut s.partial, &mut dparams[b..b + cout], |range, acc| {
-                for px in data[range.start * cout..range.end * cout].chunks_exact(cout) {
-                    for (a, &g) in acc.iter_mut().zip(px) {
-                        *a += g;
+            channel_reduce(
+                pixels,
+                cout,
+                &mut s.partial,
+                &mut dparams[b..b + cout],
+                |range, acc| {
+                    for px in data[range.start * cout..range.end * cout].chunks_exact(cout) {
+                        for (a, &g) in acc.iter_mut().zip(px) {
+                            *a += g;
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         let wmat = &params[self.weight..self.weight + wlen];
         let dw = &mut dparams[self.weight..self.weight + wlen];
         match self.path {
             Path::Direct => {
-                matmul(cin, cout, x.pixels(), dw, cout, false, MatRef::rows_t(&x.data, cin), MatRef::rows(&dy.data, cout));
+                matmul(
+                    cin,
+                    cout,
+                    x.pixels(),
+                    dw,
+                    cout,
+                    false,
+                    MatRef::rows_t(&x.data, cin),
+                    MatRef::rows(&dy.data, cout),
+                );
                 if let Some(dx) = dx {
-                    matmul(x.pixels(), cin, cout, &mut dx.data, cin, accumulate, MatRef::rows(&dy.data, cout), MatRef::rows_t(wmat, cout));
+                    matmul(
+                        x.pixels(),
+                        cin,
+                        cout,
+                        &mut dx.data,
+                        cin,
+                        accumulate,
+                        MatRef::rows(&dy.data, cout),
+                        MatRef::rows_t(wmat, cout),
+                    );
                 }
             }
             Path::Shifted => {
@@ -250,7 +339,16 @@ impl<T: Float> Conv2d<T> {
                 for dyk in 0..k {
                     let lhs = MatRef::new(&self.cache, dyk * wp * cin, 1, cin);
                     let dwk = &mut dw[dyk * k * cin * cout..(dyk + 1) * k * cin * cout];
-                    matmul(k * cin, cout, m, dwk, cout, false, lhs, MatRef::rows(dyw, cout));
+                    matmul(
+                        k * cin,
+                        cout,
+                        m,
+                        dwk,
+                        cout,
+                        false,
+                        lhs,
+                        MatRef::rows(dyw, cout),
+                    );
                 }
                 if let Some(dx) = dx {
                     // Full correlation of dY (zero-padded by k-1) with the flipped kernel gives the
@@ -265,22 +363,59 @@ impl<T: Float> Conv2d<T> {
                     let dxw = &mut s.c[..mz * cin];
                     for ey in 0..k {
                         let lhs = MatRef::new(dyz, ey * wz * cout, cout, 1);
-                        let rhs = MatRef::rows(&self.wt[ey * k * cout * cin..(ey + 1) * k * cout * cin], cin);
+                        let rhs = MatRef::rows(
+                            &self.wt[ey * k * cout * cin..(ey + 1) * k * cout * cin],
+                            cin,
+                        );
                         matmul(mz, cin, k * cout, dxw, cin, ey > 0, lhs, rhs);
                     }
-                    pad_backward(dxw, wz * cin, cin, &self.rows, &self.cols, &mut dx.data, accumulate);
+                    pad_backward(
+                        dxw,
+                        wz * cin,
+                        cin,
+                        &self.rows,
+                        &self.cols,
+                        &mut dx.data,
+                        accumulate,
+                    );
                 }
             }
             Path::Im2col => {
                 let kk = k * k * cin;
                 let m = self.ho * self.wo;
-                matmul(kk, cout, m, dw, cout, false, MatRef::rows_t(&self.cache, kk), MatRef::rows(&dy.data, cout));
+                matmul(
+                    kk,
+                    cout,
+                    m,
+                    dw,
+                    cout,
+                    false,
+                    MatRef::rows_t(&self.cache, kk),
+                    MatRef::rows(&dy.data, cout),
+                );
                 if let Some(dx) = dx {
                     let dcol = &mut s.a[..m * kk];
-                    matmul(m, kk, cout, dcol, kk, false, MatRef::rows(&dy.data, cout), MatRef::rows_t(wmat, cout));
+                    matmul(
+                        m,
+                        kk,
+                        cout,
+                        dcol,
+                        kk,
+                        false,
+                        MatRef::rows(&dy.data, cout),
+                        MatRef::rows_t(wmat, cout),
+                    );
                     let dxp = &mut s.b[..self.hp * self.wp * cin];
                     col2im(dcol, self.wp, cin, k, self.stride, self.ho, self.wo, dxp);
-                    pad_backward(dxp, self.wp * cin, cin, &self.rows, &self.cols, &mut dx.data, accumulate);
+                    pad_backward(
+                        dxp,
+                        self.wp * cin,
+                        cin,
+                        &self.rows,
+                        &self.cols,
+                        &mut dx.data,
+                        accumulate,
+                    );
                 }
             }
         }
@@ -290,7 +425,9 @@ impl<T: Float> Conv2d<T> {
 fn fill_bias<T: Float>(y: &mut [T], c: usize, bias: Option<&[T]>) {
     let per = rows_per_task(y.len() / c.max(1), c) * c;
     let fill = |chunk: &mut [T]| match bias {
-        Some(b) => chunk.chunks_exact_mut(c).for_each(|px| px.copy_from_slice(b)),
+        Some(b) => chunk
+            .chunks_exact_mut(c)
+            .for_each(|px| px.copy_from_slice(b)),
         None => chunk.fill(T::ZERO),
     };
     if per >= y.len() {
@@ -301,7 +438,14 @@ fn fill_bias<T: Float>(y: &mut [T], c: usize, bias: Option<&[T]>) {
 }
 
 /// Copies the first `keep` elements of each `stride`-long row of `src` into `dst`, adding `bias`.
-fn compact_rows<T: Float>(src: &[T], stride: usize, keep: usize, c: usize, bias: Option<&[T]>, dst: &mut [T]) {
+fn compact_rows<T: Float>(
+    src: &[T],
+    stride: usize,
+    keep: usize,
+    c: usize,
+    bias: Option<&[T]>,
+    dst: &mut [T],
+) {
     let rows = dst.len() / keep;
     let per = rows_per_task(rows, keep);
     let body = |(ti, chunk): (usize, &mut [T])| {
@@ -364,7 +508,16 @@ fn flip_transpose<T: Float>(w: &[T], k: usize, cin: usize, cout: usize, wt: &mut
 
 /// Column matrix of a padded input: row `oi·wo + oj`, columns `(dy·k + dx)·cin + ci`.
 #[allow(clippy::too_many_arguments)]
-fn im2col<T: Float>(xp: &[T], wp: usize, cin: usize, k: usize, s: usize, ho: usize, wo: usize, col: &mut [T]) {
+fn im2col<T: Float>(
+    xp: &[T],
+    wp: usize,
+    cin: usize,
+    k: usize,
+    s: usize,
+    ho: usize,
+    wo: usize,
+    col: &mut [T],
+) {
     let kk = k * k * cin;
     let row_len = wo * kk;
     let per = rows_per_task(ho, row_len);
@@ -390,7 +543,16 @@ fn im2col<T: Float>(xp: &[T], wp: usize, cin: usize, k: usize, s: usize, ho: usi
 /// Adjoint of [`im2col`]: scatters the column gradient back into the padded input gradient.
 /// Works row by row of the padded input, gathering, so rows can run in parallel.
 #[allow(clippy::too_many_arguments)]
-fn col2im<T: Float>(dcol: &[T], wp: usize, cin: usize, k: usize, s: usize, ho: usize, wo: usize, dxp: &mut [T]) {
+fn col2im<T: Float>(
+    dcol: &[T],
+    wp: usize,
+    cin: usize,
+    k: usize,
+    s: usize,
+    ho: usize,
+    wo: usize,
+    dxp: &mut [T],
+) {
     let kk = k * k * cin;
     let row_len = wp * cin;
     let hp = dxp.len() / row_len;
@@ -400,7 +562,7 @@ fn col2im<T: Float>(dcol: &[T], wp: usize, cin: usize, k: usize, s: usize, ho: u
             let a = ti * per + ri;
             drow.fill(T::ZERO);
             for dy in 0..k {
-                if a < dy || (a - dy) % s != 0 || (a - dy) / s >= ho {
+                if a < dy || !(a - dy).is_multiple_of(s) || (a - dy) / s >= ho {
                     continue;
                 }
                 let oi = (a - dy) / s;

@@ -13,20 +13,39 @@ pub(crate) struct MatRef<'a, T> {
 
 impl<'a, T> MatRef<'a, T> {
     pub fn new(data: &'a [T], offset: usize, rs: usize, cs: usize) -> Self {
-        MatRef { data, offset, rs, cs }
+        MatRef {
+            data,
+            offset,
+            rs,
+            cs,
+        }
     }
     /// Row-major, contiguous rows of `cols` elements.
     pub fn rows(data: &'a [T], cols: usize) -> Self {
-        MatRef { data, offset: 0, rs: cols, cs: 1 }
+        MatRef {
+            data,
+            offset: 0,
+            rs: cols,
+            cs: 1,
+        }
     }
     /// The transpose of a row-major matrix of `cols` columns.
     pub fn rows_t(data: &'a [T], cols: usize) -> Self {
-        MatRef { data, offset: 0, rs: 1, cs: cols }
+        MatRef {
+            data,
+            offset: 0,
+            rs: 1,
+            cs: cols,
+        }
     }
     fn check(&self, rows: usize, cols: usize) {
         if rows > 0 && cols > 0 {
             let last = self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs;
-            assert!(last < self.data.len(), "matrix view out of bounds: {last} >= {}", self.data.len());
+            assert!(
+                last < self.data.len(),
+                "matrix view out of bounds: {last} >= {}",
+                self.data.len()
+            );
         }
     }
 }
@@ -48,7 +67,10 @@ pub(crate) fn matmul<T: Float>(
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * dst_rs + n <= dst.len(), "gemm destination out of bounds");
+    assert!(
+        (m - 1) * dst_rs + n <= dst.len(),
+        "gemm destination out of bounds"
+    );
     if k == 0 {
         if !accumulate {
             for i in 0..m {
@@ -99,14 +121,28 @@ mod tests {
     #[test]
     fn matches_naive_product_with_strides_and_accumulation() {
         let (m, n, k) = (7, 5, 9);
-        let a: Vec<f64> = (0..m * k * 2).map(|i| ((i * 37 % 11) as f64) - 5.0).collect();
+        let a: Vec<f64> = (0..m * k * 2)
+            .map(|i| ((i * 37 % 11) as f64) - 5.0)
+            .collect();
         let b: Vec<f64> = (0..k * n).map(|i| ((i * 13 % 7) as f64) * 0.5).collect();
         let mut c = vec![1.0f64; m * n];
         // lhs is every other column of a wider matrix, rhs is read transposed.
-        matmul(m, n, k, &mut c, n, true, MatRef::new(&a, 0, 2 * k, 2), MatRef::new(&b, 0, 1, k));
+        matmul(
+            m,
+            n,
+            k,
+            &mut c,
+            n,
+            true,
+            MatRef::new(&a, 0, 2 * k, 2),
+            MatRef::new(&b, 0, 1, k),
+        );
         for i in 0..m {
             for j in 0..n {
-                let want: f64 = 1.0 + (0..k).map(|p| a[i * 2 * k + 2 * p] * b[j * k + p]).sum::<f64>();
+                let want: f64 = 1.0
+                    + (0..k)
+                        .map(|p| a[i * 2 * k + 2 * p] * b[j * k + p])
+                        .sum::<f64>();
                 assert_eq!(c[i * n + j], want);
             }
         }

@@ -22,7 +22,7 @@ pub use batchnorm::BatchNorm;
 pub use concat::Concat;
 pub use conv::{Conv2d, ConvScratch};
 pub use float::Float;
-pub use net::{ActId, Net, NetBuilder, Op, ParamInfo, ParamKind};
+pub use net::{ActId, Net, NetBuilder, NodeTime, Op, ParamInfo, ParamKind};
 pub use pad::PadMode;
 pub use sigmoid::Sigmoid;
 pub use tensor::Tensor;

@@ -14,8 +14,9 @@ use super::{BatchNorm, Concat, Float, PadMode, Sigmoid, Tensor, Upsample, Upsamp
 /// Index of an activation. 0 is the network input.
 pub type ActId = usize;
 
-/// One operation of the graph.
+/// One operation of the graph. Few and long-lived: their size does not matter.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Op<T> {
     Conv(Conv2d<T>),
     Norm(BatchNorm<T>),
@@ -100,7 +101,12 @@ pub struct NetBuilder<T> {
 impl<T: Float> NetBuilder<T> {
     /// A builder whose input (activation 0) is `h × w × c`.
     pub fn new(h: usize, w: usize, c: usize) -> Self {
-        NetBuilder { shapes: vec![(h, w, c)], nodes: Vec::new(), params: Vec::new(), n_params: 0 }
+        NetBuilder {
+            shapes: vec![(h, w, c)],
+            nodes: Vec::new(),
+            params: Vec::new(),
+            n_params: 0,
+        }
     }
 
     /// The network input.
@@ -115,7 +121,13 @@ impl<T: Float> NetBuilder<T> {
 
     fn param(&mut self, name: String, kind: ParamKind, len: usize, init: Init) -> usize {
         let offset = self.n_params;
-        self.params.push(ParamInfo { name, kind, offset, len, init });
+        self.params.push(ParamInfo {
+            name,
+            kind,
+            offset,
+            len,
+            init,
+        });
         self.n_params += len;
         offset
     }
@@ -124,18 +136,44 @@ impl<T: Float> NetBuilder<T> {
         self.shapes.push(shape);
         let output = self.shapes.len() - 1;
         let grad_modes = vec![GradMode::Skip; inputs.len()];
-        self.nodes.push(Node { op, inputs, output, grad_modes });
+        self.nodes.push(Node {
+            op,
+            inputs,
+            output,
+            grad_modes,
+        });
         output
     }
 
     /// A k×k convolution with PyTorch's default initialisation (uniform ±1/sqrt(fan_in) for the
     /// weight and the bias).
     #[allow(clippy::too_many_arguments)]
-    pub fn conv(&mut self, x: ActId, cout: usize, k: usize, stride: usize, pad: PadMode, bias: bool, name: &str) -> ActId {
+    pub fn conv(
+        &mut self,
+        x: ActId,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: PadMode,
+        bias: bool,
+        name: &str,
+    ) -> ActId {
         let (h, w, cin) = self.shapes[x];
         let bound = 1.0 / ((cin * k * k) as f64).sqrt();
-        let wo = self.param(format!("{name}.weight"), ParamKind::ConvWeight { cout, cin, k }, k * k * cin * cout, Init::Uniform(bound));
-        let bo = bias.then(|| self.param(format!("{name}.bias"), ParamKind::Vector, cout, Init::Uniform(bound)));
+        let wo = self.param(
+            format!("{name}.weight"),
+            ParamKind::ConvWeight { cout, cin, k },
+            k * k * cin * cout,
+            Init::Uniform(bound),
+        );
+        let bo = bias.then(|| {
+            self.param(
+                format!("{name}.bias"),
+                ParamKind::Vector,
+                cout,
+                Init::Uniform(bound),
+            )
+        });
         let layer = Conv2d::new(h, w, cin, cout, k, stride, pad, wo, bo);
         let shape = (layer.ho, layer.wo, cout);
         self.push(Op::Conv(layer), vec![x], shape)
@@ -144,14 +182,32 @@ impl<T: Float> NetBuilder<T> {
     /// Batch norm with gamma 1 and beta 0, followed by LeakyReLU(`slope`) if given.
     pub fn batchnorm(&mut self, x: ActId, slope: Option<f64>, name: &str) -> ActId {
         let (h, w, c) = self.shapes[x];
-        let g = self.param(format!("{name}.weight"), ParamKind::Vector, c, Init::Const(1.0));
-        let b = self.param(format!("{name}.bias"), ParamKind::Vector, c, Init::Const(0.0));
-        self.push(Op::Norm(BatchNorm::new(h * w, c, g, b, slope)), vec![x], (h, w, c))
+        let g = self.param(
+            format!("{name}.weight"),
+            ParamKind::Vector,
+            c,
+            Init::Const(1.0),
+        );
+        let b = self.param(
+            format!("{name}.bias"),
+            ParamKind::Vector,
+            c,
+            Init::Const(0.0),
+        );
+        self.push(
+            Op::Norm(BatchNorm::new(h * w, c, g, b, slope)),
+            vec![x],
+            (h, w, c),
+        )
     }
 
     pub fn upsample(&mut self, x: ActId, factor: usize, mode: UpsampleMode) -> ActId {
         let (h, w, c) = self.shapes[x];
-        self.push(Op::Upsample(Upsample::new(h, w, c, factor, mode)), vec![x], (h * factor, w * factor, c))
+        self.push(
+            Op::Upsample(Upsample::new(h, w, c, factor, mode)),
+            vec![x],
+            (h * factor, w * factor, c),
+        )
     }
 
     /// Concatenates along channels. Panics if the spatial sizes differ (a builder bug).
@@ -177,7 +233,11 @@ impl<T: Float> NetBuilder<T> {
     /// Finishes the network with `output` as its output, parameters drawn from `seed`.
     /// `input_grad` keeps the gradient with respect to the input (not needed to fit weights).
     pub fn build(mut self, output: ActId, seed: u64, input_grad: bool) -> Net<T> {
-        assert_eq!(output, self.shapes.len() - 1, "the output must be the last activation");
+        assert_eq!(
+            output,
+            self.shapes.len() - 1,
+            "the output must be the last activation"
+        );
         // Gradient modes: walking backward, the first contribution to an activation writes.
         let mut seen = vec![false; self.shapes.len()];
         for node in self.nodes.iter_mut().rev() {
@@ -192,12 +252,22 @@ impl<T: Float> NetBuilder<T> {
                 };
             }
         }
-        let acts: Vec<Tensor<T>> = self.shapes.iter().map(|&(h, w, c)| Tensor::zeros(h, w, c)).collect();
+        let acts: Vec<Tensor<T>> = self
+            .shapes
+            .iter()
+            .map(|&(h, w, c)| Tensor::zeros(h, w, c))
+            .collect();
         let grads = self
             .shapes
             .iter()
             .enumerate()
-            .map(|(i, &(h, w, c))| if i == 0 && !input_grad { Tensor::default() } else { Tensor::zeros(h, w, c) })
+            .map(|(i, &(h, w, c))| {
+                if i == 0 && !input_grad {
+                    Tensor::default()
+                } else {
+                    Tensor::zeros(h, w, c)
+                }
+            })
             .collect();
         let mut scratch = ConvScratch::default();
         for node in &self.nodes {
@@ -213,6 +283,7 @@ impl<T: Float> NetBuilder<T> {
             dparams: vec![T::ZERO; self.n_params],
             info: self.params,
             scratch,
+            profile: None,
         };
         net.init_params(seed);
         net
@@ -228,9 +299,62 @@ pub struct Net<T> {
     dparams: Vec<T>,
     info: Vec<ParamInfo>,
     scratch: ConvScratch<T>,
+    /// Seconds spent in each node's forward and backward, when profiling is on.
+    profile: Option<Vec<[f64; 2]>>,
+}
+
+/// Time spent in one node, from [`Net::profile`].
+#[derive(Debug, Clone)]
+pub struct NodeTime {
+    pub label: String,
+    pub forward: f64,
+    pub backward: f64,
 }
 
 impl<T: Float> Net<T> {
+    /// Turns per-node timing on (and resets it) or off.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![[0.0; 2]; self.nodes.len()]);
+    }
+
+    /// Accumulated per-node times since profiling was turned on.
+    pub fn profile(&self) -> Vec<NodeTime> {
+        let Some(p) = &self.profile else {
+            return Vec::new();
+        };
+        self.nodes
+            .iter()
+            .zip(p)
+            .map(|(n, t)| {
+                let (h, w, c) = (
+                    self.acts[n.output].h,
+                    self.acts[n.output].w,
+                    self.acts[n.output].c,
+                );
+                let label = match &n.op {
+                    Op::Conv(l) => {
+                        format!("conv{}x{}/s{} {}->{}", l.k, l.k, l.stride, l.cin, l.cout)
+                    }
+                    Op::Norm(l) => {
+                        if l.slope.is_some() {
+                            format!("bn+lrelu {}", l.c)
+                        } else {
+                            format!("bn {}", l.c)
+                        }
+                    }
+                    Op::Upsample(l) => format!("upsample {:?}", l.mode).to_lowercase(),
+                    Op::Concat(_) => "concat".to_string(),
+                    Op::Sigmoid(_) => "sigmoid".to_string(),
+                };
+                NodeTime {
+                    label: format!("{label} @{h}x{w}x{c}"),
+                    forward: t[0],
+                    backward: t[1],
+                }
+            })
+            .collect()
+    }
+
     /// Draws fresh parameters: PyTorch's default initialisation, from our own generator.
     pub fn init_params(&mut self, seed: u64) {
         let mut rng = Pcg64Mcg::seed_from_u64(seed);
@@ -238,7 +362,9 @@ impl<T: Float> Net<T> {
             let dst = &mut self.params[p.offset..p.offset + p.len];
             match p.init {
                 Init::Const(v) => dst.fill(T::from_f64(v)),
-                Init::Uniform(b) => dst.iter_mut().for_each(|v| *v = T::from_f64(rng.random_range(-b..b))),
+                Init::Uniform(b) => dst
+                    .iter_mut()
+                    .for_each(|v| *v = T::from_f64(rng.random_range(-b..b))),
             }
         }
     }
@@ -273,7 +399,14 @@ impl<T: Float> Net<T> {
     /// Copies parameter tensor `index` from PyTorch's layout.
     pub fn set_param_reference(&mut self, index: usize, values: &[f64]) {
         let p = &self.info[index];
-        assert_eq!(values.len(), p.len, "parameter {} has {} values, got {}", p.name, p.len, values.len());
+        assert_eq!(
+            values.len(),
+            p.len,
+            "parameter {} has {} values, got {}",
+            p.name,
+            p.len,
+            values.len()
+        );
         for (i, &v) in values.iter().enumerate() {
             self.params[p.flat_index(i)] = T::from_f64(v);
         }
@@ -307,7 +440,10 @@ impl<T: Float> Net<T> {
 
     /// Output and output gradient at once (for the loss).
     pub fn output_and_grad(&mut self) -> (&Tensor<T>, &mut Tensor<T>) {
-        (self.acts.last().expect("output"), self.grads.last_mut().expect("output"))
+        (
+            self.acts.last().expect("output"),
+            self.grads.last_mut().expect("output"),
+        )
     }
 
     /// Gradient with respect to the input, if the network was built to keep it.
@@ -317,8 +453,16 @@ impl<T: Float> Net<T> {
 
     /// Runs every node on the current input.
     pub fn forward(&mut self) -> &Tensor<T> {
-        let Net { nodes, acts, params, scratch, .. } = self;
-        for node in nodes.iter_mut() {
+        let Net {
+            nodes,
+            acts,
+            params,
+            scratch,
+            profile,
+            ..
+        } = self;
+        for (ni, node) in nodes.iter_mut().enumerate() {
+            let t0 = profile.as_ref().map(|_| std::time::Instant::now());
             let (before, after) = acts.split_at_mut(node.output);
             let y = &mut after[0];
             let x = &before[node.inputs[0]];
@@ -333,6 +477,9 @@ impl<T: Float> Net<T> {
                     }
                 }
             }
+            if let (Some(p), Some(t0)) = (profile.as_mut(), t0) {
+                p[ni][0] += t0.elapsed().as_secs_f64();
+            }
         }
         self.output()
     }
@@ -340,8 +487,18 @@ impl<T: Float> Net<T> {
     /// Backpropagates the output gradient: parameter gradients are written, and so is the input
     /// gradient if kept.
     pub fn backward(&mut self) {
-        let Net { nodes, acts, grads, params, dparams, scratch, .. } = self;
-        for node in nodes.iter_mut().rev() {
+        let Net {
+            nodes,
+            acts,
+            grads,
+            params,
+            dparams,
+            scratch,
+            profile,
+            ..
+        } = self;
+        for (ni, node) in nodes.iter_mut().enumerate().rev() {
+            let t0 = profile.as_ref().map(|_| std::time::Instant::now());
             let (gbefore, gafter) = grads.split_at_mut(node.output);
             let dy = &gafter[0];
             let y = &acts[node.output];
@@ -375,14 +532,32 @@ impl<T: Float> Net<T> {
                     }
                 }
             }
+            if let (Some(p), Some(t0)) = (profile.as_mut(), t0) {
+                p[ni][1] += t0.elapsed().as_secs_f64();
+            }
         }
     }
 
     /// Bytes held by activations, gradients, caches and parameters: the bulk of a fit's memory.
     pub fn memory_bytes(&self) -> usize {
         let t = std::mem::size_of::<T>();
-        let tensors: usize = self.acts.iter().chain(&self.grads).map(|a| a.data.len()).sum();
-        let caches: usize = self.nodes.iter().map(|n| if let Op::Conv(c) = &n.op { c.cache_len() } else { 0 }).sum();
+        let tensors: usize = self
+            .acts
+            .iter()
+            .chain(&self.grads)
+            .map(|a| a.data.len())
+            .sum();
+        let caches: usize = self
+            .nodes
+            .iter()
+            .map(|n| {
+                if let Op::Conv(c) = &n.op {
+                    c.cache_len()
+                } else {
+                    0
+                }
+            })
+            .sum();
         let s = &self.scratch;
         (tensors + caches + s.a.len() + s.b.len() + s.c.len() + 4 * self.params.len()) * t
     }

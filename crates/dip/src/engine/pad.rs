@@ -30,7 +30,10 @@ pub(crate) fn source_index(mode: PadMode, i: usize, n: usize, p: usize) -> Optio
             } else {
                 t
             };
-            debug_assert!((0..n).contains(&s), "reflection padding {p} too large for size {n}");
+            debug_assert!(
+                (0..n).contains(&s),
+                "reflection padding {p} too large for size {n}"
+            );
             Some(s as usize)
         }
     }
@@ -48,7 +51,9 @@ pub(crate) struct AxisMap {
 
 impl AxisMap {
     pub fn new(mode: PadMode, n: usize, p: usize) -> Self {
-        let src: Vec<Option<u32>> = (0..n + 2 * p).map(|i| source_index(mode, i, n, p).map(|s| s as u32)).collect();
+        let src: Vec<Option<u32>> = (0..n + 2 * p)
+            .map(|i| source_index(mode, i, n, p).map(|s| s as u32))
+            .collect();
         let mut lists = vec![Vec::new(); n];
         for (i, s) in src.iter().enumerate() {
             if let Some(s) = s {
@@ -61,7 +66,11 @@ impl AxisMap {
             adj.extend(l);
             adj_start.push(adj.len() as u32);
         }
-        AxisMap { src, adj_start, adj }
+        AxisMap {
+            src,
+            adj_start,
+            adj,
+        }
     }
 
     pub fn padded_len(&self) -> usize {
@@ -74,7 +83,13 @@ impl AxisMap {
 }
 
 /// Pads `x` (h × w × c, contiguous) into `xp` with row width `wp = w + 2p` and `hp = h + 2p` rows.
-pub(crate) fn pad_forward<T: Float>(x: &[T], c: usize, rows: &AxisMap, cols: &AxisMap, xp: &mut [T]) {
+pub(crate) fn pad_forward<T: Float>(
+    x: &[T],
+    c: usize,
+    rows: &AxisMap,
+    cols: &AxisMap,
+    xp: &mut [T],
+) {
     let wp = cols.padded_len();
     let hp = rows.padded_len();
     let w = cols.adj_start.len() - 1;
@@ -90,7 +105,9 @@ pub(crate) fn pad_forward<T: Float>(x: &[T], c: usize, rows: &AxisMap, cols: &Ax
                     for (b, px) in dst.chunks_mut(c).enumerate() {
                         match cols.src[b] {
                             None => px.fill(T::ZERO),
-                            Some(sb) => px.copy_from_slice(&srow[sb as usize * c..(sb as usize + 1) * c]),
+                            Some(sb) => {
+                                px.copy_from_slice(&srow[sb as usize * c..(sb as usize + 1) * c])
+                            }
                         }
                     }
                 }
@@ -154,7 +171,9 @@ mod tests {
     #[test]
     fn reflection_matches_pytorch_convention() {
         // ReflectionPad2d(2) of [0,1,2,3] is [2,1,0,1,2,3,2,1].
-        let got: Vec<usize> = (0..8).map(|i| source_index(PadMode::Reflection, i, 4, 2).unwrap()).collect();
+        let got: Vec<usize> = (0..8)
+            .map(|i| source_index(PadMode::Reflection, i, 4, 2).unwrap())
+            .collect();
         assert_eq!(got, vec![2, 1, 0, 1, 2, 3, 2, 1]);
         assert_eq!(source_index(PadMode::Zero, 0, 4, 1), None);
         assert_eq!(source_index(PadMode::Zero, 1, 4, 1), Some(0));
@@ -168,8 +187,12 @@ mod tests {
             let rows = AxisMap::new(mode, h, p);
             let cols = AxisMap::new(mode, w, p);
             let (hp, wp) = (h + 2 * p, w + 2 * p);
-            let x: Vec<f64> = (0..h * w * c).map(|i| ((i * 7919) % 23) as f64 - 11.0).collect();
-            let g: Vec<f64> = (0..hp * wp * c).map(|i| ((i * 104729) % 19) as f64 - 9.0).collect();
+            let x: Vec<f64> = (0..h * w * c)
+                .map(|i| ((i * 7919) % 23) as f64 - 11.0)
+                .collect();
+            let g: Vec<f64> = (0..hp * wp * c)
+                .map(|i| ((i * 104729) % 19) as f64 - 9.0)
+                .collect();
             let mut xp = vec![0.0; hp * wp * c];
             pad_forward(&x, c, &rows, &cols, &mut xp);
             let mut dx = vec![0.0; h * w * c];

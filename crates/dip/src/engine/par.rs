@@ -23,8 +23,13 @@ pub(crate) const REDUCE_CHUNK: usize = 2048;
 ///
 /// `partial` must hold `chunks(pixels) * c` values; `visit(range, acc)` adds the contribution of
 /// the pixels in `range` into `acc` (length `c`, zeroed before each call).
-pub(crate) fn channel_reduce<T: Float, F>(pixels: usize, c: usize, partial: &mut [T], out: &mut [T], visit: F)
-where
+pub(crate) fn channel_reduce<T: Float, F>(
+    pixels: usize,
+    c: usize,
+    partial: &mut [T],
+    out: &mut [T],
+    visit: F,
+) where
     F: Fn(std::ops::Range<usize>, &mut [T]) + Sync,
 {
     use rayon::prelude::*;

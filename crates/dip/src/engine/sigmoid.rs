@@ -13,7 +13,13 @@ impl Sigmoid {
     }
 
     /// `dx = dy · y · (1 − y)`, written or added.
-    pub fn backward<T: Float>(&self, y: &Tensor<T>, dy: &Tensor<T>, dx: &mut Tensor<T>, accumulate: bool) {
+    pub fn backward<T: Float>(
+        &self,
+        y: &Tensor<T>,
+        dy: &Tensor<T>,
+        dx: &mut Tensor<T>,
+        accumulate: bool,
+    ) {
         for ((d, &g), &s) in dx.data.iter_mut().zip(&dy.data).zip(&y.data) {
             let v = g * s * (T::ONE - s);
             if accumulate {

@@ -13,12 +13,21 @@ pub struct Tensor<T> {
 
 impl<T: Float> Tensor<T> {
     pub fn zeros(h: usize, w: usize, c: usize) -> Self {
-        Tensor { h, w, c, data: vec![T::ZERO; h * w * c] }
+        Tensor {
+            h,
+            w,
+            c,
+            data: vec![T::ZERO; h * w * c],
+        }
     }
 
     /// Wraps existing HWC data. Panics if the length does not match, which is a programming error.
     pub fn from_vec(h: usize, w: usize, c: usize, data: Vec<T>) -> Self {
-        assert_eq!(data.len(), h * w * c, "tensor data length does not match {h}x{w}x{c}");
+        assert_eq!(
+            data.len(),
+            h * w * c,
+            "tensor data length does not match {h}x{w}x{c}"
+        );
         Tensor { h, w, c, data }
     }
 
@@ -41,6 +50,11 @@ impl<T: Float> Tensor<T> {
 
     /// Converts to another float type.
     pub fn cast<U: Float>(&self) -> Tensor<U> {
-        Tensor { h: self.h, w: self.w, c: self.c, data: self.data.iter().map(|v| U::from_f64(v.to_f64())).collect() }
+        Tensor {
+            h: self.h,
+            w: self.w,
+            c: self.c,
+            data: self.data.iter().map(|v| U::from_f64(v.to_f64())).collect(),
+        }
     }
 }

@@ -56,7 +56,11 @@ impl<T: Float> AxisTaps<T> {
             adj.extend(l);
             adj_start.push(adj.len());
         }
-        AxisTaps { taps, adj_start, adj }
+        AxisTaps {
+            taps,
+            adj_start,
+            adj,
+        }
     }
 
     fn readers(&self, s: usize) -> &[(usize, T)] {
@@ -78,7 +82,15 @@ pub struct Upsample<T> {
 
 impl<T: Float> Upsample<T> {
     pub fn new(h: usize, w: usize, c: usize, factor: usize, mode: UpsampleMode) -> Self {
-        Upsample { h, w, c, factor, mode, rows: AxisTaps::new(mode, h, factor), cols: AxisTaps::new(mode, w, factor) }
+        Upsample {
+            h,
+            w,
+            c,
+            factor,
+            mode,
+            rows: AxisTaps::new(mode, h, factor),
+            cols: AxisTaps::new(mode, w, factor),
+        }
     }
 
     pub fn forward(&self, x: &Tensor<T>, y: &mut Tensor<T>) {
@@ -90,13 +102,17 @@ impl<T: Float> Upsample<T> {
         let body = |(ti, chunk): (usize, &mut [T])| {
             for (ri, yrow) in chunk.chunks_mut(row_len).enumerate() {
                 let [(r0, a0), (r1, a1)] = self.rows.taps[ti * per + ri];
-                let (x0, x1) = (&xd[r0 * w * c..(r0 + 1) * w * c], &xd[r1 * w * c..(r1 + 1) * w * c]);
+                let (x0, x1) = (
+                    &xd[r0 * w * c..(r0 + 1) * w * c],
+                    &xd[r1 * w * c..(r1 + 1) * w * c],
+                );
                 for (ox, ypx) in yrow.chunks_exact_mut(c).enumerate() {
                     let [(c0, b0), (c1, b1)] = self.cols.taps[ox];
                     let (p00, p01) = (&x0[c0 * c..c0 * c + c], &x0[c1 * c..c1 * c + c]);
                     let (p10, p11) = (&x1[c0 * c..c0 * c + c], &x1[c1 * c..c1 * c + c]);
                     for ch in 0..c {
-                        ypx[ch] = a0 * (b0 * p00[ch] + b1 * p01[ch]) + a1 * (b0 * p10[ch] + b1 * p11[ch]);
+                        ypx[ch] =
+                            a0 * (b0 * p00[ch] + b1 * p01[ch]) + a1 * (b0 * p10[ch] + b1 * p11[ch]);
                     }
                 }
             }
@@ -104,7 +120,10 @@ impl<T: Float> Upsample<T> {
         if per >= ho {
             y.data.chunks_mut(per * row_len).enumerate().for_each(body);
         } else {
-            y.data.par_chunks_mut(per * row_len).enumerate().for_each(body);
+            y.data
+                .par_chunks_mut(per * row_len)
+                .enumerate()
+                .for_each(body);
         }
     }
 
@@ -136,7 +155,10 @@ impl<T: Float> Upsample<T> {
         if per >= self.h {
             dx.data.chunks_mut(per * row_len).enumerate().for_each(body);
         } else {
-            dx.data.par_chunks_mut(per * row_len).enumerate().for_each(body);
+            dx.data
+                .par_chunks_mut(per * row_len)
+                .enumerate()
+                .for_each(body);
         }
     }
 }

@@ -37,7 +37,13 @@ impl SkipSpec {
     }
 
     /// `scales` scales of `channels` channels down and up, `skip` skip channels, 3×3 kernels.
-    pub fn uniform(in_channels: usize, out_channels: usize, scales: usize, channels: usize, skip: usize) -> Self {
+    pub fn uniform(
+        in_channels: usize,
+        out_channels: usize,
+        scales: usize,
+        channels: usize,
+        skip: usize,
+    ) -> Self {
         SkipSpec {
             in_channels,
             out_channels,
@@ -74,25 +80,48 @@ impl SkipSpec {
         if n == 0 {
             return Err(Error::invalid("a skip network needs at least one scale"));
         }
-        for (name, len) in [("up", self.up.len()), ("skip", self.skip.len()), ("kernel_down", self.kernel_down.len()), ("kernel_up", self.kernel_up.len())] {
+        for (name, len) in [
+            ("up", self.up.len()),
+            ("skip", self.skip.len()),
+            ("kernel_down", self.kernel_down.len()),
+            ("kernel_up", self.kernel_up.len()),
+        ] {
             if len != n {
-                return Err(Error::invalid(format!("skip network: `{name}` has {len} entries, `down` has {n}")));
+                return Err(Error::invalid(format!(
+                    "skip network: `{name}` has {len} entries, `down` has {n}"
+                )));
             }
         }
-        if self.in_channels == 0 || self.out_channels == 0 || self.down.contains(&0) || self.up.contains(&0) {
-            return Err(Error::invalid("skip network: channel counts must be positive"));
+        if self.in_channels == 0
+            || self.out_channels == 0
+            || self.down.contains(&0)
+            || self.up.contains(&0)
+        {
+            return Err(Error::invalid(
+                "skip network: channel counts must be positive",
+            ));
         }
-        let kernels = self.kernel_down.iter().chain(&self.kernel_up).chain(std::iter::once(&self.kernel_skip));
+        let kernels = self
+            .kernel_down
+            .iter()
+            .chain(&self.kernel_up)
+            .chain(std::iter::once(&self.kernel_skip));
         if let Some(k) = kernels.clone().find(|&&k| k % 2 == 0) {
-            return Err(Error::invalid(format!("skip network: kernel sizes must be odd, got {k}")));
+            return Err(Error::invalid(format!(
+                "skip network: kernel sizes must be odd, got {k}"
+            )));
         }
         let m = self.size_multiple();
-        if h % m != 0 || w % m != 0 {
-            return Err(Error::invalid(format!("skip network with {n} scales needs sides divisible by {m}, got {w}x{h}")));
+        if !h.is_multiple_of(m) || !w.is_multiple_of(m) {
+            return Err(Error::invalid(format!(
+                "skip network with {n} scales needs sides divisible by {m}, got {w}x{h}"
+            )));
         }
         let min = self.min_side();
         if h < min || w < min {
-            return Err(Error::invalid(format!("skip network with {n} scales needs sides of at least {min} pixels, got {w}x{h}")));
+            return Err(Error::invalid(format!(
+                "skip network with {n} scales needs sides of at least {min} pixels, got {w}x{h}"
+            )));
         }
         Ok(())
     }
@@ -100,7 +129,13 @@ impl SkipSpec {
     /// The smallest side the network accepts: the coarsest scale must be larger than the padding
     /// of its kernels (reflection padding cannot mirror more pixels than there are).
     pub fn min_side(&self) -> usize {
-        let pad = self.kernel_down.iter().chain(&self.kernel_up).map(|k| (k - 1) / 2).max().unwrap_or(0);
+        let pad = self
+            .kernel_down
+            .iter()
+            .chain(&self.kernel_up)
+            .map(|k| (k - 1) / 2)
+            .max()
+            .unwrap_or(0);
         let coarsest = match self.pad {
             PadMode::Reflection => pad + 1,
             PadMode::Zero => 1,
@@ -114,7 +149,15 @@ impl SkipSpec {
         let mut b = NetBuilder::new(h, w, self.in_channels);
         let x = b.input();
         let top = self.build_scale(&mut b, x, 0);
-        let mut out = b.conv(top, self.out_channels, 1, 1, self.pad, self.need_bias, "out.conv");
+        let mut out = b.conv(
+            top,
+            self.out_channels,
+            1,
+            1,
+            self.pad,
+            self.need_bias,
+            "out.conv",
+        );
         if self.need_sigmoid {
             out = b.sigmoid(out);
         }
@@ -128,12 +171,36 @@ impl SkipSpec {
         let (pad, bias) = (self.pad, self.need_bias);
         let name = |part: &str| format!("s{i}.{part}");
         let skip = (self.skip[i] > 0).then(|| {
-            let s = b.conv(x, self.skip[i], self.kernel_skip, 1, pad, bias, &name("skip.conv"));
+            let s = b.conv(
+                x,
+                self.skip[i],
+                self.kernel_skip,
+                1,
+                pad,
+                bias,
+                &name("skip.conv"),
+            );
             b.batchnorm(s, SLOPE, &name("skip.bn"))
         });
-        let mut d = b.conv(x, self.down[i], self.kernel_down[i], 2, pad, bias, &name("down.conv1"));
+        let mut d = b.conv(
+            x,
+            self.down[i],
+            self.kernel_down[i],
+            2,
+            pad,
+            bias,
+            &name("down.conv1"),
+        );
         d = b.batchnorm(d, SLOPE, &name("down.bn1"));
-        d = b.conv(d, self.down[i], self.kernel_down[i], 1, pad, bias, &name("down.conv2"));
+        d = b.conv(
+            d,
+            self.down[i],
+            self.kernel_down[i],
+            1,
+            pad,
+            bias,
+            &name("down.conv2"),
+        );
         d = b.batchnorm(d, SLOPE, &name("down.bn2"));
         if i + 1 < self.scales() {
             d = self.build_scale(b, d, i + 1);
@@ -144,7 +211,15 @@ impl SkipSpec {
             None => up,
         };
         let mut m = b.batchnorm(merged, None, &name("merge.bn"));
-        m = b.conv(m, self.up[i], self.kernel_up[i], 1, pad, bias, &name("up.conv"));
+        m = b.conv(
+            m,
+            self.up[i],
+            self.kernel_up[i],
+            1,
+            pad,
+            bias,
+            &name("up.conv"),
+        );
         m = b.batchnorm(m, SLOPE, &name("up.bn"));
         if self.need_1x1_up {
             m = b.conv(m, self.up[i], 1, 1, pad, bias, &name("up.conv1x1"));
@@ -169,6 +244,9 @@ mod tests {
         let spec = SkipSpec::standard(32, 3);
         assert!(spec.validate(96, 64).is_ok());
         assert!(spec.validate(48, 64).is_err(), "not divisible by 32");
-        assert!(spec.validate(32, 64).is_err(), "coarsest scale 1 px cannot be reflection-padded");
+        assert!(
+            spec.validate(32, 64).is_err(),
+            "coarsest scale 1 px cannot be reflection-padded"
+        );
     }
 }

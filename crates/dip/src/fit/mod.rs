@@ -1,0 +1,10 @@
+//! The DIP fitting loop: Adam on the network parameters so that the output matches the observation.
+//!
+//! Observers see the run every `observe_every` steps; they are how trajectory recorders, spectral
+//! metrics and stopping rules plug in without touching the loop.
+
+mod observer;
+mod run;
+
+pub use observer::{Control, Observer, StepInfo};
+pub use run::{FitConfig, FitReport, HistoryRow, fit_denoise};

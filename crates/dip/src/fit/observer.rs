@@ -1,0 +1,36 @@
+//! Observers: code that watches the fit every few steps.
+
+use crate::image::Image;
+
+/// What an observer sees at a check.
+pub struct StepInfo<'a> {
+    /// 1-based step number just completed.
+    pub iter: usize,
+    /// Loss of this step (mean squared error to the observation).
+    pub loss: f64,
+    /// Raw network output of this step, cropped to the image size.
+    pub output: &'a Image,
+    /// Exponential moving average of the outputs.
+    pub ema: &'a Image,
+    /// PSNR of the raw output and of the EMA against the clean image, when one is known.
+    pub psnr_raw: Option<f64>,
+    pub psnr_ema: Option<f64>,
+}
+
+/// What an observer asks of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// Watches a fit. Called every `FitConfig::observe_every` steps and at the last step.
+pub trait Observer {
+    fn observe(&mut self, info: &StepInfo<'_>) -> Control;
+}
+
+impl<F: FnMut(&StepInfo<'_>) -> Control> Observer for F {
+    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
+        self(info)
+    }
+}
