@@ -14,6 +14,8 @@ use super::{BatchNorm, Concat, Float, PadMode, Sigmoid, Tensor, Upsample, Upsamp
 /// Index of an activation. 0 is the network input.
 pub type ActId = usize;
 
+const NO_SLOT: usize = usize::MAX;
+
 /// One operation of the graph. Few and long-lived: their size does not matter.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
@@ -257,17 +259,30 @@ impl<T: Float> NetBuilder<T> {
             .iter()
             .map(|&(h, w, c)| Tensor::zeros(h, w, c))
             .collect();
-        let grads = self
-            .shapes
-            .iter()
-            .enumerate()
-            .map(|(i, &(h, w, c))| {
-                if i == 0 && !input_grad {
-                    Tensor::default()
-                } else {
-                    Tensor::zeros(h, w, c)
+        // Gradient buffers are shared by activations whose gradients are never alive at the same
+        // time: one is born at its first contribution and dies after its producer's backward.
+        let mut grad_slot = vec![NO_SLOT; self.shapes.len()];
+        let mut slot_shape: Vec<(usize, usize, usize)> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
+        let alloc = |shape, free: &mut Vec<usize>, slot_shape: &mut Vec<_>| -> usize {
+            if let Some(pos) = free.iter().position(|&s| slot_shape[s] == shape) {
+                return free.swap_remove(pos);
+            }
+            slot_shape.push(shape);
+            slot_shape.len() - 1
+        };
+        grad_slot[output] = alloc(self.shapes[output], &mut free, &mut slot_shape);
+        for node in self.nodes.iter().rev() {
+            for (&i, &m) in node.inputs.iter().zip(&node.grad_modes) {
+                if m == GradMode::Write {
+                    grad_slot[i] = alloc(self.shapes[i], &mut free, &mut slot_shape);
                 }
-            })
+            }
+            free.push(grad_slot[node.output]);
+        }
+        let grads = slot_shape
+            .iter()
+            .map(|&(h, w, c)| Tensor::zeros(h, w, c))
             .collect();
         let mut scratch = ConvScratch::default();
         for node in &self.nodes {
@@ -279,6 +294,7 @@ impl<T: Float> NetBuilder<T> {
             nodes: self.nodes,
             acts,
             grads,
+            grad_slot,
             params: vec![T::ZERO; self.n_params],
             dparams: vec![T::ZERO; self.n_params],
             info: self.params,
@@ -294,7 +310,9 @@ impl<T: Float> NetBuilder<T> {
 pub struct Net<T> {
     nodes: Vec<Node<T>>,
     acts: Vec<Tensor<T>>,
+    /// Gradient buffers, indexed through `grad_slot`.
     grads: Vec<Tensor<T>>,
+    grad_slot: Vec<usize>,
     params: Vec<T>,
     dparams: Vec<T>,
     info: Vec<ParamInfo>,
@@ -435,20 +453,27 @@ impl<T: Float> Net<T> {
     /// The gradient of the loss with respect to the output; write it here before
     /// [`Net::backward`].
     pub fn output_grad_mut(&mut self) -> &mut Tensor<T> {
-        self.grads.last_mut().expect("a network has an output")
+        let s = self.grad_slot[self.acts.len() - 1];
+        &mut self.grads[s]
     }
 
     /// Output and output gradient at once (for the loss).
     pub fn output_and_grad(&mut self) -> (&Tensor<T>, &mut Tensor<T>) {
-        (
-            self.acts.last().expect("output"),
-            self.grads.last_mut().expect("output"),
-        )
+        let s = self.grad_slot[self.acts.len() - 1];
+        (self.acts.last().expect("output"), &mut self.grads[s])
     }
 
     /// Gradient with respect to the input, if the network was built to keep it.
+    ///
+    /// # Panics
+    /// If it was built without (`input_grad` false in [`NetBuilder::build`]).
     pub fn input_grad(&self) -> &Tensor<T> {
-        &self.grads[0]
+        let s = self.grad_slot[0];
+        assert!(
+            s != NO_SLOT,
+            "this network was built without the input gradient"
+        );
+        &self.grads[s]
     }
 
     /// Runs every node on the current input.
@@ -491,6 +516,7 @@ impl<T: Float> Net<T> {
             nodes,
             acts,
             grads,
+            grad_slot,
             params,
             dparams,
             scratch,
@@ -499,35 +525,60 @@ impl<T: Float> Net<T> {
         } = self;
         for (ni, node) in nodes.iter_mut().enumerate().rev() {
             let t0 = profile.as_ref().map(|_| std::time::Instant::now());
-            let (gbefore, gafter) = grads.split_at_mut(node.output);
-            let dy = &gafter[0];
+            let so = grad_slot[node.output];
             let y = &acts[node.output];
             let x = &acts[node.inputs[0]];
             let mode = node.grad_modes[0];
             let add = mode == GradMode::Add;
+            // The output gradient and an input gradient live in distinct slots.
+            fn pair<T>(
+                grads: &mut [Tensor<T>],
+                i: usize,
+                so: usize,
+            ) -> (&Tensor<T>, Option<&mut Tensor<T>>) {
+                if i == NO_SLOT {
+                    return (&grads[so], None);
+                }
+                let [dx, dy] = grads
+                    .get_disjoint_mut([i, so])
+                    .expect("gradient slots of a node are distinct");
+                (dy, Some(dx))
+            }
+            let slot_of = |j: usize| {
+                if node.grad_modes[j] == GradMode::Skip {
+                    NO_SLOT
+                } else {
+                    grad_slot[node.inputs[j]]
+                }
+            };
             match &mut node.op {
                 Op::Conv(l) => {
-                    let dx = (mode != GradMode::Skip).then(|| &mut gbefore[node.inputs[0]]);
+                    let (dy, dx) = pair(grads, slot_of(0), so);
                     l.backward(params, x, dy, dx, add, dparams, scratch);
                 }
                 Op::Norm(l) => {
-                    let dx = (mode != GradMode::Skip).then(|| &mut gbefore[node.inputs[0]]);
+                    let (dy, dx) = pair(grads, slot_of(0), so);
                     l.backward(params, x, y, dy, dx, add, dparams);
                 }
                 Op::Upsample(l) => {
-                    if mode != GradMode::Skip {
-                        l.backward(dy, &mut gbefore[node.inputs[0]], add);
+                    if let (dy, Some(dx)) = pair(grads, slot_of(0), so) {
+                        l.backward(dy, dx, add);
                     }
                 }
                 Op::Sigmoid(l) => {
-                    if mode != GradMode::Skip {
-                        l.backward(y, dy, &mut gbefore[node.inputs[0]], add);
+                    if let (dy, Some(dx)) = pair(grads, slot_of(0), so) {
+                        l.backward(y, dy, dx, add);
                     }
                 }
                 Op::Concat(l) => {
-                    for (which, (&i, &m)) in node.inputs.iter().zip(&node.grad_modes).enumerate() {
-                        if m != GradMode::Skip {
-                            l.backward_input(which, dy, &mut gbefore[i], m == GradMode::Add);
+                    for which in 0..node.inputs.len() {
+                        if let (dy, Some(dx)) = pair(grads, slot_of(which), so) {
+                            l.backward_input(
+                                which,
+                                dy,
+                                dx,
+                                node.grad_modes[which] == GradMode::Add,
+                            );
                         }
                     }
                 }
