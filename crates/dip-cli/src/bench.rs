@@ -1,0 +1,304 @@
+//! `dip bench`: seconds per training step of the standard network, optionally beside PyTorch.
+//!
+//! A step is what a fit repeats: forward, MSE loss and its gradient, backward, Adam. The data are
+//! random; only the time matters.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use dip::engine::{Adam, AdamConfig, Net};
+use dip::nets::SkipSpec;
+
+use crate::Global;
+
+const EXAMPLES: &str = "\
+Examples:
+  dip bench
+  dip bench --sizes 128,256 --iters 10 --profile
+  dip --threads 2 bench --sizes 128,256,512 --vs-torch
+
+The PyTorch peer is looked for in ../shared/peer (from the current folder) or in $DIP_PEER_DIR.
+Peak memory is the process's peak (VmHWM), so sizes run from the smallest up.";
+
+/// Channels of the benchmarked network: the reference denoising setup, 32 → 3.
+const IN_CHANNELS: usize = 32;
+const OUT_CHANNELS: usize = 3;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Image sides to time (square images; multiples of 32, at least 64).
+    #[arg(long, value_name = "S,S,...", value_delimiter = ',', default_values_t = [128, 256, 512])]
+    sizes: Vec<usize>,
+
+    /// Timed steps per size; the median is reported.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    iters: usize,
+
+    /// Untimed steps before timing.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    warmup: usize,
+
+    /// Also time the PyTorch peer (same network, same thread count), size by size.
+    #[arg(long)]
+    vs_torch: bool,
+
+    /// Also show the median time of each part of the step: forward, loss, backward, Adam.
+    #[arg(long)]
+    profile: bool,
+}
+
+/// Medians, in seconds, of one size's timed steps.
+struct Timing {
+    step: f64,
+    min: f64,
+    max: f64,
+    forward: f64,
+    loss: f64,
+    backward: f64,
+    adam: f64,
+}
+
+pub fn run(args: Args, g: &Global) -> Result<()> {
+    if args.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let spec = SkipSpec::standard(IN_CHANNELS, OUT_CHANNELS);
+    let mut sizes = args.sizes.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.is_empty() {
+        bail!("--sizes needs at least one size");
+    }
+    for &s in &sizes {
+        spec.validate(s, s)
+            .map_err(|e| anyhow!("--sizes: {s}: {e}"))?;
+    }
+    if sizes != args.sizes && !g.quiet {
+        eprintln!("note: sizes run in increasing order, since peak memory is the process's peak");
+    }
+
+    let torch = if args.vs_torch {
+        Some(TorchPeer::setup(g)?)
+    } else {
+        None
+    };
+
+    println!(
+        "standard skip network {IN_CHANNELS} -> {OUT_CHANNELS} channels, {} thread(s), median of {} steps after {} warm-up",
+        g.threads, args.iters, args.warmup
+    );
+    match &torch {
+        Some(_) => println!(
+            "{:>6}  {:>13}  {:>15}  {:>9}  {:>14}",
+            "size", "dip s/step", "torch s/step", "dip/torch", "dip peak RSS"
+        ),
+        None => println!(
+            "{:>6}  {:>10}  {:>8}  {:>8}  {:>14}",
+            "size", "s/step", "min", "max", "peak RSS"
+        ),
+    }
+    for &s in &sizes {
+        let t = time_dip(&spec, s, &args)?;
+        let rss = peak_rss_mib().map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
+        match &torch {
+            Some(peer) => {
+                let ts = peer.time(s, g.threads, &args)?;
+                println!(
+                    "{s:>6}  {:>13.4}  {ts:>15.4}  {:>9.2}  {rss:>14}",
+                    t.step,
+                    t.step / ts
+                );
+            }
+            None => println!(
+                "{s:>6}  {:>10.4}  {:>8.4}  {:>8.4}  {rss:>14}",
+                t.step, t.min, t.max
+            ),
+        }
+        if args.profile {
+            println!(
+                "        forward {:.4}  loss {:.4}  backward {:.4}  adam {:.4}  (s, medians)",
+                t.forward, t.loss, t.backward, t.adam
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Times `warmup + iters` steps of the network at `s × s` on random data.
+fn time_dip(spec: &SkipSpec, s: usize, args: &Args) -> Result<Timing> {
+    let mut net: Net<f32> = spec.build(s, s, 0)?;
+    let mut rng = SplitMix64(0x5EED);
+    net.input_mut()
+        .data
+        .iter_mut()
+        .for_each(|v| *v = 0.1 * rng.next_f32());
+    let target: Vec<f32> = (0..net.output().len()).map(|_| rng.next_f32()).collect();
+    let mut adam = Adam::new(net.num_params(), AdamConfig::default());
+
+    let mut samples: [Vec<f64>; 5] = Default::default();
+    for i in 0..args.warmup + args.iters {
+        let t0 = Instant::now();
+        net.forward();
+        let t1 = Instant::now();
+        let (out, grad) = net.output_and_grad();
+        let scale = 2.0 / out.len() as f32;
+        for ((g, &y), &t) in grad.data.iter_mut().zip(&out.data).zip(&target) {
+            *g = scale * (y - t);
+        }
+        let t2 = Instant::now();
+        net.backward();
+        let t3 = Instant::now();
+        let (params, grads) = net.params_and_grads();
+        adam.step(params, grads);
+        let t4 = Instant::now();
+        if i >= args.warmup {
+            let parts = [t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3];
+            for (v, d) in samples.iter_mut().zip(parts) {
+                v.push(d.as_secs_f64());
+            }
+        }
+    }
+    let steps = &samples[0];
+    let min = steps.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = steps.iter().copied().fold(0.0, f64::max);
+    let [step, forward, loss, backward, adam] = samples.map(median);
+    Ok(Timing {
+        step,
+        min,
+        max,
+        forward,
+        loss,
+        backward,
+        adam,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// A small generator for the benchmark's random data, so timing needs no extra dependency.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_f32(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB; Linux only.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The PyTorch peer: its folder and the python of its virtual environment.
+struct TorchPeer {
+    dir: PathBuf,
+    python: PathBuf,
+}
+
+impl TorchPeer {
+    /// Finds the peer and runs its `setup-torch`, which prints the python to use.
+    fn setup(g: &Global) -> Result<Self> {
+        let dir = match std::env::var_os("DIP_PEER_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => PathBuf::from("../shared/peer"),
+        };
+        let missing = |what: &Path| {
+            anyhow!(
+                "the PyTorch peer is missing: {} not found (run from the repository root with shared/ beside it, or set DIP_PEER_DIR)",
+                what.display()
+            )
+        };
+        for file in ["setup-torch", "torch_dip.py"] {
+            if !dir.join(file).is_file() {
+                return Err(missing(&dir.join(file)));
+            }
+        }
+        if !g.quiet {
+            eprintln!(
+                "setting up the PyTorch peer in {} (the first time takes a while)",
+                dir.display()
+            );
+        }
+        let out = Command::new("bash")
+            .arg(dir.join("setup-torch"))
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("{}: cannot run", dir.join("setup-torch").display()))?;
+        if !out.status.success() {
+            bail!(
+                "{}: failed ({})",
+                dir.join("setup-torch").display(),
+                out.status
+            );
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let python = stdout
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: printed no python path",
+                    dir.join("setup-torch").display()
+                )
+            })?;
+        Ok(TorchPeer { dir, python })
+    }
+
+    /// Median seconds per step of the peer at `s × s`.
+    fn time(&self, s: usize, threads: usize, args: &Args) -> Result<f64> {
+        let script = self.dir.join("torch_dip.py");
+        let out = Command::new(&self.python)
+            .arg(&script)
+            .args(["time", &s.to_string()])
+            .args(["--threads", &threads.to_string()])
+            .args(["--iters", &args.iters.to_string()])
+            .args(["--warmup", &args.warmup.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| {
+                format!("{}: cannot run {}", script.display(), self.python.display())
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            bail!(
+                "{} time {s}: failed ({}): {last}",
+                script.display(),
+                out.status
+            );
+        }
+        stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("median_s="))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("{} time {s}: no median_s= in its output", script.display()))
+    }
+}

@@ -1,0 +1,105 @@
+//! `dip demo`: the whole pipeline on a built-in image, with no files needed.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use dip::fit::FitConfig;
+use dip::image::{self, BitDepth};
+use dip::nets::SkipSpec;
+use dip::noise::add_gaussian_noise;
+use serde_json::json;
+
+use crate::Global;
+use crate::denoise::{INPUT_CHANNELS, fit_with_progress, print_psnr, summary};
+use crate::output::{check_folder_writable, write_json};
+use crate::progress::OBSERVE_EVERY;
+
+/// A 128×128 crop of the F16 test image (the tail of the jet over snowy mountains): texture and
+/// edges the prior must keep, flat sky it must smooth.
+const DEMO_IMAGE: &[u8] = include_bytes!("../assets/f16_128.png");
+
+/// Default steps of the demo: chosen so that the run takes under two minutes on two cores and
+/// gains at least 4 dB over the noisy image. Measured with the engine of this writing, 2 threads:
+/// about 0.3 s per step at 128², and the EMA output passes the noisy image's PSNR + 4 dB near
+/// step 260 (+5.4 dB at 300, +7.7 dB at 400, +9.6 dB at 600).
+pub const DEMO_ITERS: usize = 300;
+
+/// Noise of the demo, on the 0–255 scale, and its seed.
+const DEMO_SIGMA: f32 = 25.0;
+const DEMO_SEED: u64 = 0;
+
+const EXAMPLES: &str = "\
+Examples:
+  dip demo
+  dip demo --out results/demo --iters 600";
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Folder for clean.png, noisy.png, restored.png and summary.json; created if needed, and
+    /// those four files in it are replaced.
+    #[arg(long, value_name = "DIR", default_value = "dip-demo")]
+    out: PathBuf,
+
+    /// Training steps.
+    #[arg(long, value_name = "N", default_value_t = DEMO_ITERS)]
+    iters: usize,
+}
+
+pub fn run(args: Args, g: &Global) -> Result<()> {
+    let cfg = FitConfig {
+        iters: args.iters,
+        seed: DEMO_SEED,
+        observe_every: OBSERVE_EVERY,
+        ..FitConfig::default()
+    };
+    cfg.validate()?;
+    fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create the folder", args.out.display()))?;
+    check_folder_writable(&args.out, &args.out)?;
+
+    let (clean, _) = image::load_from_memory(DEMO_IMAGE, "built-in demo image")?;
+    // Rounded to 8 bits, so that noisy.png is exactly what the network is fitted to.
+    let noisy = image::quantize(
+        &add_gaussian_noise(&clean, DEMO_SIGMA, DEMO_SEED),
+        BitDepth::Eight,
+    );
+    let path = |name: &str| args.out.join(name);
+    image::save(&clean, &path("clean.png"))?;
+    image::save(&noisy, &path("noisy.png"))?;
+    if !g.quiet {
+        eprintln!(
+            "demo: {}x{} image, Gaussian noise sigma {DEMO_SIGMA} (seed {DEMO_SEED}), {} steps on {} thread(s)",
+            clean.width, clean.height, cfg.iters, g.threads
+        );
+    }
+
+    let spec = SkipSpec::standard(INPUT_CHANNELS, clean.channels);
+    let report = fit_with_progress(&noisy, Some(&clean), &spec, &cfg, g)?;
+    image::save(&report.output_ema, &path("restored.png"))?;
+    let summary = summary(
+        &report,
+        &cfg,
+        &spec,
+        [
+            ("command", json!("demo")),
+            ("input", json!("built-in demo image (F16 crop, 128x128)")),
+            ("output", json!(path("restored.png").display().to_string())),
+            ("sigma", json!(DEMO_SIGMA)),
+        ],
+    )?;
+    write_json(&path("summary.json"), &summary)?;
+
+    println!(
+        "wrote clean.png, noisy.png, restored.png and summary.json to {} ({} steps in {:.1} s)",
+        args.out.display(),
+        report.iterations_run,
+        report.seconds
+    );
+    print_psnr(&report);
+    if let (Some(before), Some(after)) = (report.psnr_noisy, report.psnr_final) {
+        println!("gain:        {:+.2} dB", after - before);
+    }
+    Ok(())
+}

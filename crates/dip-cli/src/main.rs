@@ -1,0 +1,118 @@
+//! `dip`: the command-line tool over the `dip` library.
+//!
+//! The binary parses arguments, turns them into library configs, calls the library and prints.
+//! Every failure reaches `main` as one error and is printed as one line, `error: <message>`, with
+//! exit code 2; usage errors found by clap also exit with 2.
+
+mod add_noise;
+mod bench;
+mod demo;
+mod denoise;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  dip demo                                   denoise the built-in image, results in dip-demo/
+  dip add-noise clean.png -o noisy.png --sigma 25
+  dip denoise noisy.png -o restored.png --clean clean.png --json run.json
+  dip denoise photo16.png -o out16.png --iters 1500 --threads 4
+  dip bench --sizes 128,256 --vs-torch        time a training step against PyTorch";
+
+/// Deep Image Prior restoration on the CPU.
+#[derive(Parser, Debug)]
+#[command(name = "dip", version, after_help = EXAMPLES)]
+struct Cli {
+    /// Worker threads for the numerics [default: all cores].
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+
+    /// No progress bar and no notes; results and errors are still printed.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Denoise an image with the Deep Image Prior.
+    Denoise(denoise::Args),
+    /// Add white Gaussian noise to an image (for experiments with a known clean image).
+    AddNoise(add_noise::Args),
+    /// Denoise the built-in example image and write the results to a folder.
+    Demo(demo::Args),
+    /// Time one training step of the standard network, optionally against PyTorch.
+    Bench(bench::Args),
+}
+
+/// Settings shared by every command.
+pub struct Global {
+    pub quiet: bool,
+    pub threads: usize,
+}
+
+fn main() -> ExitCode {
+    install_panic_hook();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let threads = match cli.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("cannot start the worker threads")?;
+    let global = Global {
+        quiet: cli.quiet,
+        threads,
+    };
+    match cli.command {
+        Command::Denoise(a) => denoise::run(a, &global),
+        Command::AddNoise(a) => add_noise::run(a, &global),
+        Command::Demo(a) => demo::run(a, &global),
+        Command::Bench(a) => bench::run(a, &global),
+    }
+}
+
+/// A bug must still end as one line on stderr, with its own exit code (101, as Rust's default).
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_string());
+        let place = info
+            .location()
+            .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: internal error: {}{place}", one_line(&msg));
+        std::process::exit(101);
+    }));
+}
+
+/// Messages from decoders and the OS may carry line breaks; an error is one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
