@@ -59,6 +59,8 @@ struct Timing {
     loss: f64,
     backward: f64,
     adam: f64,
+    /// Per-layer times, slowest first (with `--profile`).
+    layers: Vec<dip::engine::NodeTime>,
 }
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
@@ -101,7 +103,8 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         ),
     }
     for &s in &sizes {
-        let t = time_dip(&spec, s, &args)?;
+        // On a pool thread, as a fit runs: parallel work then goes to the thread's own queue.
+        let t = rayon::scope(|_| time_dip(&spec, s, &args))?;
         let rss = peak_rss_mib().map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
         match &torch {
             Some(peer) => {
@@ -122,6 +125,16 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
                 "        forward {:.4}  loss {:.4}  backward {:.4}  adam {:.4}  (s, medians)",
                 t.forward, t.loss, t.backward, t.adam
             );
+            println!("        slowest layers (s per step, forward + backward):");
+            for n in t.layers.iter().take(12) {
+                println!(
+                    "        {:>8.4} = {:.4} + {:.4}  {}",
+                    n.forward + n.backward,
+                    n.forward,
+                    n.backward,
+                    n.label
+                );
+            }
         }
     }
     Ok(())
@@ -161,6 +174,20 @@ fn time_dip(spec: &SkipSpec, s: usize, args: &Args) -> Result<Timing> {
             }
         }
     }
+    let mut layers = Vec::new();
+    if args.profile {
+        net.set_profiling(true);
+        for _ in 0..args.iters {
+            net.forward();
+            net.backward();
+        }
+        layers = net.profile();
+        for n in &mut layers {
+            n.forward /= args.iters as f64;
+            n.backward /= args.iters as f64;
+        }
+        layers.sort_by(|a, b| (b.forward + b.backward).total_cmp(&(a.forward + a.backward)));
+    }
     let steps = &samples[0];
     let min = steps.iter().copied().fold(f64::INFINITY, f64::min);
     let max = steps.iter().copied().fold(0.0, f64::max);
@@ -173,6 +200,7 @@ fn time_dip(spec: &SkipSpec, s: usize, args: &Args) -> Result<Timing> {
         loss,
         backward,
         adam,
+        layers,
     })
 }
 

@@ -1,6 +1,18 @@
 //! A checked wrapper over the `gemm` crate.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::Float;
+
+/// Set while a GEMM runs. The `gemm` crate allocates its packing buffers on every call (on the
+/// calling and the worker threads); this lets a test tell those apart from the engine's own.
+static IN_GEMM: AtomicBool = AtomicBool::new(false);
+
+/// Whether a GEMM is running right now (for allocation accounting in tests).
+#[doc(hidden)]
+pub fn in_gemm() -> bool {
+    IN_GEMM.load(Ordering::Relaxed)
+}
 
 /// A strided matrix view into a slice: element (i, j) is `data[offset + i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -89,6 +101,7 @@ pub(crate) fn matmul<T: Float>(
     };
     // SAFETY: every index the product touches was bounds-checked above; `dst` is exclusively
     // borrowed and does not alias `lhs` or `rhs` (distinct borrows).
+    IN_GEMM.store(true, Ordering::SeqCst);
     unsafe {
         gemm::gemm(
             m,
@@ -112,6 +125,7 @@ pub(crate) fn matmul<T: Float>(
             par,
         );
     }
+    IN_GEMM.store(false, Ordering::SeqCst);
 }
 
 #[cfg(test)]

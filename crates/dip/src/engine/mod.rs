@@ -22,6 +22,8 @@ pub use batchnorm::BatchNorm;
 pub use concat::Concat;
 pub use conv::{Conv2d, ConvScratch};
 pub use float::Float;
+#[doc(hidden)]
+pub use gemm::in_gemm;
 pub use net::{ActId, Net, NetBuilder, NodeTime, Op, ParamInfo, ParamKind};
 pub use pad::PadMode;
 pub use sigmoid::Sigmoid;

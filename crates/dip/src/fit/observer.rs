@@ -25,11 +25,12 @@ pub enum Control {
 }
 
 /// Watches a fit. Called every `FitConfig::observe_every` steps and at the last step.
-pub trait Observer {
+/// Observers are `Send` because the loop runs on a worker thread of the rayon pool.
+pub trait Observer: Send {
     fn observe(&mut self, info: &StepInfo<'_>) -> Control;
 }
 
-impl<F: FnMut(&StepInfo<'_>) -> Control> Observer for F {
+impl<F: FnMut(&StepInfo<'_>) -> Control + Send> Observer for F {
     fn observe(&mut self, info: &StepInfo<'_>) -> Control {
         self(info)
     }

@@ -162,6 +162,18 @@ pub fn fit_denoise(
     cfg: &FitConfig,
     observers: &mut [&mut dyn Observer],
 ) -> Result<FitReport> {
+    // The loop runs on a pool thread: parallel work spawned from there goes to the thread's own
+    // queue instead of rayon's global one, which is cheaper and allocates nothing.
+    rayon::scope(|_| fit_denoise_on_pool(noisy, clean, spec, cfg, observers))
+}
+
+fn fit_denoise_on_pool(
+    noisy: &Image,
+    clean: Option<&Image>,
+    spec: &SkipSpec,
+    cfg: &FitConfig,
+    observers: &mut [&mut dyn Observer],
+) -> Result<FitReport> {
     cfg.validate()?;
     if noisy.width == 0 || noisy.height == 0 {
         return Err(Error::invalid("the observation is empty"));
