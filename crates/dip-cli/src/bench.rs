@@ -94,8 +94,8 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     );
     match &torch {
         Some(_) => println!(
-            "{:>6}  {:>13}  {:>15}  {:>9}  {:>14}",
-            "size", "dip s/step", "torch s/step", "dip/torch", "dip peak RSS"
+            "{:>6}  {:>13}  {:>15}  {:>9}  {:>14}  {:>16}",
+            "size", "dip s/step", "torch s/step", "dip/torch", "dip peak RSS", "torch peak RSS"
         ),
         None => println!(
             "{:>6}  {:>10}  {:>8}  {:>8}  {:>14}",
@@ -108,9 +108,10 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         let rss = peak_rss_mib().map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
         match &torch {
             Some(peer) => {
-                let ts = peer.time(s, g.threads, &args)?;
+                let (ts, trss) = peer.time(s, g.threads, &args)?;
+                let trss = trss.map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
                 println!(
-                    "{s:>6}  {:>13.4}  {ts:>15.4}  {:>9.2}  {rss:>14}",
+                    "{s:>6}  {:>13.4}  {ts:>15.4}  {:>9.2}  {rss:>14}  {trss:>16}",
                     t.step,
                     t.step / ts
                 );
@@ -295,10 +296,16 @@ impl TorchPeer {
         Ok(TorchPeer { dir, python })
     }
 
-    /// Median seconds per step of the peer at `s × s`.
-    fn time(&self, s: usize, threads: usize, args: &Args) -> Result<f64> {
+    /// Median seconds per step of the peer at `s × s`, and its peak RSS in MiB.
+    fn time(&self, s: usize, threads: usize, args: &Args) -> Result<(f64, Option<f64>)> {
         let script = self.dir.join("torch_dip.py");
+        // Runs the script as its own `__main__`, then prints the process's peak RSS, so the
+        // peer's memory is measured the same way as ours without touching the script.
+        const WRAP: &str = "import resource, runpy, sys; sys.argv = sys.argv[1:]; \
+            runpy.run_path(sys.argv[0], run_name='__main__'); \
+            print(f'peak_rss_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}')";
         let out = Command::new(&self.python)
+            .args(["-c", WRAP])
             .arg(&script)
             .args(["time", &s.to_string()])
             .args(["--threads", &threads.to_string()])
@@ -323,10 +330,14 @@ impl TorchPeer {
                 out.status
             );
         }
-        stdout
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("median_s="))
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("{} time {s}: no median_s= in its output", script.display()))
+        let field = |key: &str| -> Option<f64> {
+            stdout
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+        };
+        let median = field("median_s=")
+            .ok_or_else(|| anyhow!("{} time {s}: no median_s= in its output", script.display()))?;
+        Ok((median, field("peak_rss_kb=").map(|k| k / 1024.0)))
     }
 }
