@@ -153,3 +153,21 @@ fn bad_settings_are_refused() {
         .is_err()
     );
 }
+
+#[test]
+fn a_collapsing_fit_is_rolled_back() {
+    // An absurd learning rate makes the output collapse (PSNR against the observation falls by
+    // more than 5 dB between checks); the loop must restore the last good state instead of
+    // carrying on from the collapse, and still return a finite image.
+    let clean = test_image(32, 32, 1);
+    let noisy = add_gaussian_noise(&clean, 25.0, 3);
+    let cfg = FitConfig {
+        iters: 60,
+        lr: 5.0,
+        check_every: 1,
+        ..FitConfig::default()
+    };
+    let r = fit_denoise(&noisy, Some(&clean), &small_spec(1), &cfg, &mut []).unwrap();
+    assert!(r.rollbacks > 0, "no rollback at lr 5");
+    assert!(r.output_ema.data.iter().all(|v| v.is_finite()));
+}
