@@ -10,10 +10,10 @@ use dip::nets::SkipSpec;
 use dip::noise::add_gaussian_noise;
 use serde_json::json;
 
-use crate::Global;
-use crate::denoise::{INPUT_CHANNELS, fit_with_progress, print_psnr, summary};
+use crate::denoise::{INPUT_CHANNELS, fit_with_progress, outcome, print_psnr, summary};
 use crate::output::{check_folder_writable, write_json};
 use crate::progress::OBSERVE_EVERY;
+use crate::{Global, Outcome};
 
 /// A 128×128 crop of the F16 test image (the tail of the jet over snowy mountains): texture and
 /// edges the prior must keep, flat sky it must smooth.
@@ -47,11 +47,12 @@ pub struct Args {
     iters: usize,
 }
 
-pub fn run(args: Args, g: &Global) -> Result<()> {
+pub fn run(args: Args, g: &Global) -> Result<Outcome> {
     let cfg = FitConfig {
         iters: args.iters,
         seed: DEMO_SEED,
         observe_every: OBSERVE_EVERY,
+        cancel: Some(g.cancel.clone()),
         ..FitConfig::default()
     };
     cfg.validate()?;
@@ -101,5 +102,5 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     if let (Some(before), Some(after)) = (report.psnr_noisy, report.psnr_final) {
         println!("gain:        {:+.2} dB", after - before);
     }
-    Ok(())
+    Ok(outcome(&report))
 }

@@ -8,9 +8,9 @@ use dip::image::{self, Image};
 use dip::nets::SkipSpec;
 use serde_json::{Value, json};
 
-use crate::Global;
 use crate::output::{check_image_output, check_writable, write_json};
 use crate::progress::{OBSERVE_EVERY, Progress};
+use crate::{Global, Outcome};
 
 /// Channels of the fixed random input of the network (the reference recipe's 32).
 pub const INPUT_CHANNELS: usize = 32;
@@ -65,7 +65,7 @@ pub struct Args {
     force: bool,
 }
 
-pub fn run(args: Args, g: &Global) -> Result<()> {
+pub fn run(args: Args, g: &Global) -> Result<Outcome> {
     let cfg = FitConfig {
         iters: args.iters,
         lr: args.lr,
@@ -73,6 +73,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         ema: args.ema,
         seed: args.seed,
         observe_every: OBSERVE_EVERY,
+        cancel: Some(g.cancel.clone()),
         ..FitConfig::default()
     };
     cfg.validate()?;
@@ -124,7 +125,20 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         report.seconds
     );
     print_psnr(&report);
-    Ok(())
+    Ok(outcome(&report))
+}
+
+/// An interrupted fit still saved its result; the exit code says it was cut short.
+pub fn outcome(report: &FitReport) -> Outcome {
+    if report.interrupted {
+        eprintln!(
+            "interrupted after step {}: the result and summary so far were written",
+            report.iterations_run
+        );
+        Outcome::Interrupted
+    } else {
+        Outcome::Done
+    }
 }
 
 /// Loads an image and says so when its alpha channel was dropped.

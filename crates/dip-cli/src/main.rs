@@ -12,6 +12,8 @@ mod output;
 mod progress;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -56,13 +58,37 @@ enum Command {
 pub struct Global {
     pub quiet: bool,
     pub threads: usize,
+    /// Set by the first Ctrl-C or SIGTERM: a fit then ends after its current step and saves.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// Exit code of a run that was interrupted and saved what it had (128 + SIGINT, as shells do).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The first Ctrl-C (or SIGTERM) asks the fit to stop after the current step, so that its
+/// result and history are written; a second one exits at once, leaving what was already
+/// written intact (outputs are written by rename, never half-way).
+fn install_interrupt_handler() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let seen = flag.clone();
+    ctrlc::set_handler(move || {
+        if seen.swap(true, Ordering::SeqCst) {
+            std::process::exit(EXIT_INTERRUPTED as i32);
+        }
+        eprintln!(
+            "\ninterrupted: finishing the current step and saving (Ctrl-C again to quit at once)"
+        );
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(flag)
 }
 
 fn main() -> ExitCode {
     install_panic_hook();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
         Err(e) => {
             eprintln!("error: {}", one_line(&format!("{e:#}")));
             ExitCode::from(2)
@@ -70,7 +96,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// How a command that did not fail ended.
+pub enum Outcome {
+    Done,
+    /// Stopped early by Ctrl-C or SIGTERM, after saving its result.
+    Interrupted,
+}
+
+fn run(cli: Cli) -> Result<Outcome> {
     let threads = match cli.threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => n,
@@ -85,12 +118,13 @@ fn run(cli: Cli) -> Result<()> {
     let global = Global {
         quiet: cli.quiet,
         threads,
+        cancel: install_interrupt_handler()?,
     };
     match cli.command {
         Command::Denoise(a) => denoise::run(a, &global),
-        Command::AddNoise(a) => add_noise::run(a, &global),
+        Command::AddNoise(a) => add_noise::run(a, &global).map(|()| Outcome::Done),
         Command::Demo(a) => demo::run(a, &global),
-        Command::Bench(a) => bench::run(a, &global),
+        Command::Bench(a) => bench::run(a, &global).map(|()| Outcome::Done),
     }
 }
 

@@ -424,3 +424,56 @@ fn alpha_is_dropped_with_a_note() {
         image::ColorType::Rgb8
     );
 }
+
+#[test]
+fn interrupted_fit_saves_its_result_and_exits_130() {
+    let t = tmp();
+    let dir = t.path();
+    write_rgb8(&dir.join("noisy.png"), 64, 64);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dip"))
+        .current_dir(dir)
+        .args([
+            "--threads",
+            "1",
+            "denoise",
+            "noisy.png",
+            "-o",
+            "out.png",
+            "--iters",
+            "1000000",
+            "--json",
+            "run.json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the fit get going, then Ctrl-C.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dip did not stop after SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(130), "stderr: {}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"));
+    let img = image::open(dir.join("out.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 64));
+    let j = read_json(&dir.join("run.json"));
+    assert_eq!(j["interrupted"], true);
+    let n = j["iterations_run"].as_u64().unwrap();
+    assert!((1..1_000_000).contains(&n), "iterations_run {n}");
+    assert!(!j["history"].as_array().unwrap().is_empty());
+}

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -31,6 +33,10 @@ pub struct FitConfig {
     /// Divergence check interval: a PSNR drop of more than 5 dB against the observation since the
     /// previous check restores the parameters and Adam state saved then.
     pub check_every: usize,
+    /// Set from elsewhere (a signal handler) to end the run after the current step; the report
+    /// then says `interrupted` and holds everything up to that step.
+    #[serde(skip)]
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for FitConfig {
@@ -43,6 +49,7 @@ impl Default for FitConfig {
             seed: 0,
             observe_every: 50,
             check_every: 10,
+            cancel: None,
         }
     }
 }
@@ -71,6 +78,8 @@ pub struct FitReport {
     pub seed: u64,
     pub parameters: usize,
     pub rollbacks: usize,
+    /// The run was cancelled (see [`FitConfig::cancel`]) before its last step.
+    pub interrupted: bool,
     pub history: Vec<HistoryRow>,
     /// The EMA image, cropped to the observation size.
     #[serde(skip)]
@@ -227,6 +236,12 @@ fn fit_denoise_on_pool(
     let mut rollbacks = 0;
     let mut failures_in_a_row = 0;
     let mut iterations_run = 0;
+    let mut interrupted = false;
+    let cancelled = || {
+        cfg.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    };
 
     for it in 1..=cfg.iters {
         // Input perturbation: z + N(0, reg_noise²), fresh each step.
@@ -313,7 +328,8 @@ fn fit_denoise_on_pool(
         let (params, grads) = net.params_and_grads();
         adam.step(params, grads);
 
-        if it % cfg.observe_every == 0 || it == cfg.iters {
+        let cancel = cancelled() && it < cfg.iters;
+        if it % cfg.observe_every == 0 || it == cfg.iters || cancel {
             crop_into(&ema, w, c, &pad, &mut ema_img);
             let psnr_raw = clean.map(|c| psnr(&out_img.data, &c.data));
             let psnr_ema = clean.map(|c| psnr(&ema_img.data, &c.data));
@@ -348,6 +364,10 @@ fn fit_denoise_on_pool(
                 break;
             }
         }
+        if cancel {
+            interrupted = true;
+            break;
+        }
     }
     crop_into(&ema, w, c, &pad, &mut ema_img);
     let bit_depth = noisy.bit_depth;
@@ -362,6 +382,7 @@ fn fit_denoise_on_pool(
         seed: cfg.seed,
         parameters: net.num_params(),
         rollbacks,
+        interrupted,
         history,
         output_ema: ema_img.with_bit_depth(bit_depth),
         output_raw: out_img.with_bit_depth(bit_depth),
