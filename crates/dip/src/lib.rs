@@ -10,5 +10,6 @@ pub mod image;
 pub mod metrics;
 pub mod nets;
 pub mod noise;
+pub mod spectral;
 
 pub use error::{Error, Result};
