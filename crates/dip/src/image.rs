@@ -441,7 +441,7 @@ fn to_dynamic(img: &Image, sixteen: bool) -> DynamicImage {
 
 /// Creates a new, hidden, uniquely named file next to `path`, so the final rename stays on one
 /// file system (and is therefore atomic).
-fn create_temp_beside(path: &Path, dir: &Path) -> Result<(PathBuf, File)> {
+pub(crate) fn create_temp_beside(path: &Path, dir: &Path) -> Result<(PathBuf, File)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("image");
     for _ in 0..100 {

@@ -171,3 +171,49 @@ fn a_collapsing_fit_is_rolled_back() {
     assert!(r.rollbacks > 0, "no rollback at lr 5");
     assert!(r.output_ema.data.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn the_trajectory_recorder_streams_frames_and_an_index() {
+    use dip::fit::{TrajectoryIndex, TrajectoryRecorder};
+    use ndarray::Array3;
+    use ndarray_npy::ReadNpyExt;
+
+    let dir = std::env::temp_dir().join(format!("dip-trajectory-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let clean = test_image(40, 24, 3);
+    let noisy = add_gaussian_noise(&clean, 25.0, 4);
+    let cfg = FitConfig {
+        iters: 12,
+        observe_every: 2,
+        ..FitConfig::default()
+    };
+    let mut rec =
+        TrajectoryRecorder::new(&dir, 4, cfg.seed, serde_json::json!({"iters": 12})).unwrap();
+    let mut last = Vec::new();
+    let mut keep_last = |i: &StepInfo<'_>| {
+        last = i.output.data.clone();
+        Control::Continue
+    };
+    fit_denoise(
+        &noisy,
+        Some(&clean),
+        &small_spec(3),
+        &cfg,
+        &mut [&mut rec, &mut keep_last],
+    )
+    .unwrap();
+    assert!(rec.take_error().is_none());
+
+    let index: TrajectoryIndex =
+        serde_json::from_slice(&std::fs::read(dir.join("trajectory.json")).unwrap()).unwrap();
+    assert_eq!(index.steps, vec![4, 8, 12]);
+    assert_eq!(index.frames.len(), 3);
+    assert!(index.psnr_ema.iter().all(|p| p.is_some()));
+    assert_eq!((index.width, index.height, index.channels), (40, 24, 3));
+    let frame =
+        Array3::<f32>::read_npy(std::fs::File::open(dir.join(&index.frames[2])).unwrap()).unwrap();
+    assert_eq!(frame.shape(), &[24, 40, 3]);
+    // The last frame is the raw output of step 12, exactly.
+    assert_eq!(frame.as_slice().unwrap(), &last[..]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

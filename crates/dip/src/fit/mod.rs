@@ -5,6 +5,8 @@
 
 mod observer;
 mod run;
+mod trajectory;
 
 pub use observer::{Control, Observer, StepInfo};
 pub use run::{FitConfig, FitReport, HistoryRow, fit_denoise};
+pub use trajectory::{TrajectoryIndex, TrajectoryRecorder};
