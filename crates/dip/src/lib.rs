@@ -10,6 +10,7 @@ pub mod image;
 pub mod metrics;
 pub mod nets;
 pub mod noise;
+pub mod operators;
 pub mod spectral;
 
 pub use error::{Error, Result};
