@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::gemm::{MatRef, matmul};
 use super::pad::{AxisMap, PadMode, pad_backward, pad_forward};
-use super::par::{channel_reduce, reduce_chunks, rows_per_task};
+use super::par::{channel_reduce, for_each_chunk, reduce_chunks, rows_per_task};
 use super::{Float, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,11 +464,7 @@ fn compact_rows<T: Float>(
             }
         }
     };
-    if per >= rows {
-        dst.chunks_mut(per * keep).enumerate().for_each(body);
-    } else {
-        dst.par_chunks_mut(per * keep).enumerate().for_each(body);
-    }
+    for_each_chunk(dst, per * keep, body);
 }
 
 /// Inverse of [`compact_rows`] without bias: rows of `keep` elements into rows of `stride`,
@@ -484,11 +480,7 @@ fn widen_rows<T: Float>(src: &[T], keep: usize, stride: usize, dst: &mut [T]) {
         }
     };
     let dst = &mut dst[..rows * stride];
-    if per >= rows {
-        dst.chunks_mut(per * stride).enumerate().for_each(body);
-    } else {
-        dst.par_chunks_mut(per * stride).enumerate().for_each(body);
-    }
+    for_each_chunk(dst, per * stride, body);
 }
 
 /// `wt[ey][ex][co][ci] = w[k-1-ey][k-1-ex][ci][co]`.
@@ -533,11 +525,7 @@ fn im2col<T: Float>(
         }
     };
     let col = &mut col[..ho * row_len];
-    if per >= ho {
-        col.chunks_mut(per * row_len).enumerate().for_each(body);
-    } else {
-        col.par_chunks_mut(per * row_len).enumerate().for_each(body);
-    }
+    for_each_chunk(col, per * row_len, body);
 }
 
 /// Adjoint of [`im2col`]: scatters the column gradient back into the padded input gradient.
@@ -576,9 +564,5 @@ fn col2im<T: Float>(
             }
         }
     };
-    if per >= hp {
-        dxp.chunks_mut(per * row_len).enumerate().for_each(body);
-    } else {
-        dxp.par_chunks_mut(per * row_len).enumerate().for_each(body);
-    }
+    for_each_chunk(dxp, per * row_len, body);
 }

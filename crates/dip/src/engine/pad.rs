@@ -1,10 +1,9 @@
 //! Spatial padding: index maps for reflection and zero padding, forward and adjoint.
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Float;
-use super::par::rows_per_task;
+use super::par::{for_each_chunk, rows_per_task};
 
 /// How a convolution pads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,11 +114,7 @@ pub(crate) fn pad_forward<T: Float>(
         }
     };
     let xp = &mut xp[..hp * row_len];
-    if per >= hp {
-        xp.chunks_mut(per * row_len).enumerate().for_each(body);
-    } else {
-        xp.par_chunks_mut(per * row_len).enumerate().for_each(body);
-    }
+    for_each_chunk(xp, per * row_len, body);
 }
 
 /// Adjoint of [`pad_forward`]: `dx (+)= Σ` of the padded gradient over every padded position that
@@ -157,11 +152,7 @@ pub(crate) fn pad_backward<T: Float>(
         }
     };
     let dx = &mut dx[..h * row_len];
-    if per >= h {
-        dx.chunks_mut(per * row_len).enumerate().for_each(body);
-    } else {
-        dx.par_chunks_mut(per * row_len).enumerate().for_each(body);
-    }
+    for_each_chunk(dx, per * row_len, body);
 }
 
 #[cfg(test)]

@@ -15,6 +15,22 @@ pub(crate) fn rows_per_task(rows: usize, row_len: usize) -> usize {
     rows.div_ceil(threads * 4).max(1)
 }
 
+/// Runs `body((task, chunk))` over consecutive chunks of `chunk_len` elements: serially when one
+/// chunk covers everything (small tensors), else in parallel.
+pub(crate) fn for_each_chunk<T, F>(data: &mut [T], chunk_len: usize, body: F)
+where
+    T: Send,
+    F: Fn((usize, &mut [T])) + Sync + Send,
+{
+    use rayon::prelude::*;
+    let chunk_len = chunk_len.max(1);
+    if chunk_len >= data.len() {
+        data.chunks_mut(chunk_len).enumerate().for_each(body);
+    } else {
+        data.par_chunks_mut(chunk_len).enumerate().for_each(body);
+    }
+}
+
 /// Pixels per chunk of a per-channel reduction. Fixed, not derived from the thread count, so the
 /// summation order (and hence the result) is the same whatever the number of threads.
 pub(crate) const REDUCE_CHUNK: usize = 2048;

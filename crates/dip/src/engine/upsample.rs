@@ -4,10 +4,9 @@
 //! Both modes are separable maps with at most two taps per output index; each axis is a table of
 //! taps, and the backward uses the transposed table so that it gathers (and parallelises) too.
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::par::rows_per_task;
+use super::par::{for_each_chunk, rows_per_task};
 use super::{Float, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,14 +116,7 @@ impl<T: Float> Upsample<T> {
                 }
             }
         };
-        if per >= ho {
-            y.data.chunks_mut(per * row_len).enumerate().for_each(body);
-        } else {
-            y.data
-                .par_chunks_mut(per * row_len)
-                .enumerate()
-                .for_each(body);
-        }
+        for_each_chunk(&mut y.data, per * row_len, body);
     }
 
     /// Writes (or adds to) `dx`.
@@ -152,13 +144,6 @@ impl<T: Float> Upsample<T> {
                 }
             }
         };
-        if per >= self.h {
-            dx.data.chunks_mut(per * row_len).enumerate().for_each(body);
-        } else {
-            dx.data
-                .par_chunks_mut(per * row_len)
-                .enumerate()
-                .for_each(body);
-        }
+        for_each_chunk(&mut dx.data, per * row_len, body);
     }
 }
