@@ -237,6 +237,8 @@ fn fit_denoise_on_pool(
     let mut failures_in_a_row = 0;
     let mut iterations_run = 0;
     let mut interrupted = false;
+    // Whether the network holds the output of the last accepted step (not of a rolled-back one).
+    let mut raw_is_current = false;
     let cancelled = || {
         cfg.cancel
             .as_ref()
@@ -294,6 +296,7 @@ fn fit_denoise_on_pool(
             }
             net.params_mut().copy_from_slice(&s.params);
             adam.clone_from(&s.adam);
+            raw_is_current = false;
             continue;
         }
         if let Some(p) = psnr_obs {
@@ -324,12 +327,14 @@ fn fit_denoise_on_pool(
                 .zip(out)
                 .for_each(|(e, &o)| *e = a * *e + b * o);
         }
-        crop_into(out, w, c, &pad, &mut out_img);
         let (params, grads) = net.params_and_grads();
         adam.step(params, grads);
+        // The output of this accepted step stays in the network until the next forward.
+        raw_is_current = true;
 
         let cancel = cancelled() && it < cfg.iters;
         if it % cfg.observe_every == 0 || it == cfg.iters || cancel {
+            crop_into(&net.output().data, w, c, &pad, &mut out_img);
             crop_into(&ema, w, c, &pad, &mut ema_img);
             let psnr_raw = clean.map(|c| psnr(&out_img.data, &c.data));
             let psnr_ema = clean.map(|c| psnr(&ema_img.data, &c.data));
@@ -368,6 +373,9 @@ fn fit_denoise_on_pool(
             interrupted = true;
             break;
         }
+    }
+    if raw_is_current {
+        crop_into(&net.output().data, w, c, &pad, &mut out_img);
     }
     crop_into(&ema, w, c, &pad, &mut ema_img);
     let bit_depth = noisy.bit_depth;
