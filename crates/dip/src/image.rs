@@ -528,19 +528,23 @@ pub fn pad_reflect_to_multiple(img: &Image, multiple: usize) -> (Image, Padding)
     pad_reflect_to(img, img.width.div_ceil(m) * m, img.height.div_ceil(m) * m)
 }
 
-/// Pads by reflection to exactly `width × height` (each at least the image's own size), with the
-/// conventions of [`pad_reflect_to_multiple`].
-pub fn pad_reflect_to(img: &Image, width: usize, height: usize) -> (Image, Padding) {
-    let (ew, eh) = (
-        width.saturating_sub(img.width),
-        height.saturating_sub(img.height),
-    );
-    let pad = Padding {
+/// The padding [`pad_reflect_to`] adds to a `w × h` image to make it at least
+/// `width × height`: the excess split evenly, the odd sample going below and to the right.
+pub fn padding_to(w: usize, h: usize, width: usize, height: usize) -> Padding {
+    let (ew, eh) = (width.saturating_sub(w), height.saturating_sub(h));
+    Padding {
         top: eh / 2,
         bottom: eh - eh / 2,
         left: ew / 2,
         right: ew - ew / 2,
-    };
+    }
+}
+
+/// Pads by reflection to exactly `width × height` (each at least the image's own size), with the
+/// conventions of [`pad_reflect_to_multiple`].
+pub fn pad_reflect_to(img: &Image, width: usize, height: usize) -> (Image, Padding) {
+    let pad = padding_to(img.width, img.height, width, height);
+    let (ew, eh) = (pad.left + pad.right, pad.top + pad.bottom);
     if img.width == 0 || img.height == 0 {
         // Nothing to reflect; an empty image stays empty.
         return (img.clone(), Padding::default());

@@ -169,6 +169,8 @@ fn a_collapsing_fit_is_rolled_back() {
     };
     let r = fit_denoise(&noisy, Some(&clean), &small_spec(1), &cfg, &mut []).unwrap();
     assert!(r.rollbacks > 0, "no rollback at lr 5");
+    // Each rollback halves the step size, so the replay is not the same collapse again.
+    assert_eq!(r.lr_final, 5.0 * 0.5f64.powi(r.rollbacks as i32));
     assert!(r.output_ema.data.iter().all(|v| v.is_finite()));
 }
 

@@ -8,5 +8,7 @@ mod run;
 mod trajectory;
 
 pub use observer::{Control, Observer, StepInfo};
-pub use run::{FitConfig, FitReport, HistoryRow, fit_denoise};
+pub use run::{
+    FitConfig, FitReport, HistoryRow, InputKind, Loss, fit, fit_denoise, network_padding,
+};
 pub use trajectory::{TrajectoryIndex, TrajectoryRecorder};

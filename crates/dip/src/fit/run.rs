@@ -16,7 +16,32 @@ use crate::engine::{Adam, AdamConfig, Net};
 use crate::image::{self, Image, Padding};
 use crate::metrics::psnr;
 use crate::nets::SkipSpec;
+use crate::operators::{Identity, Operator};
 use crate::{Error, Result};
+
+/// The data term `‖A(x) − y‖`: which norm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// Mean squared error (the reference): right for Gaussian noise.
+    #[default]
+    L2,
+    /// Mean absolute error: robust to impulse (salt-and-pepper) noise, where a few samples are
+    /// arbitrarily wrong and squared errors would let them dominate.
+    L1,
+}
+
+/// The fixed input `z` of the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputKind {
+    /// Uniform noise in [0, 0.1) on every input channel (the reference's `get_noise`).
+    #[default]
+    Noise,
+    /// Two channels holding the pixel coordinates, x then y, each running from 0 to 1 across
+    /// the network's (padded) size; the reference's `meshgrid` input. Needs 2 input channels.
+    Meshgrid,
+}
 
 /// Settings of a fit. Defaults are the reference denoising recipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,10 +53,17 @@ pub struct FitConfig {
     /// Weight of the output exponential moving average.
     pub ema: f64,
     pub seed: u64,
+    /// The data term.
+    #[serde(default)]
+    pub loss: Loss,
+    /// The fixed network input.
+    #[serde(default)]
+    pub input: InputKind,
     /// Observers and the history run every this many steps (and at the last step).
     pub observe_every: usize,
     /// Divergence check interval: a PSNR drop of more than 5 dB against the observation since the
-    /// previous check restores the parameters and Adam state saved then.
+    /// previous check restores the parameters and Adam state saved then, and halves the
+    /// learning rate for the rest of the run.
     pub check_every: usize,
     /// Set from elsewhere (a signal handler) to end the run after the current step; the report
     /// then says `interrupted` and holds everything up to that step.
@@ -47,6 +79,8 @@ impl Default for FitConfig {
             reg_noise: 1.0 / 30.0,
             ema: 0.99,
             seed: 0,
+            loss: Loss::L2,
+            input: InputKind::Noise,
             observe_every: 50,
             check_every: 10,
             cancel: None,
@@ -66,6 +100,8 @@ pub struct HistoryRow {
 /// What a fit returns.
 #[derive(Debug, Clone, Serialize)]
 pub struct FitReport {
+    /// PSNR of the observation itself against the clean image, where the two have the same
+    /// shape (denoising, inpainting, deblurring); `None` otherwise.
     pub psnr_noisy: Option<f64>,
     pub psnr_final: Option<f64>,
     /// Best PSNR of the EMA output over the observed steps, and where it was.
@@ -78,6 +114,8 @@ pub struct FitReport {
     pub seed: u64,
     pub parameters: usize,
     pub rollbacks: usize,
+    /// The learning rate at the end: `lr` halved once per rollback.
+    pub lr_final: f64,
     /// The run was cancelled (see [`FitConfig::cancel`]) before its last step.
     pub interrupted: bool,
     pub history: Vec<HistoryRow>,
@@ -126,13 +164,41 @@ impl FitConfig {
 /// generators seeded by (seed, step, chunk), so the result does not depend on the thread count.
 const NOISE_CHUNK: usize = 1 << 16;
 
-/// Pads `img` by reflection to what `spec` accepts: sides a multiple of 2^scales and at least
-/// the network's minimum.
-fn pad_for_network(img: &Image, spec: &SkipSpec) -> (Image, Padding) {
+/// The reflection padding that takes a `width × height` image to what `spec` accepts: sides a
+/// multiple of 2^scales and at least the network's minimum.
+pub fn network_padding(width: usize, height: usize, spec: &SkipSpec) -> Padding {
     let m = spec.size_multiple();
     let side = |n: usize| n.div_ceil(m).max(1) * m;
     let min = spec.min_side();
-    image::pad_reflect_to(img, side(img.width).max(min), side(img.height).max(min))
+    image::padding_to(width, height, side(width).max(min), side(height).max(min))
+}
+
+/// The fixed input `z` for a network input of `h × w × c`, from the seed.
+fn initial_input(cfg: &FitConfig, h: usize, w: usize, c: usize) -> Vec<f32> {
+    match cfg.input {
+        InputKind::Noise => {
+            // Uniform noise in [0, 0.1), as the reference.
+            let mut rng = Pcg64Mcg::seed_from_u64(cfg.seed.wrapping_add(0x9E37_79B9_7F4A_7C15));
+            (0..h * w * c).map(|_| rng.random::<f32>() * 0.1).collect()
+        }
+        InputKind::Meshgrid => {
+            let coord = |i: usize, n: usize| {
+                if n > 1 {
+                    i as f32 / (n - 1) as f32
+                } else {
+                    0.0
+                }
+            };
+            let mut z = Vec::with_capacity(h * w * c);
+            for y in 0..h {
+                for x in 0..w {
+                    z.push(coord(x, w));
+                    z.push(coord(y, h));
+                }
+            }
+            z
+        }
+    }
 }
 
 /// The state of the loop that a divergence rollback restores.
@@ -142,28 +208,48 @@ struct Snapshot {
     psnr_obs: f64,
 }
 
-/// Mean squared error over the observed region (the padding carries no observation), and its
-/// gradient with respect to the output written into `grad` (zero outside the region).
-fn masked_mse(out: &[f32], target: &[f32], valid: &[bool], grad: &mut [f32], count: usize) -> f64 {
-    let scale = 2.0 / count as f32;
-    let mut loss = 0.0f64;
-    for (((g, &o), &t), &v) in grad.iter_mut().zip(out).zip(target).zip(valid) {
-        if v {
-            let d = o - t;
-            loss += (d as f64) * (d as f64);
-            *g = d * scale;
-        } else {
-            *g = 0.0;
+/// The data term over all samples of the observation, and its gradient with respect to `A(x)`
+/// written into `grad`. Also returns the mean squared error, which the divergence check uses
+/// whatever the loss.
+fn data_term(ax: &[f32], y: &[f32], grad: &mut [f32], loss: Loss) -> (f64, f64) {
+    let n = y.len() as f64;
+    let mut sq = 0.0f64;
+    let mut abs = 0.0f64;
+    match loss {
+        Loss::L2 => {
+            let scale = (2.0 / n) as f32;
+            for ((g, &a), &t) in grad.iter_mut().zip(ax).zip(y) {
+                let d = a - t;
+                sq += (d as f64) * (d as f64);
+                *g = d * scale;
+            }
+        }
+        Loss::L1 => {
+            let scale = (1.0 / n) as f32;
+            for ((g, &a), &t) in grad.iter_mut().zip(ax).zip(y) {
+                let d = a - t;
+                sq += (d as f64) * (d as f64);
+                abs += d.abs() as f64;
+                // The subgradient 0 at d = 0, as PyTorch's L1 loss.
+                *g = if d > 0.0 {
+                    scale
+                } else if d < 0.0 {
+                    -scale
+                } else {
+                    0.0
+                };
+            }
         }
     }
-    loss / count as f64
+    let mse = sq / n;
+    let value = match loss {
+        Loss::L2 => mse,
+        Loss::L1 => abs / n,
+    };
+    (value, mse)
 }
 
-/// Denoise `noisy` with the Deep Image Prior.
-///
-/// `clean`, when given, is used only for reporting PSNR. Images of any size are padded by
-/// reflection to the size the network needs; the loss covers only the original pixels, and the
-/// returned images are cropped back.
+/// Denoise `noisy` with the Deep Image Prior: [`fit`] with the identity operator.
 pub fn fit_denoise(
     noisy: &Image,
     clean: Option<&Image>,
@@ -171,53 +257,93 @@ pub fn fit_denoise(
     cfg: &FitConfig,
     observers: &mut [&mut dyn Observer],
 ) -> Result<FitReport> {
-    // The loop runs on a pool thread: parallel work spawned from there goes to the thread's own
-    // queue instead of rayon's global one, which is cheaper and allocates nothing.
-    rayon::scope(|_| fit_denoise_on_pool(noisy, clean, spec, cfg, observers))
+    let identity = Identity::new(noisy.width, noisy.height, noisy.channels);
+    fit(noisy, &identity, clean, spec, cfg, observers)
 }
 
-fn fit_denoise_on_pool(
-    noisy: &Image,
+/// Solve the inverse problem `observation = A(x) + noise` with the Deep Image Prior: fit the
+/// network so that `A(f_θ(z))` matches the observation, and return `f_θ(z)`.
+///
+/// The restored image has the operator's input shape; `clean`, when given, must have that shape
+/// and is used only for reporting PSNR. The network works on that shape padded by reflection to
+/// the size it needs; the padding is cropped before `A`, so it carries no observation, and the
+/// returned images are cropped back.
+pub fn fit(
+    observation: &Image,
+    operator: &dyn Operator,
+    clean: Option<&Image>,
+    spec: &SkipSpec,
+    cfg: &FitConfig,
+    observers: &mut [&mut dyn Observer],
+) -> Result<FitReport> {
+    // The loop runs on a pool thread: parallel work spawned from there goes to the thread's own
+    // queue instead of rayon's global one, which is cheaper and allocates nothing.
+    rayon::scope(|_| fit_on_pool(observation, operator, clean, spec, cfg, observers))
+}
+
+fn fit_on_pool(
+    observation: &Image,
+    operator: &dyn Operator,
     clean: Option<&Image>,
     spec: &SkipSpec,
     cfg: &FitConfig,
     observers: &mut [&mut dyn Observer],
 ) -> Result<FitReport> {
     cfg.validate()?;
-    if noisy.width == 0 || noisy.height == 0 {
+    let (xw, xh, xc) = operator.input_shape();
+    let obs_shape = (observation.width, observation.height, observation.channels);
+    if observation.data.is_empty() {
         return Err(Error::invalid("the observation is empty"));
     }
-    if spec.out_channels != noisy.channels {
+    if operator.output_shape() != obs_shape {
+        let o = operator.output_shape();
         return Err(Error::invalid(format!(
-            "the network outputs {} channels but the observation has {}",
-            spec.out_channels, noisy.channels
+            "{} gives {}x{}x{} but the observation is {}x{}x{}",
+            operator.name(),
+            o.0,
+            o.1,
+            o.2,
+            obs_shape.0,
+            obs_shape.1,
+            obs_shape.2
+        )));
+    }
+    if xw == 0 || xh == 0 || xc == 0 {
+        return Err(Error::invalid("the image to restore is empty"));
+    }
+    if spec.out_channels != xc {
+        return Err(Error::invalid(format!(
+            "the network outputs {} channels but the image to restore has {xc}",
+            spec.out_channels
+        )));
+    }
+    if cfg.input == InputKind::Meshgrid && spec.in_channels != 2 {
+        return Err(Error::invalid(format!(
+            "the meshgrid input has 2 channels but the network takes {}",
+            spec.in_channels
         )));
     }
     if let Some(c) = clean
-        && (c.width, c.height, c.channels) != (noisy.width, noisy.height, noisy.channels)
+        && (c.width, c.height, c.channels) != (xw, xh, xc)
     {
         return Err(Error::invalid(format!(
-            "the clean image is {}x{}x{} but the observation is {}x{}x{}",
-            c.width, c.height, c.channels, noisy.width, noisy.height, noisy.channels
+            "the clean image is {}x{}x{} but the restored image will be {xw}x{xh}x{xc}",
+            c.width, c.height, c.channels
         )));
     }
     let started = Instant::now();
-    let (obs, pad) = pad_for_network(noisy, spec);
-    let (h, w, c) = (obs.height, obs.width, obs.channels);
+    let pad = network_padding(xw, xh, spec);
+    let (h, w, c) = (xh + pad.top + pad.bottom, xw + pad.left + pad.right, xc);
     let mut net: Net<f32> = spec.build(h, w, cfg.seed)?;
 
-    // Which padded elements carry an observation.
-    let mut valid = vec![false; h * w * c];
-    for y in pad.top..pad.top + noisy.height {
-        valid[(y * w + pad.left) * c..(y * w + pad.left + noisy.width) * c].fill(true);
-    }
-    let count = noisy.data.len();
+    // Work buffers of the data term, allocated once: the cropped output x, A(x), and the
+    // gradients with respect to A(x) and to x.
+    let mut x_buf = vec![0.0f32; xw * xh * xc];
+    let mut ax = vec![0.0f32; observation.data.len()];
+    let mut g_ax = vec![0.0f32; observation.data.len()];
+    let mut g_x = vec![0.0f32; xw * xh * xc];
 
-    // The fixed input: uniform noise in [0, 0.1), as the reference.
-    let mut rng = Pcg64Mcg::seed_from_u64(cfg.seed.wrapping_add(0x9E37_79B9_7F4A_7C15));
-    let z: Vec<f32> = (0..net.input().len())
-        .map(|_| rng.random::<f32>() * 0.1)
-        .collect();
+    let z = initial_input(cfg, net.input().h, net.input().w, net.input().c);
     net.input_mut().data.copy_from_slice(&z);
 
     let mut adam = Adam::new(
@@ -229,7 +355,7 @@ fn fit_denoise_on_pool(
     );
     let mut ema = vec![0.0f32; h * w * c];
     let mut snapshot: Option<Snapshot> = None;
-    let mut out_img = Image::zeros(noisy.width, noisy.height, c);
+    let mut out_img = Image::zeros(xw, xh, c);
     let mut ema_img = out_img.clone();
     let mut history = Vec::new();
     let (mut psnr_best, mut iter_best, mut psnr_best_raw) = (None::<f64>, None, None::<f64>);
@@ -268,14 +394,20 @@ fn fit_denoise_on_pool(
         }
         net.forward();
         let (out, grad) = net.output_and_grad();
-        let loss = masked_mse(&out.data, &obs.data, &valid, &mut grad.data, count);
+        crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);
+        operator.forward(&x_buf, &mut ax);
+        let (loss, mse) = data_term(&ax, &observation.data, &mut g_ax, cfg.loss);
+        operator.adjoint(&g_ax, &mut g_x);
+        // The padding carries no observation: its gradient is zero.
+        grad.data.fill(0.0);
+        uncrop_slice(&g_x, w, c, &pad, xw, &mut grad.data);
         iterations_run = it;
 
         // Divergence: a non-finite loss, or (at checks) a PSNR drop of more than 5 dB against the
         // observation, restores the last good parameters and Adam state.
         let check = it % cfg.check_every == 0 || it == 1;
-        let psnr_obs = if check && loss.is_finite() {
-            Some(-10.0 * loss.log10())
+        let psnr_obs = if check && loss.is_finite() && mse.is_finite() {
+            Some(-10.0 * mse.max(1e-30).log10())
         } else {
             None
         };
@@ -295,7 +427,11 @@ fn fit_denoise_on_pool(
                 )));
             }
             net.params_mut().copy_from_slice(&s.params);
+            // Going back to the same state with the same step size would replay the same
+            // steps (exactly so without input noise): halve the step size from here on.
+            let lr = adam.cfg.lr * 0.5;
             adam.clone_from(&s.adam);
+            adam.cfg.lr = lr;
             raw_is_current = false;
             continue;
         }
@@ -378,9 +514,12 @@ fn fit_denoise_on_pool(
         crop_into(&net.output().data, w, c, &pad, &mut out_img);
     }
     crop_into(&ema, w, c, &pad, &mut ema_img);
-    let bit_depth = noisy.bit_depth;
+    let bit_depth = observation.bit_depth;
+    let same_shape = obs_shape == (xw, xh, xc);
     Ok(FitReport {
-        psnr_noisy: clean.map(|c| psnr(&noisy.data, &c.data)),
+        psnr_noisy: clean
+            .filter(|_| same_shape)
+            .map(|c| psnr(&observation.data, &c.data)),
         psnr_final: clean.map(|c| psnr(&ema_img.data, &c.data)),
         psnr_best,
         iter_best,
@@ -390,6 +529,7 @@ fn fit_denoise_on_pool(
         seed: cfg.seed,
         parameters: net.num_params(),
         rollbacks,
+        lr_final: adam.cfg.lr,
         interrupted,
         history,
         output_ema: ema_img.with_bit_depth(bit_depth),
@@ -399,9 +539,23 @@ fn fit_denoise_on_pool(
 
 /// Copies the unpadded region of a padded HWC buffer (row width `w`) into `dst`.
 fn crop_into(src: &[f32], w: usize, c: usize, pad: &Padding, dst: &mut Image) {
-    let row = dst.width * c;
-    for (y, d) in dst.data.chunks_exact_mut(row).enumerate() {
+    crop_slice(src, w, c, pad, dst.width, &mut dst.data);
+}
+
+/// Copies the unpadded region (`xw` pixels wide) of a padded HWC buffer of row width `w`.
+fn crop_slice(src: &[f32], w: usize, c: usize, pad: &Padding, xw: usize, dst: &mut [f32]) {
+    let row = xw * c;
+    for (y, d) in dst.chunks_exact_mut(row).enumerate() {
         let s = ((y + pad.top) * w + pad.left) * c;
         d.copy_from_slice(&src[s..s + row]);
+    }
+}
+
+/// Writes an unpadded buffer (`xw` pixels wide) into its region of a padded HWC buffer.
+fn uncrop_slice(src: &[f32], w: usize, c: usize, pad: &Padding, xw: usize, dst: &mut [f32]) {
+    let row = xw * c;
+    for (y, s) in src.chunks_exact(row).enumerate() {
+        let d = ((y + pad.top) * w + pad.left) * c;
+        dst[d..d + row].copy_from_slice(s);
     }
 }
