@@ -8,11 +8,13 @@ use dip::fit::FitConfig;
 use dip::image::{self, BitDepth};
 use dip::nets::SkipSpec;
 use dip::noise::add_gaussian_noise;
+use dip::operators::Identity;
 use serde_json::json;
 
-use crate::denoise::{INPUT_CHANNELS, fit_with_progress, outcome, print_psnr, summary};
+use crate::denoise::INPUT_CHANNELS;
 use crate::output::{check_folder_writable, write_json};
 use crate::progress::OBSERVE_EVERY;
+use crate::task::{fit_with_progress, outcome, print_psnr, summary};
 use crate::{Global, Outcome};
 
 /// A 128×128 crop of the F16 test image (the tail of the jet over snowy mountains): texture and
@@ -77,13 +79,14 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
     }
 
     let spec = SkipSpec::standard(INPUT_CHANNELS, clean.channels);
-    let report = fit_with_progress(&noisy, Some(&clean), &spec, &cfg, g)?;
+    let identity = Identity::new(noisy.width, noisy.height, noisy.channels);
+    let report = fit_with_progress(&noisy, &identity, Some(&clean), &spec, &cfg, g, &mut [])?;
     image::save(&report.output_ema, &path("restored.png"))?;
     let summary = summary(
         &report,
         &cfg,
         &spec,
-        [
+        vec![
             ("command", json!("demo")),
             ("input", json!("built-in demo image (F16 crop, 128x128)")),
             ("output", json!(path("restored.png").display().to_string())),

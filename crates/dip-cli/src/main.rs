@@ -8,8 +8,11 @@ mod add_noise;
 mod bench;
 mod demo;
 mod denoise;
+mod inverse;
 mod output;
 mod progress;
+mod recipe;
+mod task;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,6 +27,10 @@ Examples:
   dip add-noise clean.png -o noisy.png --sigma 25
   dip denoise noisy.png -o restored.png --clean clean.png --json run.json
   dip denoise photo16.png -o out16.png --iters 1500 --threads 4
+  dip inpaint kate.png --mask kate_mask.png -o kate-restored.png
+  dip sr lowres.png --factor 4 -o highres.png --clean hr.png
+  dip deblur blurred.png --psf gaussian:2 -o sharp.png
+  dip presets                                list the settings presets
   dip bench --sizes 128,256 --vs-torch        time a training step against PyTorch";
 
 /// Deep Image Prior restoration on the CPU.
@@ -46,6 +53,15 @@ struct Cli {
 enum Command {
     /// Denoise an image with the Deep Image Prior.
     Denoise(denoise::Args),
+    /// Fill in missing pixels given by a mask, or restore an image from a random fraction of
+    /// its pixels.
+    Inpaint(inverse::InpaintArgs),
+    /// Super-resolution: an image FACTOR times larger whose downsampling is the input.
+    Sr(inverse::SrArgs),
+    /// Deblur an image with a known blur (PSF).
+    Deblur(inverse::DeblurArgs),
+    /// List the settings presets, or print one as TOML.
+    Presets(recipe::PresetsArgs),
     /// Add white Gaussian noise to an image (for experiments with a known clean image).
     AddNoise(add_noise::Args),
     /// Denoise the built-in example image and write the results to a folder.
@@ -122,6 +138,10 @@ fn run(cli: Cli) -> Result<Outcome> {
     };
     match cli.command {
         Command::Denoise(a) => denoise::run(a, &global),
+        Command::Inpaint(a) => inverse::inpaint(a, &global),
+        Command::Sr(a) => inverse::sr(a, &global),
+        Command::Deblur(a) => inverse::deblur(a, &global),
+        Command::Presets(a) => recipe::run_presets(a).map(|()| Outcome::Done),
         Command::AddNoise(a) => add_noise::run(a, &global).map(|()| Outcome::Done),
         Command::Demo(a) => demo::run(a, &global),
         Command::Bench(a) => bench::run(a, &global).map(|()| Outcome::Done),

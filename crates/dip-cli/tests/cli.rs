@@ -327,7 +327,7 @@ fn add_noise_then_denoise_end_to_end() {
     assert_ok(&out);
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("PSNR noisy") && stdout.contains("PSNR final"),
+        stdout.contains("PSNR input") && stdout.contains("PSNR final"),
         "{stdout}"
     );
     let restored = image::open(p("restored.png")).unwrap();

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod nets;
 pub mod noise;
 pub mod operators;
+pub mod recipe;
 pub mod spectral;
 
 pub use error::{Error, Result};

@@ -1,0 +1,342 @@
+//! Presets and overrides: which settings a run uses.
+//!
+//! A run's settings are a [`Recipe`]. They come from, in order, each overriding the one before:
+//! the preset (the command's own, or `--preset NAME`), a TOML file (`--config FILE`), `--set
+//! KEY=VALUE` pairs, and the shortcut flags (`--iters`, `--lr`, ...).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use dip::fit::{InputKind, Loss};
+use dip::recipe::Recipe;
+use toml::{Table, Value};
+
+/// The presets shipped with the binary: name and TOML text.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("denoise", include_str!("../presets/denoise.toml")),
+    (
+        "denoise-sigma50",
+        include_str!("../presets/denoise-sigma50.toml"),
+    ),
+    ("sr4", include_str!("../presets/sr4.toml")),
+    ("sr8", include_str!("../presets/sr8.toml")),
+    ("inpaint", include_str!("../presets/inpaint.toml")),
+    ("inpaint-vase", include_str!("../presets/inpaint-vase.toml")),
+    (
+        "inpaint-library",
+        include_str!("../presets/inpaint-library.toml"),
+    ),
+    (
+        "inpaint-random",
+        include_str!("../presets/inpaint-random.toml"),
+    ),
+    ("deblur", include_str!("../presets/deblur.toml")),
+];
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LossArg {
+    L2,
+    L1,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum InputArg {
+    Noise,
+    Meshgrid,
+}
+
+/// The settings options every fitting command takes.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RecipeArgs {
+    /// Settings preset (see `dip presets`) [default: the command's own].
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+
+    /// TOML file of settings overriding the preset; same keys as `dip presets NAME`.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+
+    /// Override one setting, e.g. `--set net.skip=0` or `--set fit.lr=0.001` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+
+    /// Training steps [default: the preset's].
+    #[arg(long, value_name = "N")]
+    pub iters: Option<usize>,
+
+    /// Adam learning rate [default: the preset's].
+    #[arg(long, value_name = "LR", allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+
+    /// Std of the noise added to the network input at every step [default: the preset's].
+    #[arg(long, value_name = "STD", allow_negative_numbers = true)]
+    pub reg_noise: Option<f64>,
+
+    /// Weight of the exponential moving average of the outputs, in [0, 1); the EMA is the
+    /// result, so 0 gives the last raw output [default: the preset's].
+    #[arg(long, value_name = "W", allow_negative_numbers = true)]
+    pub ema: Option<f64>,
+
+    /// Seed of the network weights, its input and the input noise [default: 0].
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+
+    /// Data term: l2 (Gaussian noise) or l1 (impulse noise) [default: the preset's].
+    #[arg(long, value_enum)]
+    pub loss: Option<LossArg>,
+
+    /// Network input: noise, or meshgrid (needs `--set net.input_channels=2`).
+    #[arg(long, value_enum)]
+    pub input: Option<InputArg>,
+}
+
+/// The TOML text of a preset.
+pub fn preset_text(name: &str) -> Result<&'static str> {
+    match PRESETS.iter().find(|(n, _)| *n == name) {
+        Some((_, text)) => Ok(text),
+        None => bail!(
+            "unknown preset '{name}'; the presets are: {}",
+            PRESETS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Parses a built-in preset.
+pub fn preset(name: &str) -> Result<Recipe> {
+    let table: Table = toml::from_str(preset_text(name)?)
+        .with_context(|| format!("internal: preset '{name}' is not valid TOML"))?;
+    to_recipe(table).with_context(|| format!("internal: preset '{name}'"))
+}
+
+/// Writes `over` into `base`, recursing into tables.
+fn merge(base: &mut Table, over: Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Sets `a.b.c = value` in a table.
+fn set_path(table: &mut Table, key: &str, value: Value) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("--set {key}: bad key (expected e.g. fit.iters or net.skip)");
+    }
+    let mut t = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        let Value::Table(next) = entry else {
+            bail!("--set {key}: '{p}' is a value, not a section");
+        };
+        t = next;
+    }
+    t.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// A `--set` value: TOML syntax (numbers, booleans, lists, quoted strings), or a bare word as a
+/// string (`--set net.upsample=nearest`).
+fn parse_value(text: &str) -> Value {
+    match toml::from_str::<Table>(&format!("v = {text}")) {
+        Ok(mut t) => t.remove("v").unwrap_or(Value::String(text.to_string())),
+        Err(_) => Value::String(text.to_string()),
+    }
+}
+
+fn to_recipe(table: Table) -> Result<Recipe> {
+    let text = toml::to_string(&table).context("cannot re-encode the settings")?;
+    let recipe: Recipe = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    Ok(recipe)
+}
+
+impl RecipeArgs {
+    /// The preset name this run uses.
+    pub fn preset_name<'a>(&'a self, default: &'a str) -> &'a str {
+        self.preset.as_deref().unwrap_or(default)
+    }
+
+    /// The recipe: preset, then `--config`, then `--set`, then the shortcut flags.
+    pub fn resolve(&self, default_preset: &str) -> Result<Recipe> {
+        let name = self.preset_name(default_preset);
+        let mut table: Table = toml::from_str(preset_text(name)?)
+            .with_context(|| format!("internal: preset '{name}' is not valid TOML"))?;
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read the settings file", path.display()))?;
+            let over: Table = toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("{}: not valid TOML: {}", path.display(), e.message())
+            })?;
+            merge(&mut table, over);
+            to_recipe(table.clone())
+                .map_err(|e| anyhow::anyhow!("{}: bad settings: {e:#}", path.display()))?;
+        }
+        for kv in &self.set {
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("--set {kv}: expected KEY=VALUE, e.g. --set fit.iters=500");
+            };
+            set_path(&mut table, k.trim(), parse_value(v.trim()))?;
+        }
+        let mut recipe = to_recipe(table).context("bad settings")?;
+        let f = &mut recipe.fit;
+        if let Some(v) = self.iters {
+            f.iters = v;
+        }
+        if let Some(v) = self.lr {
+            f.lr = v;
+        }
+        if let Some(v) = self.reg_noise {
+            f.reg_noise = v;
+        }
+        if let Some(v) = self.ema {
+            f.ema = v;
+        }
+        if let Some(v) = self.seed {
+            f.seed = v;
+        }
+        if let Some(v) = self.loss {
+            f.loss = match v {
+                LossArg::L2 => Loss::L2,
+                LossArg::L1 => Loss::L1,
+            };
+        }
+        if let Some(v) = self.input {
+            f.input = match v {
+                InputArg::Noise => InputKind::Noise,
+                InputArg::Meshgrid => InputKind::Meshgrid,
+            };
+        }
+        Ok(recipe)
+    }
+}
+
+/// `dip presets [NAME]`: lists the presets, or prints one as TOML.
+#[derive(clap::Args, Debug)]
+pub struct PresetsArgs {
+    /// Print this preset's TOML (a starting point for `--config`).
+    name: Option<String>,
+}
+
+pub fn run_presets(args: PresetsArgs) -> Result<()> {
+    match args.name {
+        Some(name) => print!("{}", preset_text(&name)?),
+        None => {
+            for (name, _) in PRESETS {
+                let r = preset(name)?;
+                println!("{name:<16} {}", r.description);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_parses_and_builds_a_network() {
+        for (name, _) in PRESETS {
+            let r = preset(name).unwrap();
+            r.spec(3).unwrap();
+            r.fit_config().unwrap();
+        }
+    }
+
+    #[test]
+    fn presets_hold_the_reference_values() {
+        let d = preset("denoise").unwrap();
+        assert_eq!((d.fit.iters, d.fit.lr, d.fit.ema), (3000, 0.01, 0.99));
+        assert!((d.fit.reg_noise - 1.0 / 30.0).abs() < 1e-15);
+        assert_eq!(d.spec(3).unwrap(), dip::nets::SkipSpec::standard(32, 3));
+        assert_eq!(preset("denoise-sigma50").unwrap().fit.reg_noise, 0.05);
+        let s4 = preset("sr4").unwrap();
+        assert_eq!((s4.fit.iters, s4.fit.reg_noise), (2000, 0.03));
+        let s8 = preset("sr8").unwrap();
+        assert_eq!((s8.fit.iters, s8.fit.reg_noise), (4000, 0.05));
+        let k = preset("inpaint").unwrap();
+        assert_eq!(k.fit.iters, 6000);
+        assert_eq!(k.net.upsample, dip::engine::UpsampleMode::Nearest);
+        let v = preset("inpaint-vase").unwrap();
+        assert_eq!(v.fit.input, InputKind::Meshgrid);
+        let l = preset("inpaint-library").unwrap().spec(3).unwrap();
+        assert_eq!(l.scales(), 6);
+        assert!(l.skip.iter().all(|&s| s == 0));
+        let r = preset("inpaint-random").unwrap();
+        assert_eq!((r.fit.lr, r.fit.iters), (0.001, 11000));
+    }
+
+    #[test]
+    fn overrides_apply_in_order() {
+        let args = RecipeArgs {
+            set: vec![
+                "fit.iters=500".into(),
+                "net.upsample=nearest".into(),
+                "net.skip=[0, 0, 0, 0, 0]".into(),
+            ],
+            lr: Some(0.002),
+            ..RecipeArgs::default()
+        };
+        let r = args.resolve("denoise").unwrap();
+        assert_eq!(r.fit.iters, 500);
+        assert_eq!(r.fit.lr, 0.002);
+        assert_eq!(r.net.upsample, dip::engine::UpsampleMode::Nearest);
+        assert_eq!(r.spec(3).unwrap().skip, vec![0; 5]);
+        // Flags win over --set.
+        let args = RecipeArgs {
+            set: vec!["fit.iters=500".into()],
+            iters: Some(7),
+            ..RecipeArgs::default()
+        };
+        assert_eq!(args.resolve("denoise").unwrap().fit.iters, 7);
+    }
+
+    #[test]
+    fn bad_overrides_are_clear_errors() {
+        let bad = |set: &str| {
+            RecipeArgs {
+                set: vec![set.into()],
+                ..RecipeArgs::default()
+            }
+            .resolve("denoise")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(bad("fit.itres=5").contains("bad settings"));
+        assert!(bad("fit.iters").contains("KEY=VALUE"));
+        let e = RecipeArgs {
+            preset: Some("nope".into()),
+            ..RecipeArgs::default()
+        }
+        .resolve("denoise")
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown preset 'nope'") && e.contains("sr4"),
+            "{e}"
+        );
+        // Lists must match the number of scales.
+        let r = RecipeArgs {
+            set: vec!["net.down=[8, 8]".into()],
+            ..RecipeArgs::default()
+        }
+        .resolve("denoise")
+        .unwrap();
+        assert!(
+            r.spec(3)
+                .unwrap_err()
+                .to_string()
+                .contains("net.down has 2")
+        );
+    }
+}

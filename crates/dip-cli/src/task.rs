@@ -1,0 +1,211 @@
+//! What every fitting command shares: the output checks, the fit with its progress bar, the
+//! JSON summary and the printed lines.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use dip::fit::{FitConfig, FitReport, Observer, fit};
+use dip::image::{self, Image};
+use dip::nets::SkipSpec;
+use dip::operators::Operator;
+use dip::recipe::Recipe;
+use serde_json::{Value, json};
+
+use crate::output::{check_image_output, check_writable, write_json};
+use crate::progress::{OBSERVE_EVERY, Progress};
+use crate::{Global, Outcome};
+
+/// Where a fitting command writes.
+pub struct Outputs {
+    pub image: PathBuf,
+    pub json: Option<PathBuf>,
+    pub force: bool,
+}
+
+impl Outputs {
+    /// Checks every output before the (long) fit, so that it cannot fail at the end.
+    pub fn check(&self, inputs: &[&Path]) -> Result<()> {
+        check_image_output(&self.image, inputs, self.force)?;
+        if let Some(json) = &self.json {
+            if json == &self.image {
+                bail!("{}: --json and -o name the same file", json.display());
+            }
+            check_writable(json, inputs, self.force)?;
+        }
+        Ok(())
+    }
+}
+
+/// One inverse problem, ready to fit.
+pub struct Task<'a> {
+    pub command: &'static str,
+    pub observation: &'a Image,
+    pub operator: &'a dyn Operator,
+    pub clean: Option<&'a Image>,
+    /// A baseline to print beside the result: name and PSNR against the clean image.
+    pub baseline: Option<(&'static str, f64)>,
+    /// Fields added to the JSON summary.
+    pub extra: Vec<(&'static str, Value)>,
+}
+
+/// Fits, saves the result (the EMA output, which is the raw output when the EMA weight is 0),
+/// writes the summary and prints what happened.
+pub fn run_task(
+    task: Task<'_>,
+    recipe: &Recipe,
+    preset: &str,
+    out: &Outputs,
+    g: &Global,
+) -> Result<Outcome> {
+    let (_, _, channels) = task.operator.input_shape();
+    let spec = recipe.spec(channels)?;
+    let cfg = FitConfig {
+        observe_every: OBSERVE_EVERY,
+        cancel: Some(g.cancel.clone()),
+        ..recipe.fit_config()?
+    };
+    if !g.quiet {
+        eprintln!(
+            "{}: {} ({}x{} -> {}x{}), preset {preset}, {} steps",
+            task.command,
+            task.operator.name(),
+            task.operator.input_shape().0,
+            task.operator.input_shape().1,
+            task.observation.width,
+            task.observation.height,
+            cfg.iters
+        );
+    }
+    let report = fit_with_progress(
+        task.observation,
+        task.operator,
+        task.clean,
+        &spec,
+        &cfg,
+        g,
+        &mut [],
+    )?;
+    image::save(&report.output_ema, &out.image)?;
+    // SSIM of what the file holds, like the PSNR lines.
+    let ssim = task.clean.map(|c| {
+        let saved = image::quantize(&report.output_ema, report.output_ema.bit_depth);
+        dip::metrics::ssim(&saved, c)
+    });
+    if let Some(json_path) = &out.json {
+        let mut extra = task.extra;
+        extra.push(("command", json!(task.command)));
+        extra.push(("output", json!(out.image.display().to_string())));
+        extra.push(("operator", json!(task.operator.name())));
+        extra.push(("preset", json!(preset)));
+        extra.push(("recipe", serde_json::to_value(recipe)?));
+        if let Some((name, p)) = task.baseline {
+            extra.push(("baseline", json!({"name": name, "psnr": p})));
+        }
+        extra.push(("ssim_final", json!(ssim)));
+        let value = summary(&report, &cfg, &spec, extra)?;
+        write_json(json_path, &value)?;
+    }
+    println!(
+        "wrote {}: {} iterations in {:.1} s",
+        out.image.display(),
+        report.iterations_run,
+        report.seconds
+    );
+    if let Some((name, p)) = task.baseline {
+        println!("PSNR {:<7}{p:.2} dB", format!("{name}:"));
+    }
+    print_psnr(&report);
+    if let Some(s) = ssim {
+        println!("SSIM final:  {s:.4}");
+    }
+    Ok(outcome(&report))
+}
+
+/// An interrupted fit still saved its result; the exit code says it was cut short.
+pub fn outcome(report: &FitReport) -> Outcome {
+    if report.interrupted {
+        eprintln!(
+            "interrupted after step {}: the result and summary so far were written",
+            report.iterations_run
+        );
+        Outcome::Interrupted
+    } else {
+        Outcome::Done
+    }
+}
+
+/// Loads an image and says so when its alpha channel was dropped.
+pub fn load_image(path: &Path, g: &Global) -> Result<Image> {
+    let (img, info) = image::load(path)?;
+    if info.dropped_alpha && !g.quiet {
+        eprintln!(
+            "note: {} has an alpha channel; it was dropped (not composited)",
+            path.display()
+        );
+    }
+    Ok(img)
+}
+
+/// Runs the fit with a progress bar on stderr, and any other observers.
+pub fn fit_with_progress(
+    observation: &Image,
+    operator: &dyn Operator,
+    clean: Option<&Image>,
+    spec: &SkipSpec,
+    cfg: &FitConfig,
+    g: &Global,
+    others: &mut [&mut dyn Observer],
+) -> Result<FitReport> {
+    let mut progress = Progress::new(cfg.iters, g.quiet);
+    let mut observers: Vec<&mut dyn Observer> = vec![&mut progress];
+    for o in others.iter_mut() {
+        observers.push(&mut **o);
+    }
+    let report = fit(observation, operator, clean, spec, cfg, &mut observers);
+    drop(observers);
+    progress.finish();
+    let report = report?;
+    if report.rollbacks > 0 && !g.quiet {
+        eprintln!(
+            "note: the fit diverged {} time(s) and went back to its last good state; the learning rate is now {}",
+            report.rollbacks, report.lr_final
+        );
+    }
+    Ok(report)
+}
+
+/// The JSON summary: the report's fields, the settings, the network, and `extra` fields.
+pub fn summary(
+    report: &FitReport,
+    cfg: &FitConfig,
+    spec: &SkipSpec,
+    extra: Vec<(&str, Value)>,
+) -> Result<Value> {
+    let mut value = serde_json::to_value(report)?;
+    let Value::Object(map) = &mut value else {
+        bail!("internal: the fit report does not serialise to a JSON object");
+    };
+    for (k, v) in extra {
+        map.insert(k.to_string(), v);
+    }
+    map.insert("config".to_string(), serde_json::to_value(cfg)?);
+    map.insert("network".to_string(), serde_json::to_value(spec)?);
+    map.insert("version".to_string(), json!(env!("CARGO_PKG_VERSION")));
+    Ok(value)
+}
+
+/// The PSNR lines, when a clean image was given.
+pub fn print_psnr(report: &FitReport) {
+    if let Some(p) = report.psnr_noisy {
+        println!("PSNR input:  {p:.2} dB");
+    }
+    if let Some(p) = report.psnr_final {
+        println!(
+            "PSNR final:  {p:.2} dB (result, step {})",
+            report.iterations_run
+        );
+    }
+    if let (Some(p), Some(it)) = (report.psnr_best, report.iter_best) {
+        println!("PSNR best:   {p:.2} dB (result, step {it})");
+    }
+}

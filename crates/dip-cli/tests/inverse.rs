@@ -1,0 +1,330 @@
+//! `dip inpaint`, `dip sr`, `dip deblur` and `dip presets` end to end on tiny images: they
+//! restore, report, and refuse bad input with one clear line and exit code 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn dip() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dip"))
+}
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    dip().args(args).current_dir(dir).output().unwrap()
+}
+
+/// A small, smooth RGB test image with an edge.
+fn write_image(path: &Path, w: u32, h: u32) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+        let blob = (-((u - 0.4).powi(2) + (v - 0.4).powi(2)) * 12.0).exp();
+        let edge = if u + 0.5 * v > 0.8 { 0.3 } else { 0.0 };
+        let g = |k: f32| ((0.15 + 0.5 * blob + edge + k * v) * 255.0).clamp(0.0, 255.0) as u8;
+        image::Rgb([g(0.0), g(0.1), g(0.2)])
+    });
+    img.save(path).unwrap();
+}
+
+fn write_gray(path: &Path, w: u32, h: u32, value: u8) {
+    image::GrayImage::from_pixel(w, h, image::Luma([value]))
+        .save(path)
+        .unwrap();
+}
+
+/// A narrow network and few steps, so each fit takes a fraction of a second.
+const SMALL: [&str; 8] = [
+    "--set",
+    "net.scales=3",
+    "--set",
+    "net.down=16",
+    "--set",
+    "net.up=16",
+    "--iters",
+    "150",
+];
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_path_buf();
+    write_image(&p.join("clean.png"), 48, 48);
+    (dir, p)
+}
+
+fn error_line(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("internal error"), "{err}");
+    err.lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in {err}"))
+        .to_string()
+}
+
+fn summary(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn inpaint_from_random_pixels_reports_psnr_against_the_image() {
+    let (_d, p) = setup();
+    let mut args = vec![
+        "inpaint",
+        "clean.png",
+        "--random-mask",
+        "0.5",
+        "--mask-out",
+        "mask.png",
+        "-o",
+        "out.png",
+        "--json",
+        "run.json",
+    ];
+    args.extend(SMALL);
+    let out = run(&args, &p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&p.join("run.json"));
+    assert_eq!(s["preset"], "inpaint-random");
+    assert_eq!(s["recipe"]["fit"]["lr"], 0.001);
+    let known = s["known_fraction"].as_f64().unwrap();
+    assert!((known - 0.5).abs() < 0.05, "{known}");
+    // The result is far better than the masked image (half the pixels black).
+    let (input, fin) = (
+        s["psnr_noisy"].as_f64().unwrap(),
+        s["psnr_final"].as_f64().unwrap(),
+    );
+    assert!(fin > input + 5.0, "final {fin:.2} vs masked {input:.2}");
+    assert!(s["ssim_final"].as_f64().unwrap() > 0.0);
+    // The mask written is the one used, and can be given back with --mask.
+    let mut again = vec![
+        "inpaint",
+        "clean.png",
+        "--mask",
+        "mask.png",
+        "-o",
+        "out2.png",
+    ];
+    again.extend(SMALL);
+    let out = run(&again, &p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn super_resolution_writes_an_image_factor_times_larger_and_prints_bicubic() {
+    let (_d, p) = setup();
+    write_image(&p.join("lr.png"), 12, 12);
+    let mut args = vec![
+        "sr",
+        "lr.png",
+        "--factor",
+        "4",
+        "-o",
+        "hr.png",
+        "--clean",
+        "clean.png",
+        "--json",
+        "run.json",
+    ];
+    args.extend(SMALL);
+    let out = run(&args, &p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hr = image::open(p.join("hr.png")).unwrap();
+    assert_eq!((hr.width(), hr.height()), (48, 48));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("PSNR bicubic:"), "{stdout}");
+    let s = summary(&p.join("run.json"));
+    assert_eq!(s["preset"], "sr4");
+    assert_eq!(s["baseline"]["name"], "bicubic");
+    assert!(s["psnr_noisy"].is_null());
+}
+
+#[test]
+fn deblur_runs_with_a_parametric_psf() {
+    let (_d, p) = setup();
+    let mut args = vec![
+        "deblur",
+        "clean.png",
+        "--psf",
+        "gaussian:1.2",
+        "-o",
+        "sharp.png",
+        "--json",
+        "run.json",
+    ];
+    args.extend(SMALL);
+    let out = run(&args, &p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&p.join("run.json"));
+    assert!(s["operator"].as_str().unwrap().contains("gaussian"));
+}
+
+#[test]
+fn bad_masks_factors_and_psfs_are_clear_errors() {
+    let (_d, p) = setup();
+    write_gray(&p.join("black.png"), 48, 48, 0);
+    write_gray(&p.join("small_mask.png"), 40, 48, 255);
+    write_gray(&p.join("black_psf.png"), 5, 5, 0);
+    write_image(&p.join("lr.png"), 12, 12);
+    write_image(&p.join("odd.png"), 50, 50);
+
+    let e = error_line(&run(
+        &["inpaint", "clean.png", "--mask", "black.png", "-o", "o.png"],
+        &p,
+    ));
+    assert!(
+        e.contains("black.png") && e.contains("no known pixel"),
+        "{e}"
+    );
+    let e = error_line(&run(
+        &[
+            "inpaint",
+            "clean.png",
+            "--mask",
+            "small_mask.png",
+            "-o",
+            "o.png",
+        ],
+        &p,
+    ));
+    assert!(e.contains("small_mask.png") && e.contains("40x48"), "{e}");
+    let e = error_line(&run(
+        &[
+            "inpaint",
+            "clean.png",
+            "--random-mask",
+            "1.5",
+            "-o",
+            "o.png",
+        ],
+        &p,
+    ));
+    assert!(e.contains("--random-mask"), "{e}");
+    let e = error_line(&run(&["sr", "lr.png", "--factor", "3", "-o", "o.png"], &p));
+    assert!(e.contains("--factor") && e.contains('3'), "{e}");
+    // A clean image whose size does not divide by the factor.
+    let e = error_line(&run(
+        &[
+            "sr", "lr.png", "--factor", "4", "--clean", "odd.png", "-o", "o.png",
+        ],
+        &p,
+    ));
+    assert!(
+        e.contains("odd.png") && e.contains("does not divide"),
+        "{e}"
+    );
+    let e = error_line(&run(
+        &[
+            "deblur",
+            "clean.png",
+            "--psf",
+            "black_psf.png",
+            "-o",
+            "o.png",
+        ],
+        &p,
+    ));
+    assert!(
+        e.contains("black_psf.png") && e.contains("sum to zero"),
+        "{e}"
+    );
+    let e = error_line(&run(
+        &["deblur", "clean.png", "--psf", "gaussian:x", "-o", "o.png"],
+        &p,
+    ));
+    assert!(e.contains("gaussian:x"), "{e}");
+    // Nothing was written by any of them.
+    assert!(!p.join("o.png").exists());
+}
+
+#[test]
+fn settings_come_from_presets_config_files_and_flags() {
+    let (_d, p) = setup();
+    let out = run(&["presets"], &p);
+    let list = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "denoise",
+        "sr4",
+        "sr8",
+        "inpaint",
+        "inpaint-vase",
+        "inpaint-library",
+    ] {
+        assert!(list.contains(name), "{list}");
+    }
+    let out = run(&["presets", "inpaint-vase"], &p);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("meshgrid"));
+
+    std::fs::write(p.join("cfg.toml"), "[fit]\nlr = 0.005\n[net]\nskip = 0\n").unwrap();
+    let mut args = vec![
+        "denoise",
+        "clean.png",
+        "-o",
+        "o.png",
+        "--config",
+        "cfg.toml",
+        "--json",
+        "run.json",
+    ];
+    args.extend(SMALL);
+    let out = run(&args, &p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&p.join("run.json"));
+    assert_eq!(s["config"]["lr"], 0.005);
+    assert_eq!(s["config"]["iters"], 150);
+    assert_eq!(s["network"]["skip"], serde_json::json!([0, 0, 0]));
+
+    std::fs::write(p.join("bad.toml"), "[fit]\nlr = \n").unwrap();
+    let e = error_line(&run(
+        &[
+            "denoise",
+            "clean.png",
+            "-o",
+            "o2.png",
+            "--config",
+            "bad.toml",
+        ],
+        &p,
+    ));
+    assert!(e.contains("bad.toml") && e.contains("TOML"), "{e}");
+    std::fs::write(p.join("typo.toml"), "[fit]\nlearning_rate = 0.1\n").unwrap();
+    let e = error_line(&run(
+        &[
+            "denoise",
+            "clean.png",
+            "-o",
+            "o2.png",
+            "--config",
+            "typo.toml",
+        ],
+        &p,
+    ));
+    assert!(
+        e.contains("typo.toml") && e.contains("learning_rate"),
+        "{e}"
+    );
+    let e = error_line(&run(
+        &["denoise", "clean.png", "-o", "o2.png", "--preset", "nope"],
+        &p,
+    ));
+    assert!(e.contains("unknown preset"), "{e}");
+}
