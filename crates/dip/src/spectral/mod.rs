@@ -11,11 +11,14 @@
 //! - [`analysis`]: band energy, per-band fit and Shi et al.'s correspondence ([`BandTracker`]),
 //!   half-times, and the distance between two runs ([`PairAnalyzer`]).
 //! - [`lowpass`]: the Gaussian low-pass that best explains an output ([`LowpassFitter`]).
+//! - [`study`]: recorded runs on disk ([`RecordedRun`]) analysed into an [`Analysis`]
+//!   (`analysis.json` and CSV tables).
 
 pub mod analysis;
 pub mod bands;
 pub mod fft;
 pub mod lowpass;
+pub mod study;
 
 pub use analysis::{
     BandEnergy, BandFit, BandTracker, PairAnalyzer, PairDistance, band_energy, band_half_times,
@@ -25,4 +28,8 @@ pub use bands::{BandSpacing, Bands};
 pub use fft::{Complex64, Fft2d, Spectrum, axis_frequency, radial_frequencies};
 pub use lowpass::{
     LowpassFit, LowpassFitter, MAX_CUTOFF, MIN_CUTOFF, apply_lowpass, gaussian_transfer, lowpass,
+};
+pub use study::{
+    Analysis, BandSummary, LowpassSeries, Progress, RadialSpectra, RecordedRun, RunSeries,
+    StudyOptions, Summary, TurningKind, TurningPoint, TwoRun, analyze, analyze_with_progress,
 };
