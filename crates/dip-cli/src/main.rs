@@ -5,9 +5,13 @@
 //! exit code 2; usage errors found by clap also exit with 2.
 
 mod add_noise;
+mod analyze;
 mod bench;
+mod degrade;
 mod demo;
 mod denoise;
+mod eval;
+mod experiment;
 mod inverse;
 mod output;
 mod progress;
@@ -25,6 +29,9 @@ const EXAMPLES: &str = "\
 Examples:
   dip demo                                   denoise the built-in image, results in dip-demo/
   dip add-noise clean.png -o noisy.png --sigma 25
+  dip degrade clean.png --task sr --factor 4 -o lr.png --hr-out hr.png
+  dip degrade clean.png --task inpaint --random-mask 0.5 --mask-out mask.png -o obs.png
+  dip eval highres.png hr.png --y-channel --crop-border 4
   dip denoise noisy.png -o restored.png --clean clean.png --json run.json
   dip denoise photo16.png -o out16.png --iters 1500 --threads 4
   dip inpaint kate.png --mask kate_mask.png -o kate-restored.png
@@ -62,8 +69,20 @@ enum Command {
     Deblur(inverse::DeblurArgs),
     /// List the settings presets, or print one as TOML.
     Presets(recipe::PresetsArgs),
-    /// Add white Gaussian noise to an image (for experiments with a known clean image).
+    /// Spectral-bias analysis: fit on several seeds while recording the outputs, then measure
+    /// per-band fit, half-times, the two-run distance and the low-pass view; writes
+    /// analysis.json, CSVs and report.html.
+    Analyze(analyze::Args),
+    /// The paper's experiments: the synthetic triangles, and the analysis of a natural image.
+    #[command(subcommand)]
+    Experiment(experiment::Which),
+    /// Add Gaussian, Poisson or salt-and-pepper noise to an image (for experiments with a known
+    /// clean image).
     AddNoise(add_noise::Args),
+    /// Make a test observation from a clean image: masked, downsampled or blurred (plus noise).
+    Degrade(degrade::Args),
+    /// PSNR and SSIM of a result against the clean image (optionally on Y, border cropped).
+    Eval(eval::Args),
     /// Denoise the built-in example image and write the results to a folder.
     Demo(demo::Args),
     /// Time one training step of the standard network, optionally against PyTorch.
@@ -142,7 +161,11 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Sr(a) => inverse::sr(a, &global),
         Command::Deblur(a) => inverse::deblur(a, &global),
         Command::Presets(a) => recipe::run_presets(a).map(|()| Outcome::Done),
+        Command::Analyze(a) => analyze::run(a, &global),
+        Command::Experiment(w) => experiment::run(w, &global),
         Command::AddNoise(a) => add_noise::run(a, &global).map(|()| Outcome::Done),
+        Command::Degrade(a) => degrade::run(a, &global).map(|()| Outcome::Done),
+        Command::Eval(a) => eval::run(a, &global).map(|()| Outcome::Done),
         Command::Demo(a) => demo::run(a, &global),
         Command::Bench(a) => bench::run(a, &global).map(|()| Outcome::Done),
     }

@@ -12,6 +12,8 @@ pub mod nets;
 pub mod noise;
 pub mod operators;
 pub mod recipe;
+pub mod report;
 pub mod spectral;
+pub mod synthetic;
 
 pub use error::{Error, Result};

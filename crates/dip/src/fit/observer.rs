@@ -6,7 +6,7 @@ use crate::image::Image;
 pub struct StepInfo<'a> {
     /// 1-based step number just completed.
     pub iter: usize,
-    /// Loss of this step (mean squared error to the observation).
+    /// Loss of this step: the data term (mean squared or absolute error to the observation).
     pub loss: f64,
     /// Raw network output of this step, cropped to the image size.
     pub output: &'a Image,
