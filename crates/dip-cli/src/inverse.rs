@@ -152,6 +152,11 @@ pub fn inpaint(args: InpaintArgs, g: &Global) -> Result<Outcome> {
             .unwrap_or_else(|| "the random mask".into());
         bail!("{what}: the mask has no known pixel (all black), so there is nothing to fit");
     }
+    if mask.known().iter().all(|&k| k) && !g.quiet {
+        eprintln!(
+            "note: the mask marks every pixel as known; the fit will only reproduce the image"
+        );
+    }
     let mask = mask.with_channels(img.channels);
     let observation = mask.apply(&img)?;
     if let Some(m) = &args.mask_out {
