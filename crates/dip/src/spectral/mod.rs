@@ -10,7 +10,7 @@
 //! - [`bands`]: radial band partitions ([`Bands`], [`BandSpacing`]).
 //! - [`analysis`]: band energy, per-band fit and Shi et al.'s correspondence ([`BandTracker`]),
 //!   half-times, and the distance between two runs ([`PairAnalyzer`]).
-//! - [`lowpass`]: the Gaussian low-pass that best explains an output ([`LowpassFitter`]).
+//! - [`lowpass`](mod@lowpass): the Gaussian low-pass that best explains an output ([`LowpassFitter`]).
 //! - [`study`]: recorded runs on disk ([`RecordedRun`]) analysed into an [`Analysis`]
 //!   (`analysis.json` and CSV tables).
 
