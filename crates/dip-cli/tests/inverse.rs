@@ -144,6 +144,7 @@ fn super_resolution_writes_an_image_factor_times_larger_and_prints_bicubic() {
     assert_eq!((hr.width(), hr.height()), (48, 48));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("PSNR bicubic:"), "{stdout}");
+    assert!(stdout.contains("PSNR Y, border 4:"), "{stdout}");
     let s = summary(&p.join("run.json"));
     assert_eq!(s["preset"], "sr4");
     assert_eq!(s["baseline"]["name"], "bicubic");
