@@ -6,7 +6,6 @@
 //! whatever the run length, and both files are replaced by rename, so a run that is stopped at
 //! any moment leaves a consistent trajectory behind.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ndarray::ArrayView3;
@@ -14,7 +13,7 @@ use ndarray_npy::WriteNpyExt;
 use serde::{Deserialize, Serialize};
 
 use super::observer::{Control, Observer, StepInfo};
-use crate::image::create_temp_beside;
+use crate::image::write_atomic;
 use crate::{Error, Result};
 
 /// The index of a recorded trajectory (`trajectory.json`).
@@ -108,22 +107,4 @@ impl Observer for TrajectoryRecorder {
             }
         }
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let (tmp, mut file) = create_temp_beside(path, dir)?;
-    let done = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = done {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::file(path, format!("cannot write: {e}")));
-    }
-    Ok(())
 }

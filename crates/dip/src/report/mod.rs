@@ -33,7 +33,8 @@ use image::{DynamicImage, ImageBuffer, ImageFormat};
 
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::spectral::study::{Analysis, RecordedRun, write_atomic};
+use crate::image::write_atomic;
+use crate::spectral::study::{Analysis, RecordedRun};
 
 pub mod triangles;
 

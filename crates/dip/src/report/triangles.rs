@@ -163,5 +163,5 @@ pub fn write_triangles_report(
         ));
     }
     h.push_str("</table>\n</body></html>\n");
-    crate::spectral::study::write_atomic(path, h.as_bytes())
+    crate::image::write_atomic(path, h.as_bytes())
 }

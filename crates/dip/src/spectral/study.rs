@@ -26,7 +26,7 @@
 //! written to JSON as `null` and read back as NaN.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ use super::fft::Fft2d;
 use super::lowpass::{LowpassFitter, apply_lowpass};
 use crate::error::{Error, Result};
 use crate::fit::TrajectoryIndex;
-use crate::image::{Image, create_temp_beside};
+use crate::image::{Image, write_atomic};
 use crate::metrics::psnr;
 
 /// Name of the index file in a recorded run's folder.
@@ -1084,25 +1084,6 @@ pub fn radial_power_spectrum(fft: &mut Fft2d, img: &Image) -> Result<Vec<f64>> {
 // ---------------------------------------------------------------------------------------------
 // Files
 // ---------------------------------------------------------------------------------------------
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so a reader
-/// never sees half a file. Shared with the report writer.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let (tmp, mut file) = create_temp_beside(path, dir)?;
-    let done = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = done {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::file(path, format!("cannot write: {e}")));
-    }
-    Ok(())
-}
 
 /// A number for a CSV cell: shortest round-trip form, empty when not finite.
 fn cell(v: f64) -> String {
