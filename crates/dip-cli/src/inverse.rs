@@ -9,46 +9,8 @@ use dip::operators::{Blur, Downsample, Mask, Operator, Psf, bicubic_upscale};
 use serde_json::json;
 
 use crate::output::check_image_output;
-use crate::recipe::RecipeArgs;
-use crate::task::{Outputs, Task, load_image, run_task};
+use crate::task::{Common, Task, load_image, run_task};
 use crate::{Global, Outcome};
-
-/// Options every inverse-problem command shares.
-#[derive(clap::Args, Debug)]
-pub struct Common {
-    /// Where to write the restored image; the format follows the extension.
-    #[arg(short, long = "output", value_name = "OUT")]
-    output: PathBuf,
-
-    /// The clean image, if known: only used to report PSNR and SSIM.
-    #[arg(long, value_name = "CLEAN")]
-    clean: Option<PathBuf>,
-
-    #[command(flatten)]
-    recipe: RecipeArgs,
-
-    /// Also write a JSON summary: PSNR (with --clean), timing, settings and the history.
-    #[arg(long, value_name = "SUMMARY.json")]
-    json: Option<PathBuf>,
-
-    /// Overwrite existing outputs.
-    #[arg(long)]
-    force: bool,
-}
-
-impl Common {
-    fn outputs(&self) -> Outputs {
-        Outputs {
-            image: self.output.clone(),
-            json: self.json.clone(),
-            force: self.force,
-        }
-    }
-
-    fn load_clean(&self, g: &Global) -> Result<Option<Image>> {
-        self.clean.as_deref().map(|p| load_image(p, g)).transpose()
-    }
-}
 
 /// Errors unless `clean` has the size and channels of the image being restored.
 fn check_clean(clean: Option<&Image>, path: Option<&Path>, op: &dyn Operator) -> Result<()> {

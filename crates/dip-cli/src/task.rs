@@ -13,7 +13,46 @@ use serde_json::{Value, json};
 
 use crate::output::{check_image_output, check_writable, write_json};
 use crate::progress::{OBSERVE_EVERY, Progress};
+use crate::recipe::RecipeArgs;
 use crate::{Global, Outcome};
+
+/// Options every fitting command shares.
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// Where to write the restored image; the format follows the extension, and the bit depth
+    /// and channels follow the input.
+    #[arg(short, long = "output", value_name = "OUT")]
+    pub output: PathBuf,
+
+    /// The clean image, if known: only used to report PSNR and SSIM.
+    #[arg(long, value_name = "CLEAN")]
+    pub clean: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+
+    /// Also write a JSON summary: PSNR (with --clean), timing, settings and the history.
+    #[arg(long, value_name = "SUMMARY.json")]
+    pub json: Option<PathBuf>,
+
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl Common {
+    pub fn outputs(&self) -> Outputs {
+        Outputs {
+            image: self.output.clone(),
+            json: self.json.clone(),
+            force: self.force,
+        }
+    }
+
+    pub fn load_clean(&self, g: &Global) -> Result<Option<Image>> {
+        self.clean.as_deref().map(|p| load_image(p, g)).transpose()
+    }
+}
 
 /// Where a fitting command writes.
 pub struct Outputs {
