@@ -4,12 +4,16 @@
 //! what its `backward` needs in buffers allocated once, when the network is built; a training step
 //! allocates nothing. Matrix work goes to the `gemm` crate, everything else is split over rayon.
 
+mod activation;
 mod adam;
 mod batchnorm;
 mod concat;
 mod conv;
+mod dense;
+mod filter;
 mod float;
 mod gemm;
+pub mod lipschitz;
 mod net;
 mod pad;
 mod par;
@@ -17,10 +21,13 @@ mod sigmoid;
 mod tensor;
 mod upsample;
 
+pub use activation::LeakyRelu;
 pub use adam::{Adam, AdamConfig};
 pub use batchnorm::BatchNorm;
 pub use concat::Concat;
 pub use conv::{Conv2d, ConvScratch};
+pub use dense::Dense;
+pub use filter::{FilterPad, FixedFilter};
 pub use float::Float;
 #[doc(hidden)]
 pub use gemm::in_gemm;

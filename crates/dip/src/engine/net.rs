@@ -8,8 +8,13 @@
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
+use rand_distr::{Distribution, Normal};
+
 use super::conv::{Conv2d, ConvScratch};
-use super::{BatchNorm, Concat, Float, PadMode, Sigmoid, Tensor, Upsample, UpsampleMode};
+use super::{
+    BatchNorm, Concat, Dense, FilterPad, FixedFilter, Float, LeakyRelu, PadMode, Sigmoid, Tensor,
+    Upsample, UpsampleMode,
+};
 
 /// Index of an activation. 0 is the network input.
 pub type ActId = usize;
@@ -25,6 +30,14 @@ pub enum Op<T> {
     Upsample(Upsample<T>),
     Concat(Concat),
     Sigmoid(Sigmoid),
+    Dense(Dense),
+    LeakyRelu(LeakyRelu<T>),
+    /// A parameter tensor used as an activation: its output is parameters `offset..offset+len`.
+    Learned {
+        offset: usize,
+        len: usize,
+    },
+    Filter(FixedFilter<T>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +62,10 @@ pub enum ParamKind {
     ConvWeight { cout: usize, cin: usize, k: usize },
     /// A plain vector (bias, gamma, beta).
     Vector,
+    /// Fully connected weight, stored `[in][out]`; PyTorch's layout is `[out][in]`.
+    Dense { n_out: usize, n_in: usize },
+    /// A learned `h × w × c` tensor, stored HWC; reported as PyTorch's `[c][h][w]`.
+    Tensor { h: usize, w: usize, c: usize },
 }
 
 /// A named parameter tensor in the flat buffer.
@@ -66,6 +83,7 @@ pub struct ParamInfo {
 enum Init {
     Uniform(f64),
     Const(f64),
+    Normal(f64),
 }
 
 impl ParamInfo {
@@ -74,6 +92,8 @@ impl ParamInfo {
         match self.kind {
             ParamKind::ConvWeight { cout, cin, k } => vec![cout, cin, k, k],
             ParamKind::Vector => vec![self.len],
+            ParamKind::Dense { n_out, n_in } => vec![n_out, n_in],
+            ParamKind::Tensor { h, w, c } => vec![c, h, w],
         }
     }
 
@@ -88,6 +108,16 @@ impl ParamInfo {
                 self.offset + ((ky * k + kx) * cin + ci) * cout + co
             }
             ParamKind::Vector => self.offset + i,
+            ParamKind::Dense { n_out, n_in } => {
+                let (ii, o) = (i % n_in, i / n_in);
+                debug_assert!(o < n_out);
+                self.offset + ii * n_out + o
+            }
+            ParamKind::Tensor { h, w, c } => {
+                let (x, rest) = (i % w, i / w);
+                let (y, ch) = (rest % h, rest / h);
+                self.offset + (y * w + x) * c + ch
+            }
         }
     }
 }
@@ -232,15 +262,88 @@ impl<T: Float> NetBuilder<T> {
         self.push(Op::Sigmoid(Sigmoid), vec![x], s)
     }
 
-    /// Finishes the network with `output` as its output, parameters drawn from `seed`.
-    /// `input_grad` keeps the gradient with respect to the input (not needed to fit weights).
-    pub fn build(mut self, output: ActId, seed: u64, input_grad: bool) -> Net<T> {
-        assert_eq!(
-            output,
-            self.shapes.len() - 1,
-            "the output must be the last activation"
+    /// A fully connected layer over the whole flattened `x` to `out_shape` (`nn.Linear`,
+    /// weight and bias uniform in ±1/√n_in).
+    pub fn dense(
+        &mut self,
+        x: ActId,
+        out_shape: (usize, usize, usize),
+        bias: bool,
+        name: &str,
+    ) -> ActId {
+        let (h, w, c) = self.shapes[x];
+        let n_in = h * w * c;
+        let n_out = out_shape.0 * out_shape.1 * out_shape.2;
+        let bound = 1.0 / (n_in as f64).sqrt();
+        let wo = self.param(
+            format!("{name}.weight"),
+            ParamKind::Dense { n_out, n_in },
+            n_in * n_out,
+            Init::Uniform(bound),
         );
-        // Gradient modes: walking backward, the first contribution to an activation writes.
+        let bo = bias.then(|| {
+            self.param(
+                format!("{name}.bias"),
+                ParamKind::Vector,
+                n_out,
+                Init::Uniform(bound),
+            )
+        });
+        self.push(
+            Op::Dense(Dense::new(n_in, n_out, wo, bo)),
+            vec![x],
+            out_shape,
+        )
+    }
+
+    /// LeakyReLU with `slope` (0: ReLU).
+    pub fn leaky_relu(&mut self, x: ActId, slope: f64) -> ActId {
+        let s = self.shapes[x];
+        self.push(
+            Op::LeakyRelu(LeakyRelu {
+                slope: T::from_f64(slope),
+            }),
+            vec![x],
+            s,
+        )
+    }
+
+    /// A learned `shape` tensor (initialised N(0, std²)) used as an activation; it does not
+    /// read the network input.
+    pub fn learned_tensor(&mut self, shape: (usize, usize, usize), std: f64, name: &str) -> ActId {
+        let (h, w, c) = shape;
+        let len = h * w * c;
+        let offset = self.param(
+            name.to_string(),
+            ParamKind::Tensor { h, w, c },
+            len,
+            Init::Normal(std),
+        );
+        self.push(Op::Learned { offset, len }, vec![0], shape)
+    }
+
+    /// A fixed depthwise `ksize × ksize` filter after ×`upsample` zero insertion (see
+    /// [`FixedFilter`]).
+    pub fn fixed_filter(
+        &mut self,
+        x: ActId,
+        kernel: &[f64],
+        ksize: usize,
+        upsample: usize,
+        pad: FilterPad,
+    ) -> ActId {
+        let (h, w, c) = self.shapes[x];
+        let f = FixedFilter::new(h, w, c, kernel, ksize, upsample, pad);
+        let shape = f.output_shape();
+        self.push(Op::Filter(f), vec![x], shape)
+    }
+
+    /// Gradient modes and buffer slots as [`NetBuilder::build`] plans them.
+    fn plan(
+        &mut self,
+        output: ActId,
+        input_grad: bool,
+    ) -> (Vec<usize>, Vec<(usize, usize, usize)>) {
         let mut seen = vec![false; self.shapes.len()];
         for node in self.nodes.iter_mut().rev() {
             for (mode, &i) in node.grad_modes.iter_mut().zip(&node.inputs) {
@@ -254,13 +357,9 @@ impl<T: Float> NetBuilder<T> {
                 };
             }
         }
-        let acts: Vec<Tensor<T>> = self
-            .shapes
-            .iter()
-            .map(|&(h, w, c)| Tensor::zeros(h, w, c))
-            .collect();
-        // Gradient buffers are shared by activations whose gradients are never alive at the same
-        // time: one is born at its first contribution and dies after its producer's backward.
+        // Gradient buffers are shared by activations whose gradients are never alive at the
+        // same time: one is born at its first contribution and dies after its producer's
+        // backward.
         let mut grad_slot = vec![NO_SLOT; self.shapes.len()];
         let mut slot_shape: Vec<(usize, usize, usize)> = Vec::new();
         let mut free: Vec<usize> = Vec::new();
@@ -280,6 +379,52 @@ impl<T: Float> NetBuilder<T> {
             }
             free.push(grad_slot[node.output]);
         }
+        (grad_slot, slot_shape)
+    }
+
+    /// Bytes [`NetBuilder::build`] would allocate for the network (activations, gradients,
+    /// caches, scratch, parameters with their gradients and Adam's two moments), computed
+    /// without allocating; `output` is the output activation.
+    pub fn estimate_bytes(&mut self, output: ActId) -> usize {
+        let (_, slots) = self.plan(output, false);
+        let numel = |&(h, w, c): &(usize, usize, usize)| h * w * c;
+        let acts: usize = self.shapes.iter().map(numel).sum();
+        let grads: usize = slots.iter().map(numel).sum();
+        let mut scratch = [0usize; 4];
+        let mut caches = 0;
+        let mut tables = 0;
+        for n in &self.nodes {
+            match &n.op {
+                Op::Conv(c) => {
+                    caches += c.cache_len();
+                    for (s, v) in scratch.iter_mut().zip(c.scratch_sizes()) {
+                        *s = (*s).max(v);
+                    }
+                }
+                Op::Filter(f) => tables += f.table_len(),
+                _ => {}
+            }
+        }
+        let t = std::mem::size_of::<T>();
+        (acts + grads + caches + scratch.iter().sum::<usize>() + 4 * self.n_params) * t
+            + tables * (4 + t)
+            + self.shapes.len() * 64
+    }
+
+    /// Finishes the network with `output` as its output, parameters drawn from `seed`.
+    /// `input_grad` keeps the gradient with respect to the input (not needed to fit weights).
+    pub fn build(mut self, output: ActId, seed: u64, input_grad: bool) -> Net<T> {
+        assert_eq!(
+            output,
+            self.shapes.len() - 1,
+            "the output must be the last activation"
+        );
+        let (grad_slot, slot_shape) = self.plan(output, input_grad);
+        let acts: Vec<Tensor<T>> = self
+            .shapes
+            .iter()
+            .map(|&(h, w, c)| Tensor::zeros(h, w, c))
+            .collect();
         let grads = slot_shape
             .iter()
             .map(|&(h, w, c)| Tensor::zeros(h, w, c))
@@ -300,6 +445,7 @@ impl<T: Float> NetBuilder<T> {
             info: self.params,
             scratch,
             profile: None,
+            power_vectors: Vec::new(),
         };
         net.init_params(seed);
         net
@@ -319,6 +465,8 @@ pub struct Net<T> {
     scratch: ConvScratch<T>,
     /// Seconds spent in each node's forward and backward, when profiling is on.
     profile: Option<Vec<[f64; 2]>>,
+    /// Warm starts of the power iterations of [`Net::lipschitz_project`], per parameter tensor.
+    power_vectors: Vec<Vec<f64>>,
 }
 
 /// Time spent in one node, from [`Net::profile`].
@@ -363,6 +511,13 @@ impl<T: Float> Net<T> {
                     Op::Upsample(l) => format!("upsample {:?}", l.mode).to_lowercase(),
                     Op::Concat(_) => "concat".to_string(),
                     Op::Sigmoid(_) => "sigmoid".to_string(),
+                    Op::Dense(l) => format!("dense {}->{}", l.n_in, l.n_out),
+                    Op::LeakyRelu(l) if l.slope == T::ZERO => "relu".to_string(),
+                    Op::LeakyRelu(_) => "lrelu".to_string(),
+                    Op::Learned { .. } => "learned tensor".to_string(),
+                    Op::Filter(f) => {
+                        format!("fixed filter {}x{} up{}", f.ksize, f.ksize, f.upsample)
+                    }
                 };
                 NodeTime {
                     label: format!("{label} @{h}x{w}x{c}"),
@@ -383,6 +538,11 @@ impl<T: Float> Net<T> {
                 Init::Uniform(b) => dst
                     .iter_mut()
                     .for_each(|v| *v = T::from_f64(rng.random_range(-b..b))),
+                Init::Normal(sd) => {
+                    let n = Normal::new(0.0, sd).expect("a valid std");
+                    dst.iter_mut()
+                        .for_each(|v| *v = T::from_f64(n.sample(&mut rng)));
+                }
             }
         }
     }
@@ -496,6 +656,12 @@ impl<T: Float> Net<T> {
                 Op::Norm(l) => l.forward(params, x, y),
                 Op::Upsample(l) => l.forward(x, y),
                 Op::Sigmoid(l) => l.forward(x, y),
+                Op::Dense(l) => l.forward(params, x, y),
+                Op::LeakyRelu(l) => l.forward(x, y),
+                Op::Learned { offset, len } => {
+                    y.data.copy_from_slice(&params[*offset..*offset + *len]);
+                }
+                Op::Filter(l) => l.forward(x, y),
                 Op::Concat(l) => {
                     for (which, &i) in node.inputs.iter().enumerate() {
                         l.forward_input(which, &before[i], y);
@@ -570,6 +736,24 @@ impl<T: Float> Net<T> {
                         l.backward(y, dy, dx, add);
                     }
                 }
+                Op::Dense(l) => {
+                    let (dy, dx) = pair(grads, slot_of(0), so);
+                    l.backward(params, x, dy, dx, add, dparams);
+                }
+                Op::LeakyRelu(l) => {
+                    if let (dy, Some(dx)) = pair(grads, slot_of(0), so) {
+                        l.backward(x, dy, dx, add);
+                    }
+                }
+                Op::Learned { offset, len } => {
+                    let dy = &grads[so];
+                    dparams[*offset..*offset + *len].copy_from_slice(&dy.data);
+                }
+                Op::Filter(l) => {
+                    if let (dy, Some(dx)) = pair(grads, slot_of(0), so) {
+                        l.backward(dy, dx, add);
+                    }
+                }
                 Op::Concat(l) => {
                     for which in 0..node.inputs.len() {
                         if let (dy, Some(dx)) = pair(grads, slot_of(which), so) {
@@ -609,7 +793,72 @@ impl<T: Float> Net<T> {
                 }
             })
             .sum();
+        let tables: usize = self
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                Op::Filter(f) => f.table_len(),
+                _ => 0,
+            })
+            .sum();
         let s = &self.scratch;
-        (tensors + caches + s.a.len() + s.b.len() + s.c.len() + 4 * self.params.len()) * t
+        (tensors
+            + caches
+            + s.a.len()
+            + s.b.len()
+            + s.c.len()
+            + s.partial.len()
+            + 4 * self.params.len())
+            * t
+            + tables * (4 + t)
+    }
+
+    /// The weight matrices: parameter index, name, rows and columns as stored (σ_max is the
+    /// same for the matrix and its transpose).
+    fn weight_matrices(&self) -> Vec<(usize, usize, usize)> {
+        self.info
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p.kind {
+                ParamKind::ConvWeight { cout, cin, k } => Some((i, k * k * cin, cout)),
+                ParamKind::Dense { n_out, n_in } => Some((i, n_in, n_out)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Shi et al.'s Lipschitz control: every convolution weight (as a `cout × cin·k·k` matrix)
+    /// and dense weight is scaled by `1 / max(1, σ_max/λ)`, so that its largest singular value
+    /// is at most `lambda`.
+    pub fn lipschitz_project(&mut self, lambda: f64) {
+        let mats = self.weight_matrices();
+        if self.power_vectors.len() != self.info.len() {
+            self.power_vectors = vec![Vec::new(); self.info.len()];
+        }
+        for (i, rows, cols) in mats {
+            let p = &self.info[i];
+            let w = &mut self.params[p.offset..p.offset + p.len];
+            let sigma = super::lipschitz::spectral_norm(w, rows, cols, &mut self.power_vectors[i]);
+            if sigma > lambda {
+                let s = T::from_f64(lambda / sigma);
+                w.iter_mut().for_each(|v| *v *= s);
+            }
+        }
+    }
+
+    /// The largest singular value of every weight matrix, by name.
+    pub fn weight_spectral_norms(&self) -> Vec<(String, f64)> {
+        self.weight_matrices()
+            .into_iter()
+            .map(|(i, rows, cols)| {
+                let p = &self.info[i];
+                let mut v = Vec::new();
+                let w = &self.params[p.offset..p.offset + p.len];
+                (
+                    p.name.clone(),
+                    super::lipschitz::spectral_norm(w, rows, cols, &mut v),
+                )
+            })
+            .collect()
     }
 }

@@ -14,6 +14,9 @@ use super::{Float, Tensor};
 pub enum UpsampleMode {
     Nearest,
     Bilinear,
+    /// Zero insertion: input pixel (i, j) goes to (f·i, f·j), every other pixel is 0. Followed
+    /// by a convolution, it makes a transposed convolution.
+    Zeros,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +34,10 @@ impl<T: Float> AxisTaps<T> {
         let taps: Vec<[(usize, T); 2]> = (0..out)
             .map(|o| match mode {
                 UpsampleMode::Nearest => [(o / factor, T::ONE), (o / factor, T::ZERO)],
+                UpsampleMode::Zeros => {
+                    let w = if o % factor == 0 { T::ONE } else { T::ZERO };
+                    [(o / factor, w), (o / factor, T::ZERO)]
+                }
                 UpsampleMode::Bilinear => {
                     // PyTorch: src = max(0, (dst + 0.5) / scale - 0.5), second tap clamped.
                     let src = ((o as f64 + 0.5) / factor as f64 - 0.5).max(0.0);
