@@ -233,7 +233,7 @@ fn fit_runs(
     g: &Global,
 ) -> Result<(Outcome, Vec<String>)> {
     let base = recipe.fit_config()?;
-    let spec = recipe.spec(observation.channels)?;
+    let spec = recipe.arch(observation.channels)?;
     let identity = Identity::new(observation.width, observation.height, observation.channels);
     let mut runs = Vec::new();
     for k in 0..plan.seeds {

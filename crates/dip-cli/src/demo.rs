@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use dip::fit::FitConfig;
 use dip::image::{self, BitDepth};
-use dip::nets::SkipSpec;
+use dip::nets::{Arch, SkipSpec};
 use dip::noise::add_gaussian_noise;
 use dip::operators::Identity;
 use serde_json::json;
@@ -78,7 +78,7 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
         );
     }
 
-    let spec = SkipSpec::standard(INPUT_CHANNELS, clean.channels);
+    let spec = Arch::Skip(SkipSpec::standard(INPUT_CHANNELS, clean.channels));
     let identity = Identity::new(noisy.width, noisy.height, noisy.channels);
     let report = fit_with_progress(&noisy, &identity, Some(&clean), &spec, &cfg, g, &mut [])?;
     image::save(&report.output_ema, &path("restored.png"))?;

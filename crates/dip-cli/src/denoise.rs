@@ -50,6 +50,7 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
         operator: &identity,
         clean: clean.as_ref(),
         baseline: None,
+        max_memory: c.recipe.max_memory()?,
         extra: vec![
             ("input", json!(args.noisy.display().to_string())),
             (

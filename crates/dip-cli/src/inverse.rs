@@ -141,6 +141,7 @@ pub fn inpaint(args: InpaintArgs, g: &Global) -> Result<Outcome> {
         operator: &mask,
         clean: clean.as_ref(),
         baseline: None,
+        max_memory: args.common.recipe.max_memory()?,
         extra: vec![
             ("input", json!(args.image.display().to_string())),
             (
@@ -227,6 +228,7 @@ pub fn sr(args: SrArgs, g: &Global) -> Result<Outcome> {
         operator: &down,
         clean: clean.as_ref(),
         baseline: bicubic.map(|p| ("bicubic", p)),
+        max_memory: args.common.recipe.max_memory()?,
         extra: vec![
             ("input", json!(args.lowres.display().to_string())),
             ("factor", json!(f)),
@@ -292,6 +294,7 @@ pub fn deblur(args: DeblurArgs, g: &Global) -> Result<Outcome> {
         operator: &blur,
         clean: clean.as_ref(),
         baseline: None,
+        max_memory: args.common.recipe.max_memory()?,
         extra: vec![
             ("input", json!(args.blurred.display().to_string())),
             ("psf", json!(args.psf)),

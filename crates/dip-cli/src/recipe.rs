@@ -88,6 +88,51 @@ pub struct RecipeArgs {
     /// Network input: noise, or meshgrid (needs `--set net.input_channels=2`).
     #[arg(long, value_enum)]
     pub input: Option<InputArg>,
+
+    /// Architecture: skip, linear, relunet, decoder or convgen2; a width may follow
+    /// (`linear-2048`, `decoder-64`). Other than skip, it also brings that architecture's own
+    /// fit settings (see `dip presets`), which --set and the flags still override.
+    #[arg(long, value_name = "NAME")]
+    pub arch: Option<String>,
+
+    /// Width of the architecture: units of linear and relunet, channels of decoder and convgen2.
+    #[arg(long, value_name = "N")]
+    pub width: Option<usize>,
+
+    /// Refuse networks estimated to need more memory than this, in GiB
+    /// [default: the memory available now].
+    #[arg(long, value_name = "GIB")]
+    pub max_memory: Option<f64>,
+}
+
+/// Fit settings each architecture brings with `--arch`, from the code that introduced it.
+pub const ARCH_FIT: &[(&str, &str)] = &[
+    ("skip", ""),
+    // Chakrabarty & Maji's DIP-Linear: Adam 1e-3, no input noise.
+    ("linear", "lr = 0.001\nreg_noise = 0.0"),
+    // Their ReLUNet: Adam 1e-3 on random batches of 2048 pixels.
+    ("relunet", "lr = 0.001\nreg_noise = 0.0\npixel_batch = 2048"),
+    // Heckel & Hand's denoising example: Adam 0.01, no input noise.
+    ("decoder", "lr = 0.01\nreg_noise = 0.0"),
+    ("convgen2", "lr = 0.01\nreg_noise = 0.0"),
+];
+
+/// Splits `linear-2048` into `("linear", Some(2048))`.
+pub fn split_arch(name: &str) -> (&str, Option<usize>) {
+    match name.rsplit_once('-') {
+        Some((b, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
+            (b, n.parse().ok())
+        }
+        _ => (name, None),
+    }
+}
+
+/// The memory available now, from `/proc/meminfo` where there is one.
+fn available_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The TOML text of a preset.
@@ -160,6 +205,15 @@ fn to_recipe(table: Table) -> Result<Recipe> {
 }
 
 impl RecipeArgs {
+    /// The memory limit of a fit in bytes: `--max-memory`, else the memory available now.
+    pub fn max_memory(&self) -> Result<Option<usize>> {
+        match self.max_memory {
+            Some(g) if g.is_finite() && g > 0.0 => Ok(Some((g * (1u64 << 30) as f64) as usize)),
+            Some(g) => bail!("--max-memory must be a positive number of GiB, got {g}"),
+            None => Ok(available_memory()),
+        }
+    }
+
     /// The preset name this run uses.
     pub fn preset_name<'a>(&'a self, default: &'a str) -> &'a str {
         self.preset.as_deref().unwrap_or(default)
@@ -179,6 +233,30 @@ impl RecipeArgs {
             merge(&mut table, over);
             to_recipe(table.clone())
                 .map_err(|e| anyhow::anyhow!("{}: bad settings: {e:#}", path.display()))?;
+        }
+        if let Some(name) = &self.arch {
+            let (base, w) = split_arch(name);
+            let Some((_, fit)) = ARCH_FIT.iter().find(|(n, _)| *n == base) else {
+                bail!(
+                    "--arch {name}: unknown architecture; the architectures are: {}",
+                    ARCH_FIT
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            set_path(&mut table, "net.arch", Value::String(base.to_string()))?;
+            if let Some(w) = w {
+                set_path(&mut table, "net.width", Value::Integer(w as i64))?;
+            }
+            let over: Table = toml::from_str(fit).context("internal: architecture settings")?;
+            for (k, v) in over {
+                set_path(&mut table, &format!("fit.{k}"), v)?;
+            }
+        }
+        if let Some(w) = self.width {
+            set_path(&mut table, "net.width", Value::Integer(w as i64))?;
         }
         for kv in &self.set {
             let Some((k, v)) = kv.split_once('=') else {
@@ -265,7 +343,7 @@ mod tests {
         assert_eq!((s8.fit.iters, s8.fit.reg_noise), (4000, 0.05));
         let k = preset("inpaint").unwrap();
         assert_eq!(k.fit.iters, 6000);
-        assert_eq!(k.net.upsample, dip::engine::UpsampleMode::Nearest);
+        assert_eq!(k.net.upsample, dip::nets::Upsampler::Nearest);
         let v = preset("inpaint-vase").unwrap();
         assert_eq!(v.fit.input, InputKind::Meshgrid);
         let l = preset("inpaint-library").unwrap().spec(3).unwrap();
@@ -289,7 +367,7 @@ mod tests {
         let r = args.resolve("denoise").unwrap();
         assert_eq!(r.fit.iters, 500);
         assert_eq!(r.fit.lr, 0.002);
-        assert_eq!(r.net.upsample, dip::engine::UpsampleMode::Nearest);
+        assert_eq!(r.net.upsample, dip::nets::Upsampler::Nearest);
         assert_eq!(r.spec(3).unwrap().skip, vec![0; 5]);
         // Flags win over --set.
         let args = RecipeArgs {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use dip::fit::{FitConfig, FitReport, Observer, fit};
 use dip::image::{self, Image};
-use dip::nets::SkipSpec;
+use dip::nets::Arch;
 use dip::operators::Operator;
 use dip::recipe::Recipe;
 use serde_json::{Value, json};
@@ -85,6 +85,8 @@ pub struct Task<'a> {
     pub baseline: Option<(&'static str, f64)>,
     /// Fields added to the JSON summary.
     pub extra: Vec<(&'static str, Value)>,
+    /// Refuse networks estimated to need more bytes than this.
+    pub max_memory: Option<usize>,
 }
 
 /// Fits, saves the result (the EMA output, which is the raw output when the EMA weight is 0),
@@ -97,21 +99,23 @@ pub fn run_task(
     g: &Global,
 ) -> Result<Outcome> {
     let (_, _, channels) = task.operator.input_shape();
-    let spec = recipe.spec(channels)?;
+    let spec = recipe.arch(channels)?;
     let cfg = FitConfig {
         observe_every: OBSERVE_EVERY,
+        max_memory: task.max_memory,
         cancel: Some(g.cancel.clone()),
         ..recipe.fit_config()?
     };
     if !g.quiet {
         eprintln!(
-            "{}: {} ({}x{} -> {}x{}), preset {preset}, {} steps",
+            "{}: {} ({}x{} -> {}x{}), preset {preset}, {} network, {} steps",
             task.command,
             task.operator.name(),
             task.operator.input_shape().0,
             task.operator.input_shape().1,
             task.observation.width,
             task.observation.height,
+            spec.label(),
             cfg.iters
         );
     }
@@ -190,7 +194,7 @@ pub fn fit_with_progress(
     observation: &Image,
     operator: &dyn Operator,
     clean: Option<&Image>,
-    spec: &SkipSpec,
+    spec: &Arch,
     cfg: &FitConfig,
     g: &Global,
     others: &mut [&mut dyn Observer],
@@ -217,7 +221,7 @@ pub fn fit_with_progress(
 pub fn summary(
     report: &FitReport,
     cfg: &FitConfig,
-    spec: &SkipSpec,
+    spec: &Arch,
     extra: Vec<(&str, Value)>,
 ) -> Result<Value> {
     let mut value = serde_json::to_value(report)?;

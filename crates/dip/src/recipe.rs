@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{PadMode, UpsampleMode};
+use crate::engine::PadMode;
 use crate::fit::{FitConfig, InputKind, Loss};
-use crate::nets::SkipSpec;
+use crate::nets::{Arch, ConvGen2Spec, DecoderSpec, LinearSpec, ReluNetSpec, SkipSpec, Upsampler};
 use crate::{Error, Result};
 
 /// A per-scale setting: one value for every scale, or a list with one value per scale.
@@ -32,10 +32,31 @@ impl PerScale {
     }
 }
 
-/// The network part of a recipe: a skip encoder-decoder (see [`SkipSpec`]).
+/// A per-layer real setting: one value for every layer, or a list with one value per layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(untagged)]
+pub enum PerScaleF {
+    All(f64),
+    Each(Vec<f64>),
+}
+
+impl PerScaleF {
+    fn to_vec(&self) -> Vec<f64> {
+        match self {
+            PerScaleF::All(v) => vec![*v],
+            PerScaleF::Each(v) => v.clone(),
+        }
+    }
+}
+
+/// The network part of a recipe: which architecture, and its settings. The skip network's
+/// settings (see [`SkipSpec`]) default to the standard denoising network; the other
+/// architectures read `width`, `layers` and their own keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct NetRecipe {
+    /// `skip`, `linear`, `relunet`, `decoder` or `convgen2`.
+    pub arch: String,
     /// Channels of the fixed input (2 for the meshgrid input).
     pub input_channels: usize,
     /// Number of scales (the network halves the size this many times).
@@ -47,11 +68,52 @@ pub struct NetRecipe {
     pub kernel_down: PerScale,
     pub kernel_up: PerScale,
     pub kernel_skip: usize,
-    pub upsample: UpsampleMode,
+    /// `nearest`, `bilinear`, `transposed` (learned) or `gaussian` (fixed, Shi et al.).
+    pub upsample: Upsampler,
+    /// Std of the Gaussian upsampling kernel, in output pixels: one value or one per scale.
+    pub gaussian_sigma: PerScaleF,
     pub pad: PadMode,
     pub need_1x1_up: bool,
     pub need_sigmoid: bool,
     pub need_bias: bool,
+    /// Width of `linear` (units), `relunet` (units), `decoder` and `convgen2` (channels)
+    /// [default: 128, 256, 128, 64].
+    pub width: Option<usize>,
+    /// Layers of `relunet` (10) and `decoder` (6).
+    pub layers: Option<usize>,
+    /// `relunet` only: random Fourier features of the coordinates (0: raw coordinates).
+    pub fourier_features: usize,
+    /// `relunet` only: std of the Fourier frequencies, in cycles across the image.
+    pub fourier_scale: f64,
+    /// `convgen2` only: half-width of its triangle filter, in pixels.
+    pub filter: usize,
+}
+
+impl Default for NetRecipe {
+    fn default() -> Self {
+        NetRecipe {
+            arch: "skip".into(),
+            input_channels: 32,
+            scales: 5,
+            down: PerScale::All(128),
+            up: PerScale::All(128),
+            skip: PerScale::All(4),
+            kernel_down: PerScale::All(3),
+            kernel_up: PerScale::All(3),
+            kernel_skip: 1,
+            upsample: Upsampler::Bilinear,
+            gaussian_sigma: PerScaleF::All(1.0),
+            pad: PadMode::Reflection,
+            need_1x1_up: true,
+            need_sigmoid: true,
+            need_bias: true,
+            width: None,
+            layers: None,
+            fourier_features: 0,
+            fourier_scale: 10.0,
+            filter: 4,
+        }
+    }
 }
 
 /// The fit part of a recipe (see [`FitConfig`]).
@@ -70,6 +132,14 @@ pub struct FitRecipe {
     pub loss: Loss,
     #[serde(default)]
     pub input: InputKind,
+    /// Lipschitz control (Shi et al.): after every step, each weight matrix is scaled so that
+    /// its largest singular value is at most this.
+    #[serde(default)]
+    pub lipschitz: Option<f64>,
+    /// Fit on this many random pixels per step (drawn with replacement) instead of all of them:
+    /// the coordinate-MLP recipe.
+    #[serde(default)]
+    pub pixel_batch: Option<usize>,
 }
 
 /// Everything a run needs besides the images.
@@ -104,6 +174,7 @@ impl Recipe {
             kernel_skip: n.kernel_skip,
             pad: n.pad,
             upsample: n.upsample,
+            gaussian_sigma: n.gaussian_sigma.to_vec(),
             need_1x1_up: n.need_1x1_up,
             need_sigmoid: n.need_sigmoid,
             need_bias: n.need_bias,
@@ -130,6 +201,58 @@ impl Recipe {
         Ok(spec)
     }
 
+    /// The network of the recipe's architecture for images of `out_channels` channels.
+    pub fn arch(&self, out_channels: usize) -> Result<Arch> {
+        let n = &self.net;
+        let arch = match n.arch.as_str() {
+            "skip" => Arch::Skip(self.spec(out_channels)?),
+            "linear" => {
+                // Input noise with as many channels as the image, as the paper's code (2 for the
+                // meshgrid); `input_channels` would multiply the first layer's size.
+                let inc = match self.fit.input {
+                    InputKind::Meshgrid => 2,
+                    InputKind::Noise => out_channels,
+                };
+                let mut s = LinearSpec::new(inc, out_channels, n.width.unwrap_or(128));
+                s.scales = n.scales;
+                s.need_sigmoid = n.need_sigmoid;
+                Arch::Linear(s)
+            }
+            "relunet" => {
+                let mut s = ReluNetSpec::new(out_channels);
+                s.width = n.width.unwrap_or(s.width);
+                s.layers = n.layers.unwrap_or(s.layers);
+                s.fourier_features = n.fourier_features;
+                s.fourier_scale = n.fourier_scale;
+                Arch::Relunet(s)
+            }
+            "decoder" => {
+                let mut s = DecoderSpec::new(out_channels, n.width.unwrap_or(128));
+                s.layers = n.layers.unwrap_or(s.layers);
+                s.upsample = n.upsample;
+                s.gaussian_sigma = n.gaussian_sigma.to_vec()[0];
+                Arch::Decoder(s)
+            }
+            "convgen2" => {
+                let mut s = ConvGen2Spec::new(out_channels, n.width.unwrap_or(64));
+                s.filter = n.filter;
+                Arch::Convgen2(s)
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "net.arch: unknown architecture '{other}'; the architectures are: {}",
+                    crate::nets::ARCH_NAMES.join(", ")
+                )));
+            }
+        };
+        if n.width == Some(0) || n.layers == Some(0) {
+            return Err(Error::invalid(
+                "net.width and net.layers must be at least 1",
+            ));
+        }
+        Ok(arch)
+    }
+
     /// The fit settings (observation and check intervals at their defaults), validated.
     pub fn fit_config(&self) -> Result<FitConfig> {
         let f = &self.fit;
@@ -141,6 +264,8 @@ impl Recipe {
             seed: f.seed,
             loss: f.loss,
             input: f.input,
+            lipschitz: f.lipschitz,
+            pixel_batch: f.pixel_batch,
             ..FitConfig::default()
         };
         cfg.validate()?;

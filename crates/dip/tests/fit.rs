@@ -35,7 +35,7 @@ fn dip_denoises_above_the_noisy_input() {
         observe_every: 25,
         ..FitConfig::default()
     };
-    let report = fit_denoise(&noisy, Some(&clean), &small_spec(3), &cfg, &mut []).unwrap();
+    let report = fit_denoise(&noisy, Some(&clean), small_spec(3), &cfg, &mut []).unwrap();
     let noisy_psnr = report.psnr_noisy.unwrap();
     let final_psnr = report.psnr_final.unwrap();
     assert!((noisy_psnr - psnr(&noisy.data, &clean.data)).abs() < 1e-9);
@@ -63,13 +63,13 @@ fn same_seed_same_result_and_other_seed_differs() {
         iters: 5,
         ..FitConfig::default()
     };
-    let a = fit_denoise(&noisy, None, &small_spec(1), &cfg, &mut []).unwrap();
-    let b = fit_denoise(&noisy, None, &small_spec(1), &cfg, &mut []).unwrap();
+    let a = fit_denoise(&noisy, None, small_spec(1), &cfg, &mut []).unwrap();
+    let b = fit_denoise(&noisy, None, small_spec(1), &cfg, &mut []).unwrap();
     assert_eq!(a.output_ema.data, b.output_ema.data);
     let c = fit_denoise(
         &noisy,
         None,
-        &small_spec(1),
+        small_spec(1),
         &FitConfig { seed: 1, ..cfg },
         &mut [],
     )
@@ -85,7 +85,7 @@ fn odd_sizes_are_padded_and_cropped_back() {
         iters: 2,
         ..FitConfig::default()
     };
-    let r = fit_denoise(&clean, Some(&clean), &small_spec(3), &cfg, &mut []).unwrap();
+    let r = fit_denoise(&clean, Some(&clean), small_spec(3), &cfg, &mut []).unwrap();
     assert_eq!((r.output_ema.width, r.output_ema.height), (37, 21));
     assert_eq!((r.output_raw.width, r.output_raw.height), (37, 21));
 }
@@ -107,7 +107,7 @@ fn observers_see_every_check_and_can_stop_the_run() {
         observe_every: 3,
         ..FitConfig::default()
     };
-    let r = fit_denoise(&clean, None, &small_spec(1), &cfg, &mut [&mut obs]).unwrap();
+    let r = fit_denoise(&clean, None, small_spec(1), &cfg, &mut [&mut obs]).unwrap();
     assert_eq!(seen, vec![3, 6]);
     assert_eq!(r.iterations_run, 6);
 }
@@ -134,7 +134,7 @@ fn bad_settings_are_refused() {
         },
     ] {
         assert!(
-            fit_denoise(&clean, None, &small_spec(1), &cfg, &mut []).is_err(),
+            fit_denoise(&clean, None, small_spec(1), &cfg, &mut []).is_err(),
             "{cfg:?}"
         );
     }
@@ -143,7 +143,7 @@ fn bad_settings_are_refused() {
         fit_denoise(
             &clean,
             None,
-            &small_spec(3),
+            small_spec(3),
             &FitConfig {
                 iters: 1,
                 ..FitConfig::default()
@@ -167,7 +167,7 @@ fn a_collapsing_fit_is_rolled_back() {
         check_every: 1,
         ..FitConfig::default()
     };
-    let r = fit_denoise(&noisy, Some(&clean), &small_spec(1), &cfg, &mut []).unwrap();
+    let r = fit_denoise(&noisy, Some(&clean), small_spec(1), &cfg, &mut []).unwrap();
     assert!(r.rollbacks > 0, "no rollback at lr 5");
     // Each rollback halves the step size, so the replay is not the same collapse again.
     assert_eq!(r.lr_final, 5.0 * 0.5f64.powi(r.rollbacks as i32));
@@ -199,7 +199,7 @@ fn the_trajectory_recorder_streams_frames_and_an_index() {
     fit_denoise(
         &noisy,
         Some(&clean),
-        &small_spec(3),
+        small_spec(3),
         &cfg,
         &mut [&mut rec, &mut keep_last],
     )

@@ -21,8 +21,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 
-use dip::engine::{Adam, AdamConfig, Float, Net, PadMode, Tensor, UpsampleMode};
+use dip::engine::{Adam, AdamConfig, Float, Net, PadMode, Tensor};
 use dip::nets::SkipSpec;
+use dip::nets::Upsampler;
 use ndarray::{ArrayD, IxDyn, OwnedRepr};
 use ndarray_npy::NpzReader;
 use serde_json::Value;
@@ -86,8 +87,8 @@ fn spec_from(cfg: &Value) -> SkipSpec {
         p => panic!("unknown pad {p}"),
     };
     s.upsample = match a["upsample"].as_str().unwrap() {
-        "bilinear" => UpsampleMode::Bilinear,
-        "nearest" => UpsampleMode::Nearest,
+        "bilinear" => Upsampler::Bilinear,
+        "nearest" => Upsampler::Nearest,
         u => panic!("unknown upsample {u}"),
     };
     s

@@ -56,7 +56,7 @@ fn inpainting_fills_missing_pixels_better_than_the_mean() {
         observe_every: 50,
         ..FitConfig::default()
     };
-    let r = fit(&obs, &mask, Some(&clean), &small_spec(3), &cfg, &mut []).unwrap();
+    let r = fit(&obs, &mask, Some(&clean), small_spec(3), &cfg, &mut []).unwrap();
     let missing: Vec<bool> = mask.known().iter().map(|k| !k).collect();
     // Baseline: every missing pixel set to the mean of the known ones, per channel.
     let mut fill = obs.clone();
@@ -98,7 +98,7 @@ fn super_resolution_beats_bicubic_upscaling() {
         observe_every: 50,
         ..FitConfig::default()
     };
-    let r = fit(&lr, &down, Some(&hr), &small_spec(3), &cfg, &mut []).unwrap();
+    let r = fit(&lr, &down, Some(&hr), small_spec(3), &cfg, &mut []).unwrap();
     assert_eq!((r.output_raw.width, r.output_raw.height), (64, 64));
     // No PSNR of the observation: it is a different size from the clean image.
     assert!(r.psnr_noisy.is_none());
@@ -133,7 +133,7 @@ fn deblurring_sharpens_above_the_blurred_input() {
         observe_every: 50,
         ..FitConfig::default()
     };
-    let r = fit(&obs, &blur, Some(&clean), &small_spec(1), &cfg, &mut []).unwrap();
+    let r = fit(&obs, &blur, Some(&clean), small_spec(1), &cfg, &mut []).unwrap();
     let p_blur = r.psnr_noisy.unwrap();
     let p_dip = psnr(&r.output_raw.data, &clean.data);
     assert!(
@@ -152,11 +152,11 @@ fn l1_loss_beats_l2_on_impulse_noise() {
         observe_every: 50,
         ..FitConfig::default()
     };
-    let l2 = fit_denoise(&noisy, Some(&clean), &small_spec(1), &base, &mut []).unwrap();
+    let l2 = fit_denoise(&noisy, Some(&clean), small_spec(1), &base, &mut []).unwrap();
     let l1 = fit_denoise(
         &noisy,
         Some(&clean),
-        &small_spec(1),
+        small_spec(1),
         &FitConfig {
             loss: Loss::L1,
             ..base.clone()
@@ -188,7 +188,7 @@ fn meshgrid_input_fits_and_needs_two_channels() {
         observe_every: 50,
         ..FitConfig::default()
     };
-    let wrong = fit(&obs, &mask, None, &small_spec(3), &cfg, &mut []).unwrap_err();
+    let wrong = fit(&obs, &mask, None, small_spec(3), &cfg, &mut []).unwrap_err();
     assert!(wrong.to_string().contains("meshgrid"), "{wrong}");
     let spec = SkipSpec::uniform(2, 3, 3, 16, 4);
     let r = fit(&obs, &mask, Some(&clean), &spec, &cfg, &mut []).unwrap();
@@ -207,10 +207,10 @@ fn shapes_that_do_not_fit_the_operator_are_errors() {
         ..FitConfig::default()
     };
     // The observation must be what the operator gives.
-    let e = fit(&hr, &down, None, &small_spec(3), &cfg, &mut []).unwrap_err();
+    let e = fit(&hr, &down, None, small_spec(3), &cfg, &mut []).unwrap_err();
     assert!(e.to_string().contains("8x8x3"), "{e}");
     // The clean image must have the restored image's shape.
     let lr = down.apply(&hr).unwrap();
-    let e = fit(&lr, &down, Some(&lr), &small_spec(3), &cfg, &mut []).unwrap_err();
+    let e = fit(&lr, &down, Some(&lr), small_spec(3), &cfg, &mut []).unwrap_err();
     assert!(e.to_string().contains("clean image"), "{e}");
 }

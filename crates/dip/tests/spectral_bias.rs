@@ -44,7 +44,7 @@ fn record(
         let run_dir = dir.path().join(format!("seed{seed}"));
         let mut rec =
             TrajectoryRecorder::new(&run_dir, every, seed, serde_json::json!({})).unwrap();
-        fit_denoise(obs, clean, &spec(), &cfg, &mut [&mut rec]).unwrap();
+        fit_denoise(obs, clean, spec(), &cfg, &mut [&mut rec]).unwrap();
         assert!(rec.take_error().is_none());
         runs.push(RecordedRun::open(&run_dir).unwrap());
     }

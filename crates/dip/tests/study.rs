@@ -269,7 +269,7 @@ fn record_fit(dir: &Path, noisy: &Image, clean: &Image, seed: u64, every: usize)
     fit_denoise(
         noisy,
         Some(clean),
-        &SkipSpec::uniform(8, clean.channels, 2, 8, 2),
+        SkipSpec::uniform(8, clean.channels, 2, 8, 2),
         &cfg,
         &mut [&mut rec],
     )

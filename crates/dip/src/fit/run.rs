@@ -15,7 +15,7 @@ use super::observer::{Control, Observer, StepInfo};
 use crate::engine::{Adam, AdamConfig, Net};
 use crate::image::{self, Image, Padding};
 use crate::metrics::psnr;
-use crate::nets::SkipSpec;
+use crate::nets::{Arch, NetInput};
 use crate::operators::{Identity, Operator};
 use crate::{Error, Result};
 
@@ -65,6 +65,18 @@ pub struct FitConfig {
     /// previous check restores the parameters and Adam state saved then, and halves the
     /// learning rate for the rest of the run.
     pub check_every: usize,
+    /// Lipschitz control (Shi et al.): after every step, each convolution and dense weight is
+    /// scaled so that its largest singular value is at most this.
+    #[serde(default)]
+    pub lipschitz: Option<f64>,
+    /// Fit on this many random pixels of the observation per step, drawn with replacement (all
+    /// channels of each), instead of all of them: the coordinate-MLP recipe.
+    #[serde(default)]
+    pub pixel_batch: Option<usize>,
+    /// Refuse networks whose estimated memory (activations, gradients, parameters and Adam
+    /// state) exceeds this many bytes.
+    #[serde(default)]
+    pub max_memory: Option<usize>,
     /// Set from elsewhere (a signal handler) to end the run after the current step; the report
     /// then says `interrupted` and holds everything up to that step.
     #[serde(skip)]
@@ -83,6 +95,9 @@ impl Default for FitConfig {
             input: InputKind::Noise,
             observe_every: 50,
             check_every: 10,
+            lipschitz: None,
+            pixel_batch: None,
+            max_memory: None,
             cancel: None,
         }
     }
@@ -151,6 +166,16 @@ impl FitConfig {
                 self.ema
             )));
         }
+        if let Some(l) = self.lipschitz
+            && !(l.is_finite() && l > 0.0)
+        {
+            return Err(Error::invalid(format!(
+                "the Lipschitz bound must be a positive number, got {l}"
+            )));
+        }
+        if self.pixel_batch == Some(0) {
+            return Err(Error::invalid("the pixel batch must be at least 1"));
+        }
         if self.observe_every == 0 || self.check_every == 0 {
             return Err(Error::invalid(
                 "observation and check intervals must be at least 1",
@@ -165,8 +190,8 @@ impl FitConfig {
 const NOISE_CHUNK: usize = 1 << 16;
 
 /// The reflection padding that takes a `width × height` image to what `spec` accepts: sides a
-/// multiple of 2^scales and at least the network's minimum.
-pub fn network_padding(width: usize, height: usize, spec: &SkipSpec) -> Padding {
+/// multiple of its size multiple (2^scales for the skip network) and at least its minimum.
+pub fn network_padding(width: usize, height: usize, spec: &Arch) -> Padding {
     let m = spec.size_multiple();
     let side = |n: usize| n.div_ceil(m).max(1) * m;
     let min = spec.min_side();
@@ -211,7 +236,19 @@ struct Snapshot {
 /// The data term over all samples of the observation, and its gradient with respect to `A(x)`
 /// written into `grad`. Also returns the mean squared error, which the divergence check uses
 /// whatever the loss.
-fn data_term(ax: &[f32], y: &[f32], grad: &mut [f32], loss: Loss) -> (f64, f64) {
+///
+/// With `counts` (one per pixel of `channels` samples), the data term is the mean over a batch
+/// of pixels drawn with replacement: pixel `p` counts `counts[p]` times, out of `batch`.
+fn data_term(
+    ax: &[f32],
+    y: &[f32],
+    grad: &mut [f32],
+    loss: Loss,
+    batch: Option<(&[u32], usize, usize)>,
+) -> (f64, f64) {
+    if let Some((counts, n, channels)) = batch {
+        return data_term_batch(ax, y, grad, loss, counts, n, channels);
+    }
     let n = y.len() as f64;
     let mut sq = 0.0f64;
     let mut abs = 0.0f64;
@@ -249,11 +286,50 @@ fn data_term(ax: &[f32], y: &[f32], grad: &mut [f32], loss: Loss) -> (f64, f64) 
     (value, mse)
 }
 
+/// [`data_term`] over a batch of pixels.
+fn data_term_batch(
+    ax: &[f32],
+    y: &[f32],
+    grad: &mut [f32],
+    loss: Loss,
+    counts: &[u32],
+    n: usize,
+    channels: usize,
+) -> (f64, f64) {
+    let samples = (n * channels) as f64;
+    let (mut sq, mut value) = (0.0f64, 0.0f64);
+    for (p, &k) in counts.iter().enumerate() {
+        let r = p * channels..(p + 1) * channels;
+        for ((g, &a), &t) in grad[r.clone()].iter_mut().zip(&ax[r.clone()]).zip(&y[r]) {
+            let d = a - t;
+            sq += (d as f64) * (d as f64);
+            let w = k as f64 / samples;
+            *g = match loss {
+                Loss::L2 => {
+                    value += w * (d as f64) * (d as f64);
+                    (2.0 * w) as f32 * d
+                }
+                Loss::L1 => {
+                    value += w * d.abs() as f64;
+                    if d > 0.0 {
+                        w as f32
+                    } else if d < 0.0 {
+                        -w as f32
+                    } else {
+                        0.0
+                    }
+                }
+            };
+        }
+    }
+    (value, sq / y.len() as f64)
+}
+
 /// Denoise `noisy` with the Deep Image Prior: [`fit`] with the identity operator.
 pub fn fit_denoise(
     noisy: &Image,
     clean: Option<&Image>,
-    spec: &SkipSpec,
+    spec: impl Into<Arch>,
     cfg: &FitConfig,
     observers: &mut [&mut dyn Observer],
 ) -> Result<FitReport> {
@@ -272,20 +348,21 @@ pub fn fit(
     observation: &Image,
     operator: &dyn Operator,
     clean: Option<&Image>,
-    spec: &SkipSpec,
+    spec: impl Into<Arch>,
     cfg: &FitConfig,
     observers: &mut [&mut dyn Observer],
 ) -> Result<FitReport> {
     // The loop runs on a pool thread: parallel work spawned from there goes to the thread's own
     // queue instead of rayon's global one, which is cheaper and allocates nothing.
-    rayon::scope(|_| fit_on_pool(observation, operator, clean, spec, cfg, observers))
+    let spec = spec.into();
+    rayon::scope(|_| fit_on_pool(observation, operator, clean, &spec, cfg, observers))
 }
 
 fn fit_on_pool(
     observation: &Image,
     operator: &dyn Operator,
     clean: Option<&Image>,
-    spec: &SkipSpec,
+    spec: &Arch,
     cfg: &FitConfig,
     observers: &mut [&mut dyn Observer],
 ) -> Result<FitReport> {
@@ -311,17 +388,24 @@ fn fit_on_pool(
     if xw == 0 || xh == 0 || xc == 0 {
         return Err(Error::invalid("the image to restore is empty"));
     }
-    if spec.out_channels != xc {
+    if spec.out_channels() != xc {
         return Err(Error::invalid(format!(
             "the network outputs {} channels but the image to restore has {xc}",
-            spec.out_channels
+            spec.out_channels()
         )));
     }
-    if cfg.input == InputKind::Meshgrid && spec.in_channels != 2 {
+    let configured = spec.input_kind() == NetInput::Configured;
+    if configured && cfg.input == InputKind::Meshgrid && spec.input_shape(xh, xw).2 != 2 {
         return Err(Error::invalid(format!(
             "the meshgrid input has 2 channels but the network takes {}",
-            spec.in_channels
+            spec.input_shape(xh, xw).2
         )));
+    }
+    if cfg.pixel_batch.is_some() && operator.output_shape() != operator.input_shape() {
+        return Err(Error::invalid(
+            "pixel batches need an observation of the image's own size (denoising, inpainting \
+             or deblurring)",
+        ));
     }
     if let Some(c) = clean
         && (c.width, c.height, c.channels) != (xw, xh, xc)
@@ -334,7 +418,30 @@ fn fit_on_pool(
     let started = Instant::now();
     let pad = network_padding(xw, xh, spec);
     let (h, w, c) = (xh + pad.top + pad.bottom, xw + pad.left + pad.right, xc);
-    let mut net: Net<f32> = spec.build(h, w, cfg.seed)?;
+    let (mut builder, out_act) = spec.builder::<f32>(h, w)?;
+    let need = builder.estimate_bytes(out_act);
+    if let Some(max) = cfg.max_memory
+        && need > max
+    {
+        return Err(Error::invalid(format!(
+            "the {} network at {w}x{h} needs about {:.1} GiB, more than the allowed {:.1} GiB; \
+             use a smaller image or width, or raise --max-memory",
+            spec.label(),
+            need as f64 / (1u64 << 30) as f64,
+            max as f64 / (1u64 << 30) as f64
+        )));
+    }
+    let mut net: Net<f32> = builder.build(out_act, cfg.seed, false);
+    // Pixel batches: how often each observation pixel is drawn this step.
+    let obs_pixels = observation.width * observation.height;
+    let mut counts = vec![
+        0u32;
+        if cfg.pixel_batch.is_some() {
+            obs_pixels
+        } else {
+            0
+        }
+    ];
 
     // Work buffers of the data term, allocated once: the cropped output x, A(x), and the
     // gradients with respect to A(x) and to x.
@@ -343,7 +450,10 @@ fn fit_on_pool(
     let mut g_ax = vec![0.0f32; observation.data.len()];
     let mut g_x = vec![0.0f32; xw * xh * xc];
 
-    let z = initial_input(cfg, net.input().h, net.input().w, net.input().c);
+    let z = match spec.own_input(h, w, cfg.seed) {
+        Some(z) => z,
+        None => initial_input(cfg, net.input().h, net.input().w, net.input().c),
+    };
     net.input_mut().data.copy_from_slice(&z);
 
     let mut adam = Adam::new(
@@ -396,7 +506,17 @@ fn fit_on_pool(
         let (out, grad) = net.output_and_grad();
         crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);
         operator.forward(&x_buf, &mut ax);
-        let (loss, mse) = data_term(&ax, &observation.data, &mut g_ax, cfg.loss);
+        let batch = cfg.pixel_batch.map(|n| {
+            counts.fill(0);
+            let mut r = Pcg64Mcg::seed_from_u64(
+                cfg.seed ^ 0xBA7C_0000_0000_0000 ^ (it as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            for _ in 0..n {
+                counts[r.random_range(0..obs_pixels)] += 1;
+            }
+            (&counts[..], n, observation.channels)
+        });
+        let (loss, mse) = data_term(&ax, &observation.data, &mut g_ax, cfg.loss, batch);
         operator.adjoint(&g_ax, &mut g_x);
         // The padding carries no observation: its gradient is zero.
         grad.data.fill(0.0);
@@ -465,6 +585,9 @@ fn fit_on_pool(
         }
         let (params, grads) = net.params_and_grads();
         adam.step(params, grads);
+        if let Some(l) = cfg.lipschitz {
+            net.lipschitz_project(l);
+        }
         // The output of this accepted step stays in the network until the next forward.
         raw_is_current = true;
 

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Float, Net, NetBuilder, PadMode, UpsampleMode};
+use super::{Built, Upsampler, upsample2};
+use crate::engine::{Float, Net, NetBuilder, PadMode};
 use crate::{Error, Result};
 
 /// Architecture of a skip network. Per-scale lists must all have `scales()` entries.
@@ -22,11 +23,19 @@ pub struct SkipSpec {
     /// Kernel size of the skip convolutions.
     pub kernel_skip: usize,
     pub pad: PadMode,
-    pub upsample: UpsampleMode,
+    pub upsample: Upsampler,
+    /// Width (std, in output pixels) of the Gaussian of each scale's upsampling when `upsample`
+    /// is `gaussian`: one value for every scale, or one per scale.
+    #[serde(default = "default_sigma")]
+    pub gaussian_sigma: Vec<f64>,
     /// A 1×1 conv + BN + LeakyReLU after the merge convolution of each scale.
     pub need_1x1_up: bool,
     pub need_sigmoid: bool,
     pub need_bias: bool,
+}
+
+fn default_sigma() -> Vec<f64> {
+    vec![1.0]
 }
 
 impl SkipSpec {
@@ -54,7 +63,8 @@ impl SkipSpec {
             kernel_up: vec![3; scales],
             kernel_skip: 1,
             pad: PadMode::Reflection,
-            upsample: UpsampleMode::Bilinear,
+            upsample: Upsampler::Bilinear,
+            gaussian_sigma: default_sigma(),
             need_1x1_up: true,
             need_sigmoid: true,
             need_bias: true,
@@ -111,6 +121,18 @@ impl SkipSpec {
                 "skip network: kernel sizes must be odd, got {k}"
             )));
         }
+        let g = &self.gaussian_sigma;
+        if g.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(Error::invalid(
+                "skip network: gaussian_sigma values must be positive",
+            ));
+        }
+        if g.len() > 1 && g.len() != n {
+            return Err(Error::invalid(format!(
+                "skip network: `gaussian_sigma` has {} entries, `down` has {n}",
+                g.len()
+            )));
+        }
         let m = self.size_multiple();
         if !h.is_multiple_of(m) || !w.is_multiple_of(m) {
             return Err(Error::invalid(format!(
@@ -145,6 +167,12 @@ impl SkipSpec {
 
     /// Builds the network for an `h × w` input with parameters drawn from `seed`.
     pub fn build<T: Float>(&self, h: usize, w: usize, seed: u64) -> Result<Net<T>> {
+        let (b, out) = self.builder(h, w)?;
+        Ok(b.build(out, seed, false))
+    }
+
+    /// The network's builder for an `h × w` input and its output activation.
+    pub fn builder<T: Float>(&self, h: usize, w: usize) -> Result<Built<T>> {
         self.validate(h, w)?;
         let mut b = NetBuilder::new(h, w, self.in_channels);
         let x = b.input();
@@ -161,7 +189,16 @@ impl SkipSpec {
         if self.need_sigmoid {
             out = b.sigmoid(out);
         }
-        Ok(b.build(out, seed, false))
+        Ok((b, out))
+    }
+
+    /// The Gaussian upsampling width at scale `i`.
+    fn sigma(&self, i: usize) -> f64 {
+        match self.gaussian_sigma.as_slice() {
+            [] => 1.0,
+            [s] => *s,
+            list => list[i.min(list.len() - 1)],
+        }
     }
 
     /// One scale, in the reference's module order so that the parameters come out in its
@@ -205,7 +242,7 @@ impl SkipSpec {
         if i + 1 < self.scales() {
             d = self.build_scale(b, d, i + 1);
         }
-        let up = b.upsample(d, 2, self.upsample);
+        let up = upsample2(b, d, self.upsample, self.sigma(i), pad, &name("up"));
         let merged = match skip {
             Some(s) => b.concat(&[s, up]),
             None => up,
