@@ -29,6 +29,12 @@ pub enum Which {
     Triangles(TrianglesArgs),
     /// The full spectral-bias analysis of a natural image with Gaussian noise added.
     SpectralBias(SpectralBiasArgs),
+    /// Each architecture fits an image, the image with noise, its pixels shuffled and pure
+    /// noise; compare the loss curves.
+    StructureVsNoise(crate::arch_study::StructureArgs),
+    /// The skip network with each upsampling layer and with Lipschitz control: band half-times,
+    /// the peak and the fall after it.
+    Upsampling(crate::arch_study::UpsamplingArgs),
 }
 
 const TRIANGLE_EXAMPLES: &str = "\
@@ -84,6 +90,8 @@ pub fn run(which: Which, g: &Global) -> Result<Outcome> {
     match which {
         Which::Triangles(a) => triangles(a, g),
         Which::SpectralBias(a) => spectral_bias(a, g),
+        Which::StructureVsNoise(a) => crate::arch_study::structure_vs_noise(a, g),
+        Which::Upsampling(a) => crate::arch_study::upsampling(a, g),
     }
 }
 

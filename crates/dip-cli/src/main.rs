@@ -6,6 +6,7 @@
 
 mod add_noise;
 mod analyze;
+mod arch_study;
 mod bench;
 mod degrade;
 mod demo;

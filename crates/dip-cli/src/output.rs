@@ -109,9 +109,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Writes a JSON value, pretty-printed, with the file named in any error.
+/// Writes a JSON value, pretty-printed, atomically (a temporary file renamed over the target),
+/// with the file named in any error.
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
-    fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))
+    write_text(path, &text)
+}
+
+/// Writes text atomically, with the file named in any error.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    Ok(dip::image::write_atomic(path, text.as_bytes())?)
 }

@@ -633,7 +633,7 @@ fn extract(img: &Image, x: usize, y: usize, w: usize, h: usize) -> Image {
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so a reader
 /// never sees half a file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

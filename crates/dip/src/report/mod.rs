@@ -36,6 +36,7 @@ use crate::image::Image;
 use crate::image::write_atomic;
 use crate::spectral::study::{Analysis, RecordedRun};
 
+pub mod page;
 pub mod triangles;
 
 pub use plots::{Plot, plots};
