@@ -206,9 +206,11 @@ fn write_structure_results(
         .filter_map(|c| c.history.last().map(|r| r.iter))
         .max()
         .unwrap_or(0);
+    // Checkpoints at recorded steps (every 10).
     let checkpoints: Vec<usize> = [last / 10, last / 4, last]
         .into_iter()
-        .filter(|&s| s > 0)
+        .map(|s| (s / 10).max(1) * 10)
+        .filter(|&s| s <= last)
         .collect();
     // A target counts as fitted at an MSE of 1e-3 (30 dB against the target).
     const FITTED: f64 = 1e-3;

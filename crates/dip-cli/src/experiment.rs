@@ -29,6 +29,9 @@ pub enum Which {
     Triangles(TrianglesArgs),
     /// The full spectral-bias analysis of a natural image with Gaussian noise added.
     SpectralBias(SpectralBiasArgs),
+    /// The paper's Tables 1–2: every architecture denoising shrunk grayscale images, with
+    /// best and final PSNR and band half-times; resumable and shardable.
+    ArchTable(crate::arch_table::Args),
     /// Each architecture fits an image, the image with noise, its pixels shuffled and pure
     /// noise; compare the loss curves.
     StructureVsNoise(crate::arch_study::StructureArgs),
@@ -90,6 +93,7 @@ pub fn run(which: Which, g: &Global) -> Result<Outcome> {
     match which {
         Which::Triangles(a) => triangles(a, g),
         Which::SpectralBias(a) => spectral_bias(a, g),
+        Which::ArchTable(a) => crate::arch_table::run(a, g),
         Which::StructureVsNoise(a) => crate::arch_study::structure_vs_noise(a, g),
         Which::Upsampling(a) => crate::arch_study::upsampling(a, g),
     }

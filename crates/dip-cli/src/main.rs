@@ -7,6 +7,7 @@
 mod add_noise;
 mod analyze;
 mod arch_study;
+mod arch_table;
 mod bench;
 mod degrade;
 mod demo;

@@ -596,6 +596,39 @@ pub fn center_crop(img: &Image, w: usize, h: usize) -> Image {
     extract(img, (img.width - w) / 2, (img.height - h) / 2, w, h)
 }
 
+/// Shrinks by an integer `factor`, each output pixel the mean of a `factor × factor` block
+/// (area averaging); a border that does not fill a block is dropped. An error if the image is
+/// smaller than one block or the factor is 0.
+pub fn downsample_box(img: &Image, factor: usize) -> Result<Image> {
+    if factor == 0 {
+        return Err(Error::invalid("the downsampling factor must be at least 1"));
+    }
+    let (w, h, c) = (img.width / factor, img.height / factor, img.channels);
+    if w == 0 || h == 0 {
+        return Err(Error::invalid(format!(
+            "a {}x{} image cannot be shrunk {factor} times",
+            img.width, img.height
+        )));
+    }
+    let mut out = Image::zeros(w, h, c).with_bit_depth(img.bit_depth);
+    let scale = 1.0 / (factor * factor) as f32;
+    for y in 0..h {
+        for x in 0..w {
+            for k in 0..c {
+                let mut s = 0.0f32;
+                for dy in 0..factor {
+                    let row = (y * factor + dy) * img.width;
+                    for dx in 0..factor {
+                        s += img.data[(row + x * factor + dx) * c + k];
+                    }
+                }
+                out.data[(y * w + x) * c + k] = s * scale;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The `w` × `h` rectangle whose top-left corner is `(x, y)`.
 ///
 /// An error if the rectangle is empty or reaches outside the image, since that is usually a
@@ -653,6 +686,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn box_downsampling_averages_blocks() {
+        let img = Image::new(5, 4, 1, (0..20).map(|v| v as f32).collect());
+        let d = downsample_box(&img, 2).unwrap();
+        assert_eq!((d.width, d.height), (2, 2));
+        // Block (0,0): 0, 1, 5, 6.
+        assert_eq!(d.data, vec![3.0, 5.0, 13.0, 15.0]);
+        assert!(downsample_box(&img, 0).is_err());
+        assert!(downsample_box(&img, 6).is_err());
+    }
     use image::{Luma, LumaA, Rgb, Rgba};
 
     /// A scratch folder removed when dropped.
