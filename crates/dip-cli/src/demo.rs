@@ -101,7 +101,7 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
         report.iterations_run,
         report.seconds
     );
-    print_psnr(&report);
+    print_psnr(&report, None);
     if let (Some(before), Some(after)) = (report.psnr_noisy, report.psnr_final) {
         println!("gain:        {:+.2} dB", after - before);
     }

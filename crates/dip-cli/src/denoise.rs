@@ -51,6 +51,7 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
         clean: clean.as_ref(),
         baseline: None,
         max_memory: c.recipe.max_memory()?,
+        stop: c.stop.clone(),
         extra: vec![
             ("input", json!(args.noisy.display().to_string())),
             (

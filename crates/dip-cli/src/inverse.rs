@@ -142,6 +142,7 @@ pub fn inpaint(args: InpaintArgs, g: &Global) -> Result<Outcome> {
         clean: clean.as_ref(),
         baseline: None,
         max_memory: args.common.recipe.max_memory()?,
+        stop: args.common.stop.clone(),
         extra: vec![
             ("input", json!(args.image.display().to_string())),
             (
@@ -229,6 +230,7 @@ pub fn sr(args: SrArgs, g: &Global) -> Result<Outcome> {
         clean: clean.as_ref(),
         baseline: bicubic.map(|p| ("bicubic", p)),
         max_memory: args.common.recipe.max_memory()?,
+        stop: args.common.stop.clone(),
         extra: vec![
             ("input", json!(args.lowres.display().to_string())),
             ("factor", json!(f)),
@@ -295,6 +297,7 @@ pub fn deblur(args: DeblurArgs, g: &Global) -> Result<Outcome> {
         clean: clean.as_ref(),
         baseline: None,
         max_memory: args.common.recipe.max_memory()?,
+        stop: args.common.stop.clone(),
         extra: vec![
             ("input", json!(args.blurred.display().to_string())),
             ("psf", json!(args.psf)),

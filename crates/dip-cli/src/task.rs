@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use dip::fit::{FitConfig, FitReport, Observer, fit};
+use dip::fit::{FitConfig, FitReport, Observer, StopConfig, StopKind, fit, make_rule};
 use dip::image::{self, Image};
 use dip::nets::Arch;
 use dip::operators::Operator;
@@ -31,6 +31,9 @@ pub struct Common {
     #[command(flatten)]
     pub recipe: RecipeArgs,
 
+    #[command(flatten)]
+    pub stop: StopArgs,
+
     /// Also write a JSON summary: PSNR (with --clean), timing, settings and the history.
     #[arg(long, value_name = "SUMMARY.json")]
     pub json: Option<PathBuf>,
@@ -38,6 +41,40 @@ pub struct Common {
     /// Overwrite existing outputs.
     #[arg(long)]
     pub force: bool,
+}
+
+/// When to stop and which step's image to return.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StopArgs {
+    /// Stopping rule: fixed (run every step), wmv or emv (output variance, any task),
+    /// discrepancy or spectral (noise level, denoising only), auto (spectral when denoising,
+    /// else wmv). The result is the image at the rule's chosen step.
+    #[arg(long, value_name = "RULE", default_value = "fixed")]
+    pub stop: StopKind,
+
+    /// Noise std for the discrepancy and spectral rules, 0-255 scale [default: estimated from
+    /// the image].
+    #[arg(long, value_name = "SIGMA")]
+    pub stop_sigma: Option<f64>,
+
+    /// Steps without a better choice before a rule ends the fit.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub stop_patience: usize,
+}
+
+impl StopArgs {
+    pub fn config(&self) -> Result<StopConfig> {
+        if let Some(s) = self.stop_sigma
+            && !(s.is_finite() && s > 0.0)
+        {
+            bail!("--stop-sigma must be a positive number, got {s}");
+        }
+        Ok(StopConfig {
+            sigma: self.stop_sigma.map(|s| s / 255.0),
+            patience: self.stop_patience,
+            ..StopConfig::default()
+        })
+    }
 }
 
 impl Common {
@@ -87,6 +124,8 @@ pub struct Task<'a> {
     pub extra: Vec<(&'static str, Value)>,
     /// Refuse networks estimated to need more bytes than this.
     pub max_memory: Option<usize>,
+    /// The stopping rule.
+    pub stop: StopArgs,
 }
 
 /// Fits, saves the result (the EMA output, which is the raw output when the EMA weight is 0),
@@ -119,15 +158,33 @@ pub fn run_task(
             cfg.iters
         );
     }
-    let report = fit_with_progress(
+    let denoising = task.command == "denoise";
+    let mut rule = make_rule(
+        task.stop.stop,
+        &task.stop.config()?,
+        task.observation,
+        denoising,
+    )?;
+    let mut report = fit_with_progress(
         task.observation,
         task.operator,
         task.clean,
         &spec,
         &cfg,
         g,
-        &mut [],
+        &mut [rule.as_mut()],
     )?;
+    // The result: the image at the rule's chosen step (the last step's without a rule).
+    let stopped_at = match (task.stop.stop, rule.chosen()) {
+        (StopKind::Fixed, _) | (_, None) => None,
+        (_, Some(c)) => {
+            report.output_ema = c.image.clone().with_bit_depth(report.output_ema.bit_depth);
+            report.psnr_final = task
+                .clean
+                .map(|cl| dip::metrics::psnr(&report.output_ema.data, &cl.data));
+            Some(c.step)
+        }
+    };
     image::save(&report.output_ema, &out.image)?;
     // SSIM of what the file holds, like the PSNR lines.
     let ssim = task.clean.map(|c| {
@@ -145,6 +202,12 @@ pub fn run_task(
             extra.push(("baseline", json!({"name": name, "psnr": p})));
         }
         extra.push(("ssim_final", json!(ssim)));
+        extra.push(("stop_rule", json!(rule.name())));
+        extra.push((
+            "stopped_at",
+            json!(stopped_at.unwrap_or(report.iterations_run)),
+        ));
+        extra.push(("stop_sigma", json!(rule.sigma().map(|s| s * 255.0))));
         let value = summary(&report, &cfg, &spec, extra)?;
         write_json(json_path, &value)?;
     }
@@ -154,10 +217,20 @@ pub fn run_task(
         report.iterations_run,
         report.seconds
     );
+    if let Some(step) = stopped_at {
+        println!(
+            "stopped by the {} rule: the result is step {step}{}",
+            rule.name(),
+            rule.sigma().map_or(String::new(), |s| format!(
+                " (noise sigma {:.1})",
+                s * 255.0
+            ))
+        );
+    }
     if let Some((name, p)) = task.baseline {
         println!("PSNR {:<7}{p:.2} dB", format!("{name}:"));
     }
-    print_psnr(&report);
+    print_psnr(&report, stopped_at);
     if let Some(s) = ssim {
         println!("SSIM final:  {s:.4}");
     }
@@ -238,14 +311,14 @@ pub fn summary(
 }
 
 /// The PSNR lines, when a clean image was given.
-pub fn print_psnr(report: &FitReport) {
+pub fn print_psnr(report: &FitReport, result_step: Option<usize>) {
     if let Some(p) = report.psnr_noisy {
         println!("PSNR input:  {p:.2} dB");
     }
     if let Some(p) = report.psnr_final {
         println!(
             "PSNR final:  {p:.2} dB (result, step {})",
-            report.iterations_run
+            result_step.unwrap_or(report.iterations_run)
         );
     }
     if let (Some(p), Some(it)) = (report.psnr_best, report.iter_best) {

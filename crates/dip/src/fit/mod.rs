@@ -5,10 +5,12 @@
 
 mod observer;
 mod run;
+mod stop;
 mod trajectory;
 
 pub use observer::{Control, Observer, StepInfo};
 pub use run::{
     FitConfig, FitReport, HistoryRow, InputKind, Loss, fit, fit_denoise, network_padding,
 };
+pub use stop::{Chosen, StopConfig, StopKind, StopRule, estimate_sigma, make_rule};
 pub use trajectory::{TrajectoryIndex, TrajectoryRecorder};

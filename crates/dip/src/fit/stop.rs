@@ -1,0 +1,561 @@
+//! Stopping rules: choose the step to return without the clean image.
+//!
+//! Each rule is an [`Observer`]: it sees the fit every `observe_every` steps, keeps the result
+//! image (the EMA output) at the step it currently favours, and asks the loop to stop once it is
+//! sure, `patience` steps after its choice. [`StopRule::chosen`] then gives the step and image.
+//!
+//! - `fixed`: never stops early; the choice is the last step.
+//! - `wmv` (Wang et al., ES-WMV): the variance of the outputs over a sliding window of `window`
+//!   steps (the mean over the window of the per-sample squared distance to the window mean).
+//!   It falls while the network converges to the image and rises once noise is fitted; the
+//!   choice is its minimum, final after `patience` steps without a new minimum.
+//! - `emv`: the same with exponential moving averages instead of a window (Wang et al.'s
+//!   memory-light variant).
+//! - `discrepancy` (Morozov): the first step where the mean squared residual to the
+//!   observation reaches the noise variance σ²; fitting closer than the noise means fitting it.
+//! - `spectral`: the discrepancy principle restricted to the highest radial frequency bands,
+//!   where white noise dominates the observation. If the output were the clean image, its
+//!   residual in those bands would be the noise alone, so the fitted fraction
+//!   `r_H = 1 − E_H(x − y)/E_H(y)` would equal the signal share `s_H = 1 − E_H(n)/E_H(y)`, with
+//!   `E_H(n)` the energy white noise of variance σ² puts there. The rule stops when `r_H`
+//!   first reaches `s_H`: past that point the output explains more of those bands than the
+//!   signal holds. The low bands, fitted first and dominated by signal, do not dilute the test
+//!   as they do the global residual.
+//!
+//! `discrepancy` and `spectral` need σ (given, or [`estimate_sigma`]) and suit denoising (the
+//! identity operator). `wmv` and `emv` need nothing and suit every operator.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::observer::{Control, Observer, StepInfo};
+use crate::image::Image;
+use crate::spectral::analysis::{BandTracker, band_energy};
+use crate::spectral::bands::Bands;
+use crate::spectral::{BandSpacing, fft::Fft2d};
+use crate::{Error, Result};
+
+/// Which stopping rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopKind {
+    Fixed,
+    Wmv,
+    Emv,
+    Discrepancy,
+    Spectral,
+    /// The default: `spectral` where σ can be known (denoising), else `wmv`.
+    Auto,
+}
+
+impl std::str::FromStr for StopKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "fixed" => StopKind::Fixed,
+            "wmv" => StopKind::Wmv,
+            "emv" => StopKind::Emv,
+            "discrepancy" => StopKind::Discrepancy,
+            "spectral" => StopKind::Spectral,
+            "auto" => StopKind::Auto,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "unknown stopping rule '{s}'; the rules are fixed, wmv, emv, discrepancy, \
+                     spectral, auto"
+                )));
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for StopKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopKind::Fixed => "fixed",
+            StopKind::Wmv => "wmv",
+            StopKind::Emv => "emv",
+            StopKind::Discrepancy => "discrepancy",
+            StopKind::Spectral => "spectral",
+            StopKind::Auto => "auto",
+        })
+    }
+}
+
+/// Settings of the rules.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StopConfig {
+    /// Window of `wmv`, in steps (`emv` waits this long before trusting its average).
+    pub window: usize,
+    /// Weight of each step in `emv`'s moving averages.
+    pub emv_alpha: f64,
+    /// Steps without a better choice before a rule is sure.
+    pub patience: usize,
+    /// Noise std in [0, 1] units; estimated from the observation when `None`.
+    pub sigma: Option<f64>,
+    /// Number of radial bands of `spectral`, and how many of the highest it tests.
+    pub bands: usize,
+    pub high_bands: usize,
+}
+
+impl Default for StopConfig {
+    fn default() -> Self {
+        StopConfig {
+            window: 100,
+            emv_alpha: 0.1,
+            patience: 200,
+            sigma: None,
+            bands: 8,
+            high_bands: 3,
+        }
+    }
+}
+
+/// A rule's choice.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub step: usize,
+    /// The result image (the fit's EMA output) at that step.
+    pub image: Image,
+}
+
+/// A stopping rule.
+pub trait StopRule: Observer {
+    /// The rule's name (`wmv`, `spectral`, …).
+    fn name(&self) -> String;
+    /// The current choice: final once the rule has asked the fit to stop, or at the end.
+    fn chosen(&self) -> Option<&Chosen>;
+    /// The σ the rule used, if it uses one.
+    fn sigma(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// The rule of `kind` for a fit of `observation`. `denoising` says whether the observation is
+/// the image plus white noise (the identity operator), which `discrepancy` and `spectral` need;
+/// `auto` picks by it.
+pub fn make_rule(
+    kind: StopKind,
+    cfg: &StopConfig,
+    observation: &Image,
+    denoising: bool,
+) -> Result<Box<dyn StopRule>> {
+    let kind = match kind {
+        StopKind::Auto if denoising => StopKind::Spectral,
+        StopKind::Auto => StopKind::Wmv,
+        k => k,
+    };
+    if matches!(kind, StopKind::Discrepancy | StopKind::Spectral) && !denoising {
+        return Err(Error::invalid(format!(
+            "the {kind} stopping rule needs a noisy image as the observation (denoising); use \
+             wmv or emv"
+        )));
+    }
+    if !(cfg.emv_alpha > 0.0 && cfg.emv_alpha <= 1.0) {
+        return Err(Error::invalid("the emv weight must be in (0, 1]"));
+    }
+    if cfg.window == 0 {
+        return Err(Error::invalid(
+            "the stopping window must be at least 1 step",
+        ));
+    }
+    let sigma = || -> Result<f64> {
+        let s = match cfg.sigma {
+            Some(s) => s,
+            None => estimate_sigma(observation),
+        };
+        if !(s.is_finite() && s > 0.0) {
+            return Err(Error::invalid(format!(
+                "the noise level must be positive, got {s}"
+            )));
+        }
+        Ok(s)
+    };
+    Ok(match kind {
+        StopKind::Fixed => Box::new(Fixed { last: None }),
+        StopKind::Wmv => Box::new(Wmv::new(cfg.window, cfg.patience)),
+        StopKind::Emv => Box::new(Emv::new(cfg.emv_alpha, cfg.window, cfg.patience)),
+        StopKind::Discrepancy => Box::new(Discrepancy {
+            sigma: sigma()?,
+            chosen: None,
+        }),
+        StopKind::Spectral => Box::new(Spectral::new(observation, sigma()?, cfg)?),
+        StopKind::Auto => unreachable!("resolved above"),
+    })
+}
+
+/// Noise std of an image in [0, 1] units, from the finest diagonal Haar wavelet coefficients:
+/// `median(|d|) / 0.6745` (Donoho's estimator), pooled over channels. The diagonal detail of a
+/// 2×2 block, `(a − b − c + d)/2`, has the noise's variance and cancels smooth content.
+pub fn estimate_sigma(img: &Image) -> f64 {
+    let (w, h, c) = (img.width, img.height, img.channels);
+    let mut d: Vec<f64> = Vec::with_capacity((w / 2) * (h / 2) * c);
+    for y in (0..h.saturating_sub(1)).step_by(2) {
+        for x in (0..w.saturating_sub(1)).step_by(2) {
+            for k in 0..c {
+                let at = |yy: usize, xx: usize| img.data[(yy * w + xx) * c + k] as f64;
+                d.push(((at(y, x) - at(y, x + 1) - at(y + 1, x) + at(y + 1, x + 1)) / 2.0).abs());
+            }
+        }
+    }
+    if d.is_empty() {
+        return 0.0;
+    }
+    let mid = d.len() / 2;
+    let (_, m, _) = d.select_nth_unstable_by(mid, |a, b| a.total_cmp(b));
+    *m / 0.6745
+}
+
+struct Fixed {
+    last: Option<Chosen>,
+}
+
+impl Observer for Fixed {
+    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
+        self.last = Some(Chosen {
+            step: info.iter,
+            image: info.ema.clone(),
+        });
+        Control::Continue
+    }
+}
+
+impl StopRule for Fixed {
+    fn name(&self) -> String {
+        "fixed".into()
+    }
+    fn chosen(&self) -> Option<&Chosen> {
+        self.last.as_ref()
+    }
+}
+
+/// Keeps the best-scoring step so far and stops after `patience` steps without a better one.
+struct Minimum {
+    best: Option<(f64, Chosen)>,
+    patience: usize,
+}
+
+impl Minimum {
+    fn offer(&mut self, score: f64, info: &StepInfo<'_>) -> Control {
+        if score.is_finite() && self.best.as_ref().is_none_or(|(b, _)| score < *b) {
+            match &mut self.best {
+                Some((b, c)) => {
+                    *b = score;
+                    c.step = info.iter;
+                    c.image.data.copy_from_slice(&info.ema.data);
+                }
+                None => {
+                    self.best = Some((
+                        score,
+                        Chosen {
+                            step: info.iter,
+                            image: info.ema.clone(),
+                        },
+                    ))
+                }
+            }
+        }
+        match &self.best {
+            Some((_, c)) if info.iter >= c.step + self.patience => Control::Stop,
+            _ => Control::Continue,
+        }
+    }
+}
+
+/// ES-WMV: the windowed moving variance of the raw outputs, kept as running sums so that each
+/// observation costs O(pixels) whatever the window.
+struct Wmv {
+    window: usize,
+    frames: std::collections::VecDeque<(usize, Vec<f32>)>,
+    sum: Vec<f64>,
+    sum_sq: f64,
+    first_seen: Option<usize>,
+    min: Minimum,
+    /// The variance at each observation once the window is full: (step, variance).
+    pub history: Vec<(usize, f64)>,
+}
+
+impl Wmv {
+    fn new(window: usize, patience: usize) -> Self {
+        Wmv {
+            window,
+            frames: Default::default(),
+            sum: Vec::new(),
+            sum_sq: 0.0,
+            first_seen: None,
+            min: Minimum {
+                best: None,
+                patience,
+            },
+            history: Vec::new(),
+        }
+    }
+
+    /// Mean over the window of the per-sample squared distance to the window mean.
+    fn variance(&self) -> f64 {
+        let n = self.frames.len() as f64;
+        let m = self.sum.len() as f64;
+        let sq_of_mean: f64 = self.sum.iter().map(|s| s * s).sum::<f64>() / n;
+        ((self.sum_sq - sq_of_mean) / (n * m)).max(0.0)
+    }
+}
+
+impl Observer for Wmv {
+    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
+        let x = &info.output.data;
+        if self.sum.len() != x.len() {
+            self.sum = vec![0.0; x.len()];
+        }
+        // Frames older than the window leave it.
+        while let Some((s, _)) = self.frames.front() {
+            if *s + self.window <= info.iter {
+                let (_, old) = self.frames.pop_front().expect("a frame");
+                for (a, &v) in self.sum.iter_mut().zip(&old) {
+                    *a -= v as f64;
+                }
+                self.sum_sq -= old.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+            } else {
+                break;
+            }
+        }
+        for (a, &v) in self.sum.iter_mut().zip(x) {
+            *a += v as f64;
+        }
+        self.sum_sq += x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+        self.frames.push_back((info.iter, x.clone()));
+        // Only a full window gives a comparable variance: the frames must span `window` steps
+        // (each frame stands for the `gap` steps up to it).
+        let gap = self
+            .frames
+            .len()
+            .checked_sub(2)
+            .map_or(0, |i| info.iter - self.frames[i].0);
+        let first = *self.first_seen.get_or_insert(info.iter);
+        if self.frames.len() < 2 || info.iter + gap < first + self.window {
+            return Control::Continue;
+        }
+        let v = self.variance();
+        self.history.push((info.iter, v));
+        self.min.offer(v, info)
+    }
+}
+
+impl StopRule for Wmv {
+    fn name(&self) -> String {
+        "wmv".into()
+    }
+    fn chosen(&self) -> Option<&Chosen> {
+        self.min.best.as_ref().map(|(_, c)| c)
+    }
+}
+
+/// The exponential-moving variant: `m ← m + α(x − m)`, `v ← (1 − α)(v + α‖x − m_old‖²/n)`,
+/// with Wang et al.'s `α` of 0.1 per step, compounded over the steps between observations
+/// (`1 − 0.9^Δt`). A slower average would remember the early transient for hundreds of steps
+/// and find its minimum late.
+struct Emv {
+    alpha: f64,
+    window: usize,
+    mean: Vec<f64>,
+    var: f64,
+    last_step: usize,
+    seen: usize,
+    min: Minimum,
+}
+
+impl Emv {
+    fn new(alpha: f64, window: usize, patience: usize) -> Self {
+        Emv {
+            alpha,
+            window,
+            mean: Vec::new(),
+            var: 0.0,
+            last_step: 0,
+            seen: 0,
+            min: Minimum {
+                best: None,
+                patience,
+            },
+        }
+    }
+}
+
+impl Observer for Emv {
+    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
+        let x = &info.output.data;
+        if self.mean.len() != x.len() {
+            self.mean = x.iter().map(|&v| v as f64).collect();
+            self.last_step = info.iter;
+            self.seen = 1;
+            return Control::Continue;
+        }
+        let dt = (info.iter - self.last_step).max(1);
+        self.last_step = info.iter;
+        let a = 1.0 - (1.0 - self.alpha).powi(dt as i32);
+        let mut d2 = 0.0;
+        for (m, &v) in self.mean.iter_mut().zip(x) {
+            let d = v as f64 - *m;
+            d2 += d * d;
+            *m += a * d;
+        }
+        self.var = (1.0 - a) * (self.var + a * d2 / x.len() as f64);
+        self.seen += 1;
+        // Let the average forget its start (one time constant) before trusting it.
+        if self.seen * dt < self.window {
+            return Control::Continue;
+        }
+        self.min.offer(self.var, info)
+    }
+}
+
+impl StopRule for Emv {
+    fn name(&self) -> String {
+        "emv".into()
+    }
+    fn chosen(&self) -> Option<&Chosen> {
+        self.min.best.as_ref().map(|(_, c)| c)
+    }
+}
+
+/// Morozov's discrepancy principle on the fit's loss (the mean squared residual to the
+/// observation of the step's output).
+struct Discrepancy {
+    sigma: f64,
+    chosen: Option<Chosen>,
+}
+
+impl Observer for Discrepancy {
+    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
+        if self.chosen.is_some() {
+            return Control::Stop;
+        }
+        if info.loss <= self.sigma * self.sigma {
+            self.chosen = Some(Chosen {
+                step: info.iter,
+                image: info.ema.clone(),
+            });
+            return Control::Stop;
+        }
+        Control::Continue
+    }
+}
+
+impl StopRule for Discrepancy {
+    fn name(&self) -> String {
+        "discrepancy".into()
+    }
+    fn chosen(&self) -> Option<&Chosen> {
+        self.chosen.as_ref()
+    }
+    fn sigma(&self) -> Option<f64> {
+        Some(self.sigma)
+    }
+}
+
+/// The spectral rule (see the module documentation).
+struct Spectral {
+    tracker: BandTracker,
+    sigma: f64,
+    /// E_b(y) of the observation per band.
+    energy: Vec<f64>,
+    high: std::ops::Range<usize>,
+    /// The signal share of the high bands.
+    share: f64,
+    chosen: Option<Chosen>,
+    /// (step, r_H) at each observation.
+    pub history: Vec<(usize, f64)>,
+}
+
+impl Spectral {
+    fn new(observation: &Image, sigma: f64, cfg: &StopConfig) -> Result<Self> {
+        let (w, h, c) = (observation.width, observation.height, observation.channels);
+        if cfg.bands == 0 || cfg.high_bands == 0 || cfg.high_bands > cfg.bands {
+            return Err(Error::invalid(
+                "the spectral rule needs 1 <= high bands <= bands",
+            ));
+        }
+        let bands: Arc<Bands> = Bands::cached(w, h, cfg.bands, BandSpacing::Linear)?;
+        let tracker = BandTracker::new(bands.clone(), observation, None)?;
+        let energy = tracker.observation_energy().to_vec();
+        // The band energies of white noise of unit variance: Σ|F|²/N per bin is the variance,
+        // so a band holds (bins in the band) × (channels) × σ², up to how the real FFT counts
+        // bins; measure it on the same transform instead of assuming.
+        let mut fft = Fft2d::new(w, h)?;
+        let unit = white_noise_energy(&mut fft, &bands, w, h, c)?;
+        let high = cfg.bands - cfg.high_bands..cfg.bands;
+        let ey: f64 = energy[high.clone()].iter().sum();
+        let en: f64 = unit[high.clone()].iter().sum::<f64>() * sigma * sigma;
+        let share = if ey > 0.0 {
+            (1.0 - en / ey).max(0.0)
+        } else {
+            0.0
+        };
+        Ok(Spectral {
+            tracker,
+            sigma,
+            energy,
+            high,
+            share,
+            chosen: None,
+            history: Vec::new(),
+        })
+    }
+}
+
+/// The expected band energies of unit-variance white noise on a `w × h × c` grid: the exact
+/// expectation, per bin, of `|F|²/N` for i.i.d. unit samples is 1, so this is the band energy of
+/// an image whose spectrum has unit magnitude everywhere — computed from the FFT of a delta,
+/// whose spectrum is flat, scaled by N.
+fn white_noise_energy(
+    fft: &mut Fft2d,
+    bands: &Bands,
+    w: usize,
+    h: usize,
+    c: usize,
+) -> Result<Vec<f64>> {
+    let mut delta = vec![0.0f32; w * h * c];
+    delta[..c].fill(1.0);
+    let s = fft.forward_data(&delta, c)?;
+    let e = band_energy(&s, bands)?.total;
+    Ok(e.iter().map(|v| v * (w * h) as f64).collect())
+}
+
+impl Observer for Spectral {
+    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
+        if self.chosen.is_some() {
+            return Control::Stop;
+        }
+        let Ok(fit) = self.tracker.observe(info.output) else {
+            return Control::Continue;
+        };
+        let ey: f64 = self.energy[self.high.clone()].iter().sum();
+        let err: f64 = self
+            .high
+            .clone()
+            .map(|b| (1.0 - fit.fit[b]) * self.energy[b])
+            .filter(|v| v.is_finite())
+            .sum();
+        let r = if ey > 0.0 { 1.0 - err / ey } else { 0.0 };
+        self.history.push((info.iter, r));
+        if r >= self.share {
+            self.chosen = Some(Chosen {
+                step: info.iter,
+                image: info.ema.clone(),
+            });
+            return Control::Stop;
+        }
+        Control::Continue
+    }
+}
+
+impl StopRule for Spectral {
+    fn name(&self) -> String {
+        "spectral".into()
+    }
+    fn chosen(&self) -> Option<&Chosen> {
+        self.chosen.as_ref()
+    }
+    fn sigma(&self) -> Option<f64> {
+        Some(self.sigma)
+    }
+}
