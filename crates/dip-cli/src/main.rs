@@ -18,6 +18,7 @@ mod inverse;
 mod output;
 mod progress;
 mod recipe;
+mod sweep;
 mod task;
 
 use std::process::ExitCode;
@@ -89,6 +90,10 @@ enum Command {
     Demo(demo::Args),
     /// Time one training step of the standard network, optionally against PyTorch.
     Bench(bench::Args),
+    /// Sweeps: many fits from one plan file (images × degradations × settings × seeds),
+    /// resumable and shardable (Slurm job arrays), merged into tables.
+    #[command(subcommand)]
+    Sweep(sweep::Which),
 }
 
 /// Settings shared by every command.
@@ -170,6 +175,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Eval(a) => eval::run(a, &global).map(|()| Outcome::Done),
         Command::Demo(a) => demo::run(a, &global),
         Command::Bench(a) => bench::run(a, &global).map(|()| Outcome::Done),
+        Command::Sweep(w) => sweep::run(w, &global),
     }
 }
 

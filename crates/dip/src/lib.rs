@@ -14,6 +14,7 @@ pub mod operators;
 pub mod recipe;
 pub mod report;
 pub mod spectral;
+pub mod sweep;
 pub mod synthetic;
 
 pub use error::{Error, Result};
