@@ -10,7 +10,8 @@ mod trajectory;
 
 pub use observer::{Control, Observer, StepInfo};
 pub use run::{
-    FitConfig, FitReport, HistoryRow, InputKind, Loss, fit, fit_denoise, network_padding,
+    FitConfig, FitReport, HistoryRow, InputKind, Loss, SgldConfig, SgldResult, fit, fit_denoise,
+    network_input, network_padding,
 };
 pub use stop::{Chosen, StopConfig, StopKind, StopRule, estimate_sigma, make_rule};
 pub use trajectory::{TrajectoryIndex, TrajectoryRecorder};

@@ -77,6 +77,10 @@ pub struct FitConfig {
     /// state) exceeds this many bytes.
     #[serde(default)]
     pub max_memory: Option<usize>,
+    /// Stochastic gradient Langevin dynamics: noise on the weights after every step, and the
+    /// posterior mean and spread of the outputs sampled after a burn-in.
+    #[serde(default)]
+    pub sgld: Option<SgldConfig>,
     /// Set from elsewhere (a signal handler) to end the run after the current step; the report
     /// then says `interrupted` and holds everything up to that step.
     #[serde(skip)]
@@ -98,9 +102,49 @@ impl Default for FitConfig {
             lipschitz: None,
             pixel_batch: None,
             max_memory: None,
+            sgld: None,
             cancel: None,
         }
     }
+}
+
+/// SGLD as Cheng et al. run it on the Deep Image Prior ("A Bayesian Perspective on the Deep
+/// Image Prior", CVPR 2019, and their public code): after each Adam step, Gaussian noise of std
+/// `noise · lr` is added to every convolution and dense weight; Adam carries a weight decay
+/// (the Gaussian prior on the weights); after `burn_in` steps the network output is sampled
+/// every `sample_every` steps, and the mean of the samples is the result, their spread its
+/// uncertainty. (Textbook Langevin dynamics would add noise of std `√(2·lr)` to plain gradient
+/// descent; with Adam's normalised steps the authors scale it with `lr` instead.)
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SgldConfig {
+    /// Std of the weight noise as a multiple of the learning rate (theirs: 2).
+    pub noise: f64,
+    /// Adam's L2 weight decay (theirs: 5e-8).
+    pub weight_decay: f64,
+    /// Steps before the first sample.
+    pub burn_in: usize,
+    /// Steps between samples (theirs: 50).
+    pub sample_every: usize,
+}
+
+impl SgldConfig {
+    /// Their settings for a run of `iters` steps: burn-in for the first third.
+    pub fn for_iters(iters: usize) -> Self {
+        SgldConfig {
+            noise: 2.0,
+            weight_decay: 5e-8,
+            burn_in: iters / 3,
+            sample_every: 50,
+        }
+    }
+}
+
+/// What SGLD gives: the posterior mean and the per-pixel standard deviation of the samples.
+#[derive(Debug, Clone)]
+pub struct SgldResult {
+    pub mean: Image,
+    pub std: Image,
+    pub samples: usize,
 }
 
 /// One row of the history.
@@ -110,6 +154,9 @@ pub struct HistoryRow {
     pub loss: f64,
     pub psnr_raw: Option<f64>,
     pub psnr_ema: Option<f64>,
+    /// PSNR of the SGLD posterior mean so far (once there are samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psnr_sgld: Option<f64>,
 }
 
 /// What a fit returns.
@@ -140,6 +187,9 @@ pub struct FitReport {
     /// The last raw output.
     #[serde(skip)]
     pub output_raw: Image,
+    /// The SGLD posterior mean and spread, when the fit ran SGLD and drew samples.
+    #[serde(skip)]
+    pub sgld: Option<SgldResult>,
 }
 
 impl FitConfig {
@@ -176,6 +226,29 @@ impl FitConfig {
         if self.pixel_batch == Some(0) {
             return Err(Error::invalid("the pixel batch must be at least 1"));
         }
+        if let Some(g) = &self.sgld {
+            if !(g.noise.is_finite() && g.noise >= 0.0) {
+                return Err(Error::invalid(format!(
+                    "the SGLD noise must be zero or positive, got {}",
+                    g.noise
+                )));
+            }
+            if !(g.weight_decay.is_finite() && g.weight_decay >= 0.0) {
+                return Err(Error::invalid(format!(
+                    "the SGLD weight decay must be zero or positive, got {}",
+                    g.weight_decay
+                )));
+            }
+            if g.sample_every == 0 {
+                return Err(Error::invalid("SGLD must sample every 1 step or more"));
+            }
+            if g.burn_in >= self.iters {
+                return Err(Error::invalid(format!(
+                    "the SGLD burn-in ({} steps) leaves no sample within {} steps",
+                    g.burn_in, self.iters
+                )));
+            }
+        }
         if self.observe_every == 0 || self.check_every == 0 {
             return Err(Error::invalid(
                 "observation and check intervals must be at least 1",
@@ -196,6 +269,17 @@ pub fn network_padding(width: usize, height: usize, spec: &Arch) -> Padding {
     let side = |n: usize| n.div_ceil(m).max(1) * m;
     let min = spec.min_side();
     image::padding_to(width, height, side(width).max(min), side(height).max(min))
+}
+
+/// The fixed input `z` of `spec` for an `h × w` output, as a fit with `cfg` draws it.
+pub fn network_input(spec: &Arch, cfg: &FitConfig, h: usize, w: usize) -> Vec<f32> {
+    match spec.own_input(h, w, cfg.seed) {
+        Some(z) => z,
+        None => {
+            let (ih, iw, ic) = spec.input_shape(h, w);
+            initial_input(cfg, ih, iw, ic)
+        }
+    }
 }
 
 /// The fixed input `z` for a network input of `h × w × c`, from the seed.
@@ -460,10 +544,30 @@ fn fit_on_pool(
         net.num_params(),
         AdamConfig {
             lr: cfg.lr,
+            weight_decay: cfg.sgld.map_or(0.0, |g| g.weight_decay),
             ..AdamConfig::default()
         },
     );
     let mut ema = vec![0.0f32; h * w * c];
+    // SGLD: the weights that get noise, and the running sums of the sampled outputs.
+    let noisy: Vec<(usize, usize)> = if cfg.sgld.is_some() {
+        net.param_info()
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.kind,
+                    crate::engine::ParamKind::ConvWeight { .. }
+                        | crate::engine::ParamKind::Dense { .. }
+                )
+            })
+            .map(|p| (p.offset, p.len))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let sgld_len = if cfg.sgld.is_some() { xw * xh * xc } else { 0 };
+    let (mut sgld_sum, mut sgld_sq) = (vec![0.0f64; sgld_len], vec![0.0f64; sgld_len]);
+    let mut sgld_samples = 0usize;
     let mut snapshot: Option<Snapshot> = None;
     let mut out_img = Image::zeros(xw, xh, c);
     let mut ema_img = out_img.clone();
@@ -574,6 +678,18 @@ fn fit_on_pool(
         }
 
         net.backward();
+        if let Some(g) = &cfg.sgld
+            && it > g.burn_in
+            && (it - g.burn_in) % g.sample_every == 0
+        {
+            // This step's output (before its update), as the authors' code samples it.
+            crop_slice(&net.output().data, w, c, &pad, xw, &mut x_buf);
+            for ((s, q), &v) in sgld_sum.iter_mut().zip(&mut sgld_sq).zip(&x_buf) {
+                *s += v as f64;
+                *q += (v as f64) * (v as f64);
+            }
+            sgld_samples += 1;
+        }
         let out = &net.output().data;
         if it == 1 {
             ema.copy_from_slice(out);
@@ -587,6 +703,27 @@ fn fit_on_pool(
         adam.step(params, grads);
         if let Some(l) = cfg.lipschitz {
             net.lipschitz_project(l);
+        }
+        if let Some(g) = &cfg.sgld
+            && g.noise > 0.0
+        {
+            let sd = (g.noise * adam.cfg.lr) as f32;
+            let params = net.params_mut();
+            for (k, &(off, len)) in noisy.iter().enumerate() {
+                let seed = cfg.seed ^ 0x5C1D_0000_0000_0000 ^ ((it as u64) << 24) ^ (k as u64);
+                params[off..off + len]
+                    .par_chunks_mut(NOISE_CHUNK)
+                    .enumerate()
+                    .for_each(|(ci, dst)| {
+                        let mut r = Pcg64Mcg::seed_from_u64(
+                            seed ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                        );
+                        for d in dst.iter_mut() {
+                            let n: f32 = r.sample(StandardNormal);
+                            *d += sd * n;
+                        }
+                    });
+            }
         }
         // The output of this accepted step stays in the network until the next forward.
         raw_is_current = true;
@@ -606,11 +743,20 @@ fn fit_on_pool(
             if let Some(p) = psnr_raw {
                 psnr_best_raw = Some(psnr_best_raw.map_or(p, |b: f64| b.max(p)));
             }
+            let psnr_sgld = match clean {
+                Some(cl) if sgld_samples > 0 => {
+                    let k = sgld_samples as f64;
+                    let mean: Vec<f32> = sgld_sum.iter().map(|s| (s / k) as f32).collect();
+                    Some(psnr(&mean, &cl.data))
+                }
+                _ => None,
+            };
             history.push(HistoryRow {
                 iter: it,
                 loss,
                 psnr_raw,
                 psnr_ema,
+                psnr_sgld,
             });
             let info = StepInfo {
                 iter: it,
@@ -638,6 +784,20 @@ fn fit_on_pool(
     }
     crop_into(&ema, w, c, &pad, &mut ema_img);
     let bit_depth = observation.bit_depth;
+    let sgld = (sgld_samples > 0).then(|| {
+        let k = sgld_samples as f64;
+        let mean: Vec<f32> = sgld_sum.iter().map(|s| (s / k) as f32).collect();
+        let std: Vec<f32> = sgld_sum
+            .iter()
+            .zip(&sgld_sq)
+            .map(|(s, q)| ((q / k - (s / k) * (s / k)).max(0.0)).sqrt() as f32)
+            .collect();
+        SgldResult {
+            mean: Image::new(xw, xh, xc, mean).with_bit_depth(bit_depth),
+            std: Image::new(xw, xh, xc, std),
+            samples: sgld_samples,
+        }
+    });
     let same_shape = obs_shape == (xw, xh, xc);
     Ok(FitReport {
         psnr_noisy: clean
@@ -657,6 +817,7 @@ fn fit_on_pool(
         history,
         output_ema: ema_img.with_bit_depth(bit_depth),
         output_raw: out_img.with_bit_depth(bit_depth),
+        sgld,
     })
 }
 
