@@ -14,6 +14,7 @@ mod demo;
 mod denoise;
 mod eval;
 mod experiment;
+mod gp;
 mod inverse;
 mod output;
 mod progress;
@@ -41,7 +42,8 @@ Examples:
   dip sr lowres.png --factor 4 -o highres.png --clean hr.png
   dip deblur blurred.png --psf gaussian:2 -o sharp.png
   dip presets                                list the settings presets
-  dip bench --sizes 128,256 --vs-torch        time a training step against PyTorch";
+  dip bench --sizes 128,256 --vs-torch        time a training step against PyTorch
+  dip gp prior --arch skip -o prior/          the DIP kernel at initialisation";
 
 /// Deep Image Prior restoration on the CPU.
 #[derive(Parser, Debug)]
@@ -90,6 +92,10 @@ enum Command {
     Demo(demo::Args),
     /// Time one training step of the standard network, optionally against PyTorch.
     Bench(bench::Args),
+    /// The Gaussian-process view: the prior at initialisation, GP regression with its kernel,
+    /// and the band rates it predicts.
+    #[command(subcommand)]
+    Gp(gp::Which),
     /// Sweeps: many fits from one plan file (images × degradations × settings × seeds),
     /// resumable and shardable (Slurm job arrays), merged into tables.
     #[command(subcommand)]
@@ -176,6 +182,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Demo(a) => demo::run(a, &global),
         Command::Bench(a) => bench::run(a, &global).map(|()| Outcome::Done),
         Command::Sweep(w) => sweep::run(w, &global),
+        Command::Gp(w) => gp::run(w, &global),
     }
 }
 
