@@ -762,14 +762,15 @@ fn rates(a: RatesArgs, g: &Global) -> Result<()> {
         }
         let measured = band_half_times(&rec.records);
         let pred = predict_half_times(&lambda, &measured);
-        let (pred_v, constant, spearman, log_rms) = match &pred {
+        let (pred_v, constant, spearman, log_rms, exponent) = match &pred {
             Ok(p) => (
                 p.predicted.clone(),
                 Some(p.constant),
                 p.spearman,
                 Some(p.log_rms_error),
+                p.exponent,
             ),
-            Err(_) => (vec![f64::NAN; lambda.len()], None, None, None),
+            Err(_) => (vec![f64::NAN; lambda.len()], None, None, None, None),
         };
         chart_pts.push(Series {
             name: format!("{name} measured"),
@@ -800,6 +801,7 @@ fn rates(a: RatesArgs, g: &Global) -> Result<()> {
             "constant": constant,
             "spearman": spearman,
             "log_rms_error": log_rms,
+            "exponent": exponent,
             "seconds_fit": report.seconds,
         }));
     }
@@ -813,6 +815,7 @@ fn rates(a: RatesArgs, g: &Global) -> Result<()> {
         "Spearman(t½, 1/λ)",
         "c in t½ = c/λ",
         "RMS log error",
+        "β in t½ ∝ λ^-β",
         "λ per band (low → high)",
         "measured t½",
     ]
@@ -829,6 +832,7 @@ fn rates(a: RatesArgs, g: &Global) -> Result<()> {
                 fmt_opt(&r["spearman"], &|v| format!("{v:.2}")),
                 fmt_opt(&r["constant"], &|v| format!("{v:.3e}")),
                 fmt_opt(&r["log_rms_error"], &|v| format!("{v:.2}")),
+                fmt_opt(&r["exponent"], &|v| format!("{v:.2}")),
                 r["lambda"]
                     .as_array()
                     .map(|l| {

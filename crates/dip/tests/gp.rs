@@ -366,6 +366,12 @@ fn half_time_prediction_recovers_an_exact_inverse_law() {
     assert!((p.constant - 30.0).abs() < 1e-9);
     assert_eq!(p.spearman, Some(1.0));
     assert!(p.log_rms_error < 1e-12);
+    assert!((p.exponent.unwrap() - 1.0).abs() < 1e-12);
+    // A power law with exponent 0.5 is recovered as such, with an inverse-law error.
+    let half: Vec<Option<f64>> = lambda.iter().map(|l| Some(30.0 / l.sqrt())).collect();
+    let p = predict_half_times(&lambda, &half).unwrap();
+    assert!((p.exponent.unwrap() - 0.5).abs() < 1e-12);
+    assert!(p.log_rms_error > 0.1);
 }
 
 fn tiny_fit(sgld: Option<SgldConfig>) -> dip::fit::FitReport {

@@ -116,6 +116,9 @@ pub struct RatePrediction {
     pub predicted: Vec<f64>,
     /// RMS of `ln(measured / predicted)` over the bands with a measured half-time.
     pub log_rms_error: f64,
+    /// The free power law instead: `t½ ∝ λ^(−exponent)` fitted in log space (1 is the
+    /// linearised prediction; Adam's normalised steps compress the spread of rates below it).
+    pub exponent: Option<f64>,
 }
 
 /// Fits `t½(b) = c / λ_b` to the measured half-times.
@@ -138,6 +141,17 @@ pub fn predict_half_times(lambda: &[f64], measured: &[Option<f64>]) -> Result<Ra
         .sum::<f64>()
         / pairs.len() as f64)
         .sqrt();
+    let exponent = (pairs.len() >= 2).then(|| {
+        let n = pairs.len() as f64;
+        let mx = pairs.iter().map(|(l, _)| l.ln()).sum::<f64>() / n;
+        let my = pairs.iter().map(|(_, t)| t.ln()).sum::<f64>() / n;
+        let sxy: f64 = pairs
+            .iter()
+            .map(|(l, t)| (l.ln() - mx) * (t.ln() - my))
+            .sum();
+        let sxx: f64 = pairs.iter().map(|(l, _)| (l.ln() - mx).powi(2)).sum();
+        if sxx > 0.0 { -sxy / sxx } else { f64::NAN }
+    });
     let inv: Vec<f64> = lambda.iter().map(|l| 1.0 / l).collect();
     let meas: Vec<f64> = measured.iter().map(|t| t.unwrap_or(f64::NAN)).collect();
     Ok(RatePrediction {
@@ -145,5 +159,6 @@ pub fn predict_half_times(lambda: &[f64], measured: &[Option<f64>]) -> Result<Ra
         spearman: crate::spectral::study::spearman(&meas, &inv),
         predicted: lambda.iter().map(|l| constant / l).collect(),
         log_rms_error,
+        exponent: exponent.filter(|e| e.is_finite()),
     })
 }
