@@ -19,6 +19,7 @@ mod inverse;
 mod output;
 mod progress;
 mod recipe;
+mod resume;
 mod sweep;
 mod task;
 
@@ -92,6 +93,8 @@ enum Command {
     Demo(demo::Args),
     /// Time one training step of the standard network, optionally against PyTorch.
     Bench(bench::Args),
+    /// Continue an interrupted fit from its checkpoint (bit-identical with the same threads).
+    Resume(resume::Args),
     /// The Gaussian-process view: the prior at initialisation, GP regression with its kernel,
     /// and the band rates it predicts.
     #[command(subcommand)]
@@ -152,6 +155,30 @@ pub enum Outcome {
 }
 
 fn run(cli: Cli) -> Result<Outcome> {
+    // `dip resume` runs the checkpoint's own command line again, with its state restored.
+    let cli = match cli.command {
+        Command::Resume(a) => {
+            let (path, state, argv) = resume::prepare(&a)?;
+            let mut again = Cli::try_parse_from(&argv).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: its command line no longer parses: {}",
+                    path.display(),
+                    one_line(&e.to_string())
+                )
+            })?;
+            again.quiet |= cli.quiet;
+            if cli.threads.is_some() {
+                again.threads = cli.threads;
+            }
+            let _ = task::RESUME.set(task::Resume {
+                path,
+                state: Arc::new(state),
+                argv,
+            });
+            again
+        }
+        _ => cli,
+    };
     let threads = match cli.threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => n,
@@ -183,6 +210,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Bench(a) => bench::run(a, &global).map(|()| Outcome::Done),
         Command::Sweep(w) => sweep::run(w, &global),
         Command::Gp(w) => gp::run(w, &global),
+        Command::Resume(_) => bail!("internal: a resume resumes a fit, not another resume"),
     }
 }
 

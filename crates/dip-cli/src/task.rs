@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use dip::fit::{FitConfig, FitReport, Observer, SgldConfig, StopConfig, StopKind, fit, make_rule};
+use dip::fit::{
+    CheckpointSink, FitConfig, FitReport, FitState, Observer, SgldConfig, StopConfig, StopKind,
+    fit, make_rule,
+};
 use dip::image::{self, Image};
 use dip::nets::Arch;
 use dip::operators::Operator;
@@ -41,7 +44,30 @@ pub struct Common {
     /// Overwrite existing outputs.
     #[arg(long)]
     pub force: bool,
+
+    /// Save a checkpoint (`<output stem>.ckpt` beside the output) every N steps
+    /// [default: about every 2 minutes]. `dip resume` continues from it; it is removed when the
+    /// fit ends normally.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
+
+    /// Write no checkpoint.
+    #[arg(long, conflicts_with = "checkpoint_every")]
+    pub no_checkpoint: bool,
 }
+
+/// A run being resumed: the checkpoint's path and state, and the original command line.
+pub struct Resume {
+    pub path: PathBuf,
+    pub state: std::sync::Arc<FitState>,
+    pub argv: Vec<String>,
+}
+
+/// Set by `dip resume` before it runs the original command again.
+pub static RESUME: std::sync::OnceLock<Resume> = std::sync::OnceLock::new();
+
+/// Seconds between checkpoints when no step interval is given.
+const CHECKPOINT_SECONDS: f64 = 120.0;
 
 /// When to stop and which step's image to return.
 #[derive(clap::Args, Debug, Clone)]
@@ -121,6 +147,8 @@ impl Common {
             image: self.output.clone(),
             json: self.json.clone(),
             sgld_std: self.stop.sgld_std_path(&self.output),
+            checkpoint: (!self.no_checkpoint).then(|| self.output.with_extension("ckpt")),
+            checkpoint_every: self.checkpoint_every,
             force: self.force,
         }
     }
@@ -136,12 +164,32 @@ pub struct Outputs {
     pub json: Option<PathBuf>,
     /// Where the SGLD standard deviation goes, with --sgld.
     pub sgld_std: Option<PathBuf>,
+    /// Where checkpoints go, and how often (steps; else every 2 minutes).
+    pub checkpoint: Option<PathBuf>,
+    pub checkpoint_every: Option<usize>,
     pub force: bool,
 }
 
 impl Outputs {
     /// Checks every output before the (long) fit, so that it cannot fail at the end.
     pub fn check(&self, inputs: &[&Path]) -> Result<()> {
+        // A resumed run may overwrite what its first part wrote (never the inputs).
+        let force = self.force || RESUME.get().is_some();
+        let this = Outputs {
+            image: self.image.clone(),
+            json: self.json.clone(),
+            sgld_std: self.sgld_std.clone(),
+            checkpoint: self.checkpoint.clone(),
+            checkpoint_every: self.checkpoint_every,
+            force,
+        };
+        this.check_paths(inputs)
+    }
+
+    fn check_paths(&self, inputs: &[&Path]) -> Result<()> {
+        if self.checkpoint_every == Some(0) {
+            bail!("--checkpoint-every must be at least 1 step");
+        }
         check_image_output(&self.image, inputs, self.force)?;
         if let Some(json) = &self.json {
             if json == &self.image {
@@ -153,6 +201,15 @@ impl Outputs {
             if p == &self.image || Some(p) == self.json.as_ref() {
                 bail!(
                     "{}: the SGLD spread would overwrite another output",
+                    p.display()
+                );
+            }
+            check_writable(p, inputs, self.force)?;
+        }
+        if let Some(p) = &self.checkpoint {
+            if p == &self.image || Some(p) == self.json.as_ref() {
+                bail!(
+                    "{}: the checkpoint would overwrite another output",
                     p.display()
                 );
             }
@@ -197,7 +254,62 @@ pub fn run_task(
         sgld: task.stop.sgld(base.iters),
         ..base
     };
+    if let Some(r) = RESUME.get()
+        && !g.quiet
+    {
+        eprintln!(
+            "resuming from {} at step {} of {}",
+            r.path.display(),
+            r.state.step,
+            cfg.iters
+        );
+    }
     let std_path = out.sgld_std.clone();
+    let resume = RESUME.get();
+    let mut cfg = cfg;
+    if let Some(r) = resume {
+        let cmd = r.state.meta["command"].as_str().unwrap_or("");
+        if cmd != task.command {
+            bail!(
+                "{}: the checkpoint is of a `dip {cmd}` run, not `dip {}`",
+                r.path.display(),
+                task.command
+            );
+        }
+        cfg.resume = Some(r.state.clone());
+    }
+    if let Some(path) = &out.checkpoint {
+        let argv: Vec<String> = match resume {
+            Some(r) => r.argv.clone(),
+            None => std::env::args().collect(),
+        };
+        let cwd = std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let path = path.clone();
+        let quiet = g.quiet;
+        let warned = std::sync::atomic::AtomicBool::new(false);
+        cfg.checkpoint = Some(CheckpointSink {
+            every_steps: out.checkpoint_every,
+            every_seconds: CHECKPOINT_SECONDS,
+            meta: json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "command": task.command,
+                "argv": argv,
+                "cwd": cwd,
+                "network": spec.label(),
+                "iters": cfg.iters,
+            }),
+            write: std::sync::Arc::new(move |state: &FitState| {
+                if let Err(e) = state.save(&path)
+                    && !quiet
+                    && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    eprintln!("warning: cannot write the checkpoint: {e}");
+                }
+            }),
+        });
+    }
     // SGLD averages over the whole run: no stopping rule.
     let stop_kind = if cfg.sgld.is_some() {
         if !matches!(task.stop.stop, StopKind::Fixed | StopKind::Auto) && !g.quiet {
@@ -233,7 +345,24 @@ pub fn run_task(
         &cfg,
         g,
         &mut [rule.as_mut()],
-    )?;
+    )
+    .map_err(|e| match resume {
+        Some(r) => e.context(format!("{}", r.path.display())),
+        None => e,
+    })?;
+    if let Some(p) = &out.checkpoint {
+        if report.interrupted {
+            if p.exists() {
+                eprintln!(
+                    "checkpoint saved: continue with `dip resume {}`",
+                    p.display()
+                );
+            }
+        } else if p.exists() {
+            // The fit is complete: its checkpoint has served.
+            let _ = std::fs::remove_file(p);
+        }
+    }
     // The result: the image at the rule's chosen step (the last step's without a rule).
     let stopped_at = match (stop_kind, rule.chosen()) {
         (StopKind::Fixed, _) | (_, None) => None,

@@ -11,6 +11,7 @@ use rand_distr::StandardNormal;
 use rand_pcg::Pcg64Mcg;
 use rayon::prelude::*;
 
+use super::checkpoint::{FitState, SnapshotState};
 use super::observer::{Control, Observer, StepInfo};
 use crate::engine::{Adam, AdamConfig, Net};
 use crate::image::{self, Image, Padding};
@@ -85,6 +86,33 @@ pub struct FitConfig {
     /// then says `interrupted` and holds everything up to that step.
     #[serde(skip)]
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Where and how often to save the fit's state (see [`FitState`]).
+    #[serde(skip)]
+    pub checkpoint: Option<CheckpointSink>,
+    /// Continue from this state instead of starting afresh.
+    #[serde(skip)]
+    pub resume: Option<Arc<FitState>>,
+}
+
+/// Receives the fit's state every `every_steps` steps (or, without it, every `every_seconds`
+/// seconds of wall time) and when the fit is cancelled. The sink handles its own errors (a
+/// failed checkpoint should warn, not end a long fit).
+#[derive(Clone)]
+pub struct CheckpointSink {
+    pub every_steps: Option<usize>,
+    pub every_seconds: f64,
+    /// Stored in the checkpoint as [`FitState::meta`].
+    pub meta: serde_json::Value,
+    pub write: Arc<dyn Fn(&FitState) + Send + Sync>,
+}
+
+impl std::fmt::Debug for CheckpointSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointSink")
+            .field("every_steps", &self.every_steps)
+            .field("every_seconds", &self.every_seconds)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for FitConfig {
@@ -104,6 +132,8 @@ impl Default for FitConfig {
             max_memory: None,
             sgld: None,
             cancel: None,
+            checkpoint: None,
+            resume: None,
         }
     }
 }
@@ -148,7 +178,7 @@ pub struct SgldResult {
 }
 
 /// One row of the history.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryRow {
     pub iter: usize,
     pub loss: f64,
@@ -584,8 +614,74 @@ fn fit_on_pool(
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
     };
+    let mut first = 1;
+    let mut seconds_before = 0.0;
+    if let Some(st) = &cfg.resume {
+        let n = net.num_params();
+        if st.params.len() != n || st.ema.len() != ema.len() || st.sgld_sum.len() != sgld_len {
+            return Err(Error::invalid(format!(
+                "the checkpoint is from another network or image: it holds {} parameters and \
+                 {} output samples, this fit has {n} and {}",
+                st.params.len(),
+                st.ema.len(),
+                ema.len()
+            )));
+        }
+        if st.step >= cfg.iters {
+            return Err(Error::invalid(format!(
+                "the checkpoint is at step {}, not before the last step {}",
+                st.step, cfg.iters
+            )));
+        }
+        if st.observers.len() != observers.len() {
+            return Err(Error::invalid(format!(
+                "the checkpoint holds {} observer states, the fit has {} observers",
+                st.observers.len(),
+                observers.len()
+            )));
+        }
+        net.params_mut().copy_from_slice(&st.params);
+        adam.m.copy_from_slice(&st.adam_m);
+        adam.v.copy_from_slice(&st.adam_v);
+        adam.t = st.adam_t;
+        adam.cfg.lr = st.lr;
+        ema.copy_from_slice(&st.ema);
+        snapshot = st.snapshot.as_ref().map(|s| {
+            let mut a = adam.clone();
+            a.m.copy_from_slice(&s.adam_m);
+            a.v.copy_from_slice(&s.adam_v);
+            a.t = s.adam_t;
+            a.cfg.lr = s.adam_lr;
+            Snapshot {
+                params: s.params.clone(),
+                adam: a,
+                psnr_obs: s.psnr_obs,
+            }
+        });
+        rollbacks = st.rollbacks;
+        failures_in_a_row = st.failures_in_a_row;
+        history = st.history.clone();
+        psnr_best = st.psnr_best;
+        iter_best = st.iter_best;
+        psnr_best_raw = st.psnr_best_raw;
+        sgld_sum.copy_from_slice(&st.sgld_sum);
+        sgld_sq.copy_from_slice(&st.sgld_sq);
+        sgld_samples = st.sgld_samples;
+        iterations_run = st.step;
+        for (o, state) in observers.iter_mut().zip(&st.observers) {
+            if let Some(v) = state {
+                o.load_state(v)?;
+            }
+        }
+        // The raw output of step k is not in the checkpoint: the network recomputes it at the
+        // next forward, and an interrupted resumed run reports the EMA as before.
+        raw_is_current = false;
+        first = st.step + 1;
+        seconds_before = st.seconds;
+    }
+    let mut last_checkpoint = Instant::now();
 
-    for it in 1..=cfg.iters {
+    for it in first..=cfg.iters {
         // Input perturbation: z + N(0, reg_noise²), fresh each step.
         if cfg.reg_noise > 0.0 {
             let sd = cfg.reg_noise as f32;
@@ -729,6 +825,59 @@ fn fit_on_pool(
         raw_is_current = true;
 
         let cancel = cancelled() && it < cfg.iters;
+        // A checkpoint holds the state after step `it` as an uninterrupted run has it: the
+        // extra observation a cancelled run makes at a step that is not a regular one is not
+        // part of it.
+        let regular = it % cfg.observe_every == 0 || it == cfg.iters;
+        let checkpoint_due = cfg.checkpoint.as_ref().is_some_and(|ck| {
+            it < cfg.iters
+                && (cancel
+                    || match ck.every_steps {
+                        Some(n) => it % n == 0,
+                        None => last_checkpoint.elapsed().as_secs_f64() >= ck.every_seconds,
+                    })
+        });
+        macro_rules! save_checkpoint {
+            () => {
+                if let Some(ck) = &cfg.checkpoint {
+                    let state = FitState {
+                        meta: ck.meta.clone(),
+                        step: it,
+                        params: net.params().to_vec(),
+                        adam_m: adam.m.clone(),
+                        adam_v: adam.v.clone(),
+                        adam_t: adam.t,
+                        lr: adam.cfg.lr,
+                        ema: ema.clone(),
+                        snapshot: snapshot.as_ref().map(|s| SnapshotState {
+                            params: s.params.clone(),
+                            adam_m: s.adam.m.clone(),
+                            adam_v: s.adam.v.clone(),
+                            adam_t: s.adam.t,
+                            adam_lr: s.adam.cfg.lr,
+                            psnr_obs: s.psnr_obs,
+                        }),
+                        rollbacks,
+                        failures_in_a_row,
+                        raw_is_current,
+                        history: history.clone(),
+                        psnr_best,
+                        iter_best,
+                        psnr_best_raw,
+                        sgld_sum: sgld_sum.clone(),
+                        sgld_sq: sgld_sq.clone(),
+                        sgld_samples,
+                        seconds: seconds_before + started.elapsed().as_secs_f64(),
+                        observers: observers.iter().map(|o| o.save_state()).collect(),
+                    };
+                    (ck.write)(&state);
+                    last_checkpoint = Instant::now();
+                }
+            };
+        }
+        if checkpoint_due && !regular {
+            save_checkpoint!();
+        }
         if it % cfg.observe_every == 0 || it == cfg.iters || cancel {
             crop_into(&net.output().data, w, c, &pad, &mut out_img);
             crop_into(&ema, w, c, &pad, &mut ema_img);
@@ -774,6 +923,9 @@ fn fit_on_pool(
                 break;
             }
         }
+        if checkpoint_due && regular {
+            save_checkpoint!();
+        }
         if cancel {
             interrupted = true;
             break;
@@ -808,7 +960,7 @@ fn fit_on_pool(
         iter_best,
         psnr_best_raw,
         iterations_run,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: seconds_before + started.elapsed().as_secs_f64(),
         seed: cfg.seed,
         parameters: net.num_params(),
         rollbacks,
