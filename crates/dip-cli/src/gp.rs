@@ -303,6 +303,46 @@ fn prior(a: PriorArgs, g: &Global) -> Result<()> {
         true,
     )?));
     page.push(Block::Heading("Stationarity per anchor".into()));
+    let mut anchor_series: Vec<Series> = Vec::new();
+    for (i, (l, s)) in all.iter().enumerate() {
+        anchor_series.push(Series {
+            name: format!("{l} residual"),
+            points: s
+                .anchors
+                .iter()
+                .enumerate()
+                .map(|(k, an)| (k as f64, an.residual))
+                .collect(),
+            color: i,
+            dashed: false,
+        });
+        anchor_series.push(Series {
+            name: format!("{l} MC floor"),
+            points: s
+                .anchors
+                .iter()
+                .enumerate()
+                .map(|(k, an)| (k as f64, an.mc_floor))
+                .collect(),
+            color: i,
+            dashed: true,
+        });
+    }
+    page.push(Block::Text(format!(
+        "Anchors 0–8: {}.",
+        main.anchors
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )));
+    page.push(Block::Svg(line_chart(
+        "Covariance around each anchor against the stationary kernel",
+        "anchor",
+        "relative residual",
+        &anchor_series,
+        false,
+    )?));
     page.push(Block::Table {
         header: anchor_header.clone(),
         rows: anchor_rows.clone(),
