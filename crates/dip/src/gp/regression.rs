@@ -133,6 +133,54 @@ fn maximise(f: impl Fn(f64) -> f64, lo: f64, hi: f64, n: usize) -> (f64, f64) {
 /// Log of the prior variance searched over: `[1e-6, 1]` (images live in `[0, 1]`).
 const LOG_VAR_RANGE: (f64, f64) = (-13.8, 0.0);
 
+/// The prior variance: `fixed`, or the maximiser of `loglik` over [`LOG_VAR_RANGE`] after a
+/// scan of `scan` points. Returns `(variance, log-likelihood)`.
+fn fit_variance(fixed: Option<f64>, scan: usize, loglik: impl Fn(f64) -> f64) -> (f64, f64) {
+    match fixed {
+        Some(a) => (a, loglik(a)),
+        None => {
+            let (la, ll) = maximise(
+                |la| loglik(la.exp()),
+                LOG_VAR_RANGE.0,
+                LOG_VAR_RANGE.1,
+                scan,
+            );
+            (la.exp(), ll)
+        }
+    }
+}
+
+/// The fitted prior: the kernel (unit variance), the RBF lengthscale, the variance and the
+/// log-likelihood. `fit(kernel)` fits the variance for one kernel shape; for the RBF the
+/// lengthscale maximising it is searched over [`RBF_LENGTHSCALES`].
+fn fit_prior(
+    prior: &Prior,
+    max_radius: usize,
+    fit: impl Fn(&Kernel) -> (f64, f64),
+) -> Result<(Kernel, Option<f64>, f64, f64)> {
+    Ok(match prior {
+        Prior::Kernel(k) => {
+            let k = k.normalised();
+            let (a, ll) = fit(&k);
+            (k, None, a, ll)
+        }
+        Prior::Rbf => {
+            let eval =
+                |ell: f64| -> Result<(f64, f64)> { Ok(fit(&Kernel::rbf(ell, 1.0, max_radius)?)) };
+            let (lo, hi) = (RBF_LENGTHSCALES[0].ln(), RBF_LENGTHSCALES[11].ln());
+            let (lell, _) = maximise(
+                |le| eval(le.exp()).map_or(f64::NEG_INFINITY, |(_, ll)| ll),
+                lo,
+                hi,
+                RBF_LENGTHSCALES.len(),
+            );
+            let ell = lell.exp();
+            let (a, ll) = eval(ell)?;
+            (Kernel::rbf(ell, 1.0, max_radius)?, Some(ell), a, ll)
+        }
+    })
+}
+
 fn check_sigma(sigma: f64) -> Result<f64> {
     if !(sigma.is_finite() && sigma > 0.0) {
         return Err(Error::invalid(format!(
@@ -242,45 +290,10 @@ pub fn gp_denoise(
     let mean = channel_means(y, None);
     let p = periodograms(y, &mean, boundary);
     let (w, h) = (p.width, p.height);
-    let fit_var = |lambda: &[f64]| -> (f64, f64) {
-        match variance {
-            Some(a) => (a, whittle(&p, lambda, a, s2)),
-            None => {
-                let (la, ll) = maximise(
-                    |la| whittle(&p, lambda, la.exp(), s2),
-                    LOG_VAR_RANGE.0,
-                    LOG_VAR_RANGE.1,
-                    29,
-                );
-                (la.exp(), ll)
-            }
-        }
-    };
-    let max_radius = 4 * w.max(h);
-    let (kernel, lengthscale, a, ll) = match prior {
-        Prior::Kernel(k) => {
-            let k = k.normalised();
-            let lambda = k.torus_spectrum(w, h);
-            let (a, ll) = fit_var(&lambda);
-            (k, None, a, ll)
-        }
-        Prior::Rbf => {
-            let eval = |ell: f64| -> Result<(f64, f64)> {
-                let k = Kernel::rbf(ell, 1.0, max_radius)?;
-                Ok(fit_var(&k.torus_spectrum(w, h)))
-            };
-            let (lo, hi) = (RBF_LENGTHSCALES[0].ln(), RBF_LENGTHSCALES[11].ln());
-            let (lell, _) = maximise(
-                |le| eval(le.exp()).map_or(f64::NEG_INFINITY, |(_, ll)| ll),
-                lo,
-                hi,
-                RBF_LENGTHSCALES.len(),
-            );
-            let ell = lell.exp();
-            let (a, ll) = eval(ell)?;
-            (Kernel::rbf(ell, 1.0, max_radius)?, Some(ell), a, ll)
-        }
-    };
+    let (kernel, lengthscale, a, ll) = fit_prior(prior, 4 * w.max(h), |k| {
+        let lambda = k.torus_spectrum(w, h);
+        fit_variance(variance, 29, |a| whittle(&p, &lambda, a, s2))
+    })?;
     let lambda = kernel.torus_spectrum(w, h);
     let mut out = Image::zeros(y.width, y.height, y.channels).with_bit_depth(y.bit_depth);
     let mut grid = Grid::new(w, h);
@@ -436,66 +449,37 @@ pub fn gp_inpaint(
         .collect();
     // The grid: padded so that no two image pixels are linked across the wrap.
     let grid_for = |k: &Kernel| (w + k.radius + 1, h + k.radius + 1);
-    let block_loglik = |tk: &TorusKernel, a: f64| -> f64 {
-        blocks
+    let (kernel, lengthscale, a, ll) = fit_prior(prior, 4 * w.max(h), |k| {
+        let (gw, gh) = grid_for(k);
+        let tk = TorusKernel::new(k, gw, gh);
+        // Each block's covariance depends on the kernel only: built once, factorised per trial.
+        let mats: Vec<Vec<f64>> = blocks
             .par_iter()
-            .zip(&block_obs)
-            .map(|(b, obs)| {
+            .map(|b| {
                 let n = b.len();
-                let mut k = vec![0.0; n * n];
+                let mut m = vec![0.0; n * n];
                 for (i, &(xi, yi)) in b.iter().enumerate() {
                     for (j, &(xj, yj)) in b.iter().enumerate() {
-                        k[i * n + j] = tk.at(yi as isize - yj as isize, xi as isize - xj as isize);
+                        m[i * n + j] = tk.at(yi as isize - yj as isize, xi as isize - xj as isize);
                     }
                 }
-                obs.iter()
-                    .map(|o| gaussian_loglik(&k, n, a, s2, o))
-                    .sum::<f64>()
+                m
             })
-            .collect::<Vec<f64>>()
-            .iter()
-            .sum()
-    };
-    let fit_var = |tk: &TorusKernel| -> (f64, f64) {
-        match variance {
-            Some(a) => (a, block_loglik(tk, a)),
-            None => {
-                let (la, ll) = maximise(
-                    |la| block_loglik(tk, la.exp()),
-                    LOG_VAR_RANGE.0,
-                    LOG_VAR_RANGE.1,
-                    15,
-                );
-                (la.exp(), ll)
-            }
-        }
-    };
-    let max_radius = 4 * w.max(h);
-    let (kernel, lengthscale, a, ll) = match prior {
-        Prior::Kernel(k) => {
-            let k = k.normalised();
-            let (gw, gh) = grid_for(&k);
-            let (a, ll) = fit_var(&TorusKernel::new(&k, gw, gh));
-            (k, None, a, ll)
-        }
-        Prior::Rbf => {
-            let eval = |ell: f64| -> Result<(f64, f64)> {
-                let k = Kernel::rbf(ell, 1.0, max_radius)?;
-                let (gw, gh) = grid_for(&k);
-                Ok(fit_var(&TorusKernel::new(&k, gw, gh)))
-            };
-            let (lo, hi) = (RBF_LENGTHSCALES[0].ln(), RBF_LENGTHSCALES[11].ln());
-            let (lell, _) = maximise(
-                |le| eval(le.exp()).map_or(f64::NEG_INFINITY, |(_, ll)| ll),
-                lo,
-                hi,
-                RBF_LENGTHSCALES.len(),
-            );
-            let ell = lell.exp();
-            let (a, ll) = eval(ell)?;
-            (Kernel::rbf(ell, 1.0, max_radius)?, Some(ell), a, ll)
-        }
-    };
+            .collect();
+        fit_variance(variance, 15, |a| {
+            mats.par_iter()
+                .zip(&blocks)
+                .zip(&block_obs)
+                .map(|((m, b), obs)| {
+                    obs.iter()
+                        .map(|o| gaussian_loglik(m, b.len(), a, s2, o))
+                        .sum::<f64>()
+                })
+                .collect::<Vec<f64>>()
+                .iter()
+                .sum()
+        })
+    })?;
     let (gw, gh) = grid_for(&kernel);
     let tk = TorusKernel::new(&kernel, gw, gh);
     let spectrum: Vec<f64> = tk.spectrum.iter().map(|l| a * l).collect();
