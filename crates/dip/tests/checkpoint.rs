@@ -196,3 +196,107 @@ fn damaged_checkpoint_files_are_refused_with_a_reason() {
         "{err}"
     );
 }
+
+/// A rule that watches the whole fit without ending it (as the stopping experiment runs them),
+/// and saves its state (with whether it has asked to stop) in checkpoints.
+struct Watch(Box<dyn dip::fit::StopRule>, bool);
+
+impl dip::fit::Observer for Watch {
+    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
+        if !self.1 && self.0.observe(info) == Control::Stop {
+            self.1 = true;
+        }
+        Control::Continue
+    }
+    fn save_state(&self) -> Option<dip::fit::ObserverState> {
+        let mut s = self.0.save_state()?;
+        s.meta["asked"] = serde_json::json!(self.1);
+        Some(s)
+    }
+    fn load_state(&mut self, s: &dip::fit::ObserverState) -> dip::Result<()> {
+        self.1 = s.meta["asked"].as_bool().unwrap_or(false);
+        self.0.load_state(s)
+    }
+}
+
+/// Each rule's choice: its step and image.
+type Choices = Vec<Option<(usize, Vec<f32>)>>;
+
+/// Fits with the stopping rules watching, cancelled at `stop_at` or resumed from `resume`;
+/// returns each rule's choice and the checkpoint.
+fn run_with_rules(stop_at: Option<usize>, resume: Option<FitState>) -> (Choices, Option<FitState>) {
+    use dip::fit::{StopConfig, StopKind, make_rule};
+    let (noisy, clean) = image();
+    let kinds = [
+        StopKind::Auto,
+        StopKind::Wmv,
+        StopKind::Emv,
+        StopKind::Fixed,
+    ];
+    let cfg_stop = StopConfig {
+        window: 20,
+        patience: 1000,
+        sigma: Some(0.05),
+        auto_delay: Some(10),
+        ..StopConfig::default()
+    };
+    let mut rules: Vec<_> = kinds
+        .iter()
+        .map(|&k| make_rule(k, &cfg_stop, &noisy, true).unwrap())
+        .collect();
+    let saved: Arc<Mutex<Option<FitState>>> = Arc::new(Mutex::new(None));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let sink = saved.clone();
+    let cfg = FitConfig {
+        cancel: Some(cancel.clone()),
+        resume: resume.map(Arc::new),
+        checkpoint: Some(CheckpointSink {
+            every_steps: None,
+            every_seconds: 1e9,
+            meta: serde_json::json!({}),
+            write: Arc::new(move |s: &FitState| *sink.lock().unwrap() = Some(s.clone())),
+        }),
+        ..config(false)
+    };
+    let mut stopper = |info: &StepInfo<'_>| {
+        if stop_at.is_some_and(|k| info.iter >= k) {
+            cancel.store(true, Ordering::SeqCst);
+        }
+        Control::Continue
+    };
+    let mut watches: Vec<Watch> = rules.drain(..).map(|r| Watch(r, false)).collect();
+    let mut observers: Vec<&mut dyn dip::fit::Observer> = vec![&mut stopper];
+    for w in watches.iter_mut() {
+        observers.push(w);
+    }
+    fit_denoise(&noisy, Some(&clean), tiny(), &cfg, &mut observers).unwrap();
+    drop(observers);
+    let chosen = watches
+        .iter()
+        .map(|w| w.0.chosen().map(|c| (c.step, c.image.data.clone())))
+        .collect();
+    let state = saved.lock().unwrap().take();
+    (chosen, state)
+}
+
+#[test]
+fn stopping_rules_resume_to_the_same_choice() {
+    let (full, _) = run_with_rules(None, None);
+    let steps: Vec<Option<usize>> = full.iter().map(|c| c.as_ref().map(|c| c.0)).collect();
+    assert!(
+        steps[1].is_some() && steps[2].is_some() && steps[3].is_some(),
+        "the variance rules and fixed chose a step: {steps:?}"
+    );
+    let (_, state) = run_with_rules(Some(33), None);
+    let state = state.expect("a checkpoint at the cancel");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.ckpt");
+    state.save(&path).unwrap();
+    let loaded = FitState::load(&path).unwrap();
+    assert_eq!(loaded, state);
+    assert!(loaded.observers.iter().skip(1).all(|o| o.is_some()));
+    let (resumed, _) = run_with_rules(None, Some(loaded));
+    for (i, (a, b)) in resumed.iter().zip(&full).enumerate() {
+        assert_eq!(a, b, "rule {i} chose differently after the resume");
+    }
+}

@@ -93,16 +93,30 @@ impl Trajectory {
 
     /// Runs `kind` over steps 10, 20, …, `last`; returns (chosen step, step it stopped at).
     fn run(&self, kind: StopKind, cfg: &StopConfig, last: usize) -> (usize, usize) {
+        let (step, _, stopped) = self.run_lagged(kind, cfg, last, 0);
+        (step, stopped)
+    }
+
+    /// As `run`, with a result (the fit's moving average) that trails the raw output by `lag`
+    /// steps; also returns the PSNR of the chosen result against the clean image.
+    fn run_lagged(
+        &self,
+        kind: StopKind,
+        cfg: &StopConfig,
+        last: usize,
+        lag: usize,
+    ) -> (usize, f64, usize) {
         let mut rule = make_rule(kind, cfg, &self.observation, true).unwrap();
         let mut stopped = last;
         for t in (10..=last).step_by(10) {
             let x = self.output(t);
+            let ema = self.output(t.saturating_sub(lag));
             let loss = dip::metrics::mse(&x.data, &self.observation.data);
             let info = StepInfo {
                 iter: t,
                 loss,
                 output: &x,
-                ema: &x,
+                ema: &ema,
                 psnr_raw: None,
                 psnr_ema: None,
             };
@@ -111,7 +125,12 @@ impl Trajectory {
                 break;
             }
         }
-        (rule.chosen().expect("a choice").step, stopped)
+        let c = rule.chosen().expect("a choice");
+        (c.step, self.psnr(&c.image), stopped)
+    }
+
+    fn psnr(&self, x: &Image) -> f64 {
+        dip::metrics::psnr(&x.data, &self.clean.data)
     }
 }
 
@@ -127,7 +146,6 @@ fn each_rule_finds_the_step_where_noise_starts_to_be_fitted() {
         StopKind::Emv,
         StopKind::Discrepancy,
         StopKind::Spectral,
-        StopKind::Auto,
     ] {
         let (chosen, stopped) = tr.run(kind, &cfg, 3000);
         eprintln!("{kind}: chose {chosen}, stopped at {stopped}");
@@ -147,6 +165,49 @@ fn each_rule_finds_the_step_where_noise_starts_to_be_fitted() {
             "{kind} (estimated σ) chose {chosen}"
         );
     }
+}
+
+/// `auto` watches the raw output but returns the moving average, which trails it: it takes the
+/// result `AUTO_DELAY` steps after the discrepancy principle's choice. With a result lagging by
+/// 150 steps (an EMA of weight 0.99 lags by about 100), that lands much nearer the result's
+/// own best step than the underlying rule's step does.
+#[test]
+fn auto_takes_the_lagging_result_after_the_rule_and_lands_near_its_best() {
+    // A slow fit of the image (as real fits are), so the result's peak is broad, not exact.
+    let tr = Trajectory {
+        tau: 250.0,
+        ..Trajectory::new(25.0 / 255.0)
+    };
+    let cfg = StopConfig::default();
+    let lag = 150;
+    // The best the lagging result ever reaches, and its PSNR at the underlying rule's step.
+    let results: Vec<(usize, f64)> = (10..=3000usize)
+        .step_by(10)
+        .map(|t| (t, tr.psnr(&tr.output(t.saturating_sub(lag)))))
+        .collect();
+    let (best_step, best) = results
+        .iter()
+        .copied()
+        .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+    let (inner_step, inner_psnr, _) = tr.run_lagged(StopKind::Discrepancy, &cfg, 3000, lag);
+    let (step, psnr, stopped) = tr.run_lagged(StopKind::Auto, &cfg, 3000, lag);
+    eprintln!(
+        "result best {best:.2} dB at {best_step}; discrepancy {inner_psnr:.2} at {inner_step}; \
+         auto {psnr:.2} at {step}, stopped at {stopped}"
+    );
+    assert_eq!(step, inner_step + dip::fit::AUTO_DELAY);
+    assert!(stopped < 3000 && stopped >= step);
+    // The image returned is the result at the chosen step, not the raw output.
+    let expected = tr.psnr(&tr.output(step - lag));
+    assert!((psnr - expected).abs() < 1e-9, "{psnr} vs {expected}");
+    // The delay recovers most of what the lag costs the underlying rule (on the public data
+    // the gap to the oracle is measured in docs/STOPPING.md).
+    assert!(
+        best - psnr < 0.25 * (best - inner_psnr),
+        "auto loses {:.2} dB to the best result, the rule's own step {:.2}",
+        best - psnr,
+        best - inner_psnr
+    );
 }
 
 #[test]
@@ -205,6 +266,27 @@ fn sigma_rules_refuse_operators_other_than_denoising() {
             .to_string();
         assert!(e.contains("wmv"), "{e}");
     }
-    assert!(make_rule(StopKind::Auto, &StopConfig::default(), &img, false).is_ok());
+    let auto = make_rule(StopKind::Auto, &StopConfig::default(), &img, false).unwrap();
+    assert!(auto.name().contains("wmv"), "{}", auto.name());
     assert!("sometimes".parse::<StopKind>().is_err());
+}
+
+/// `auto` on a noisy image uses the discrepancy principle; on an image without measurable noise
+/// (where σ would be estimated as 0) it watches the output variance instead of failing.
+#[test]
+fn auto_falls_back_to_the_output_variance_without_measurable_noise() {
+    let clean = scene(64, 64);
+    let cfg = StopConfig::default();
+    let rule = make_rule(StopKind::Auto, &cfg, &clean, true).unwrap();
+    assert!(rule.name().contains("wmv"), "{}", rule.name());
+    let tr = Trajectory::new(25.0 / 255.0);
+    let rule = make_rule(StopKind::Auto, &cfg, &tr.observation, true).unwrap();
+    assert!(rule.name().contains("discrepancy"), "{}", rule.name());
+    // A σ given by the user is trusted, however small.
+    let given = StopConfig {
+        sigma: Some(0.1 / 255.0),
+        ..cfg
+    };
+    let rule = make_rule(StopKind::Auto, &given, &clean, true).unwrap();
+    assert!(rule.name().contains("discrepancy"), "{}", rule.name());
 }

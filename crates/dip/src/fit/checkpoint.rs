@@ -17,6 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::observer::ObserverState;
 use super::run::HistoryRow;
 use crate::{Error, Result};
 
@@ -62,7 +63,7 @@ pub struct FitState {
     /// Seconds the fit had run.
     pub seconds: f64,
     /// Each observer's state, in the order the fit was given them.
-    pub observers: Vec<Option<Value>>,
+    pub observers: Vec<Option<ObserverState>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -82,7 +83,8 @@ struct Header {
     psnr_best_raw: Option<f64>,
     sgld_samples: usize,
     seconds: f64,
-    observers: Vec<Option<Value>>,
+    /// Each observer's JSON state and how many arrays it has (`obs<i>_<k>`).
+    observers: Vec<Option<(Value, usize)>>,
     /// `(name, element size in bytes, length)` of each array, in file order.
     arrays: Vec<(String, usize, usize)>,
 }
@@ -93,19 +95,24 @@ enum Arr<'a> {
 }
 
 impl FitState {
-    fn arrays(&self) -> Vec<(&'static str, Arr<'_>)> {
-        let mut a = vec![
-            ("params", Arr::F32(&self.params)),
-            ("adam_m", Arr::F32(&self.adam_m)),
-            ("adam_v", Arr::F32(&self.adam_v)),
-            ("ema", Arr::F32(&self.ema)),
-            ("sgld_sum", Arr::F64(&self.sgld_sum)),
-            ("sgld_sq", Arr::F64(&self.sgld_sq)),
+    fn arrays(&self) -> Vec<(String, Arr<'_>)> {
+        let mut a: Vec<(String, Arr<'_>)> = vec![
+            ("params".into(), Arr::F32(&self.params)),
+            ("adam_m".into(), Arr::F32(&self.adam_m)),
+            ("adam_v".into(), Arr::F32(&self.adam_v)),
+            ("ema".into(), Arr::F32(&self.ema)),
+            ("sgld_sum".into(), Arr::F64(&self.sgld_sum)),
+            ("sgld_sq".into(), Arr::F64(&self.sgld_sq)),
         ];
         if let Some(s) = &self.snapshot {
-            a.push(("snap_params", Arr::F32(&s.params)));
-            a.push(("snap_m", Arr::F32(&s.adam_m)));
-            a.push(("snap_v", Arr::F32(&s.adam_v)));
+            a.push(("snap_params".into(), Arr::F32(&s.params)));
+            a.push(("snap_m".into(), Arr::F32(&s.adam_m)));
+            a.push(("snap_v".into(), Arr::F32(&s.adam_v)));
+        }
+        for (i, o) in self.observers.iter().enumerate() {
+            for (k, arr) in o.iter().flat_map(|o| o.arrays.iter().enumerate()) {
+                a.push((format!("obs{i}_{k}"), Arr::F64(arr)));
+            }
         }
         a
     }
@@ -132,7 +139,11 @@ impl FitState {
             psnr_best_raw: self.psnr_best_raw,
             sgld_samples: self.sgld_samples,
             seconds: self.seconds,
-            observers: self.observers.clone(),
+            observers: self
+                .observers
+                .iter()
+                .map(|o| o.as_ref().map(|o| (o.meta.clone(), o.arrays.len())))
+                .collect(),
             arrays: arrays
                 .iter()
                 .map(|(n, a)| match a {
@@ -240,6 +251,18 @@ impl FitState {
         let mut take64 = |k: &str| f64s.remove(k).ok_or(format!("the checkpoint lacks {k}"));
         let sgld_sum = take64("sgld_sum")?;
         let sgld_sq = take64("sgld_sq")?;
+        let mut observers = Vec::with_capacity(h.observers.len());
+        for (i, o) in h.observers.into_iter().enumerate() {
+            observers.push(match o {
+                None => None,
+                Some((meta, n)) => Some(ObserverState {
+                    meta,
+                    arrays: (0..n)
+                        .map(|k| take64(&format!("obs{i}_{k}")))
+                        .collect::<std::result::Result<_, _>>()?,
+                }),
+            });
+        }
         let n = params.len();
         let same = [adam_m.len(), adam_v.len()].into_iter().chain(
             snapshot
@@ -276,7 +299,7 @@ impl FitState {
             sgld_sq,
             sgld_samples: h.sgld_samples,
             seconds: h.seconds,
-            observers: h.observers,
+            observers,
         })
     }
 }

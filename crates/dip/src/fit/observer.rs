@@ -17,6 +17,14 @@ pub struct StepInfo<'a> {
     pub psnr_ema: Option<f64>,
 }
 
+/// An observer's state in a checkpoint: small values as JSON, images and sums as arrays
+/// (stored in binary; `f64` holds `f32` values exactly).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObserverState {
+    pub meta: serde_json::Value,
+    pub arrays: Vec<Vec<f64>>,
+}
+
 /// What an observer asks of the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -31,12 +39,12 @@ pub trait Observer: Send {
 
     /// What a checkpoint must hold for this observer to continue exactly: `None` for an
     /// observer with no state worth keeping (a progress bar).
-    fn save_state(&self) -> Option<serde_json::Value> {
+    fn save_state(&self) -> Option<ObserverState> {
         None
     }
 
     /// Restores what [`Observer::save_state`] returned.
-    fn load_state(&mut self, _state: &serde_json::Value) -> crate::Result<()> {
+    fn load_state(&mut self, _state: &ObserverState) -> crate::Result<()> {
         Ok(())
     }
 }
