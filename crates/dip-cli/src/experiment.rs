@@ -38,6 +38,10 @@ pub enum Which {
     /// The skip network with each upsampling layer and with Lipschitz control: band half-times,
     /// the peak and the fall after it.
     Upsampling(crate::arch_study::UpsamplingArgs),
+    /// Every stopping rule against the oracle (the best step, known from the clean image) on
+    /// CSet9 and Set12 at several noise levels: the gap, the steps used, the time. A sweep plan:
+    /// resumable and shardable.
+    Stopping(crate::stopping::Args),
 }
 
 const TRIANGLE_EXAMPLES: &str = "\
@@ -96,6 +100,7 @@ pub fn run(which: Which, g: &Global) -> Result<Outcome> {
         Which::ArchTable(a) => crate::arch_table::run(a, g),
         Which::StructureVsNoise(a) => crate::arch_study::structure_vs_noise(a, g),
         Which::Upsampling(a) => crate::arch_study::upsampling(a, g),
+        Which::Stopping(a) => crate::stopping::run(a, g),
     }
 }
 

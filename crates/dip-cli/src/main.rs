@@ -20,6 +20,7 @@ mod output;
 mod progress;
 mod recipe;
 mod resume;
+mod stopping;
 mod sweep;
 mod task;
 

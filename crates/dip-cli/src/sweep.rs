@@ -15,7 +15,9 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use dip::fit::{Control, FitConfig, Observer, StepInfo, fit};
+use dip::fit::{
+    Control, FitConfig, Observer, StepInfo, StopConfig, StopKind, StopRule, fit, make_rule,
+};
 use dip::image::{self, Image};
 use dip::metrics::{psnr, rgb_to_y, ssim};
 use dip::noise::add_gaussian_noise;
@@ -59,26 +61,26 @@ Examples:
 #[command(after_help = RUN_EXAMPLES)]
 pub struct RunArgs {
     /// The plan (TOML; see docs/SWEEPS.md). Image patterns are relative to its folder.
-    plan: PathBuf,
+    pub plan: PathBuf,
 
     /// Output folder, shared by every shard: sweep.json, cells/, images/. Running again with
     /// the same folder skips the finished cells.
     #[arg(short, long = "output", value_name = "DIR")]
-    output: PathBuf,
+    pub output: PathBuf,
 
     /// Run only the cells I, I+N, I+2N, … (0-based) of the plan. Without it, Slurm's
     /// SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT give the shard when they are set.
     #[arg(long, value_name = "I/N")]
-    shard: Option<String>,
+    pub shard: Option<String>,
 
     /// List the cells of the shard with their state; fit nothing.
     #[arg(long)]
-    list: bool,
+    pub list: bool,
 
     /// Refuse networks estimated to need more memory than this, in GiB
     /// [default: the memory available now].
     #[arg(long, value_name = "GIB")]
-    max_memory: Option<f64>,
+    pub max_memory: Option<f64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -410,6 +412,23 @@ impl Observer for FitBar {
     }
 }
 
+/// A stopping rule that watches a fit without ending it: it records where it would have ended
+/// the run, and sees nothing after that (its choice is what that run would have returned).
+struct Watch {
+    name: String,
+    rule: Box<dyn StopRule>,
+    asked: Option<usize>,
+}
+
+impl Observer for Watch {
+    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
+        if self.asked.is_none() && self.rule.observe(info) == Control::Stop {
+            self.asked = Some(info.iter);
+        }
+        Control::Continue
+    }
+}
+
 /// What happened to one cell.
 enum CellOutcome {
     Done(Box<CellRecord>),
@@ -444,14 +463,32 @@ fn run_cell(
             .progress_chars("=> "),
     );
     let mut observer = FitBar { bar: bar.clone() };
+    let denoising = s.task == Task::Denoise;
+    let mut watches: Vec<Watch> = Vec::new();
+    for r in &s.stop_rules {
+        let kind: StopKind = r.parse()?;
+        // The noise-level rules apply to denoising only; elsewhere their metrics stay empty.
+        if let Ok(rule) = make_rule(kind, &StopConfig::default(), &p.observation, denoising) {
+            watches.push(Watch {
+                name: r.clone(),
+                rule,
+                asked: None,
+            });
+        }
+    }
+    let mut observers: Vec<&mut dyn Observer> = vec![&mut observer];
+    for w in watches.iter_mut() {
+        observers.push(w);
+    }
     let report = fit(
         &p.observation,
         p.operator.as_ref(),
         Some(&p.clean),
         &spec,
         &cfg,
-        &mut [&mut observer],
+        &mut observers,
     );
+    drop(observers);
     bar.finish_and_clear();
     log.multi.remove(&bar);
     let report = report?;
@@ -484,6 +521,30 @@ fn run_cell(
     put("parameters", Some(report.parameters as f64));
     put("rollbacks", Some(report.rollbacks as f64));
     put("seconds", Some(report.seconds));
+    let oracle = match (report.psnr_best, report.psnr_best_raw) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let per_step = report.seconds / report.iterations_run.max(1) as f64;
+    for w in &watches {
+        // A rule that chose nothing within the budget returns what the fit returns: the last
+        // step's result.
+        let chosen = w.rule.chosen();
+        let p_rule = match chosen {
+            Some(c) => Some(psnr(&c.image.data, &p.clean.data)),
+            None => report.psnr_final,
+        };
+        let steps = w.asked.unwrap_or(report.iterations_run);
+        let key = |what: &str| format!("stop_{}_{what}", w.name);
+        m.insert(
+            key("step"),
+            Some(chosen.map_or(report.iterations_run, |c| c.step) as f64),
+        );
+        m.insert(key("psnr"), p_rule);
+        m.insert(key("gap"), oracle.zip(p_rule).map(|(o, q)| o - q));
+        m.insert(key("steps"), Some(steps as f64));
+        m.insert(key("seconds"), Some(steps as f64 * per_step));
+    }
     let info = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "preset": preset,
@@ -491,6 +552,12 @@ fn run_cell(
         "operator": p.operator.name(),
         "size": [p.clean.width, p.clean.height, p.clean.channels],
         "lr_final": report.lr_final,
+        // (step, PSNR of the raw output, PSNR of the result) at every observed step.
+        "history": report
+            .history
+            .iter()
+            .map(|h| json!([h.iter, h.psnr_raw, h.psnr_ema]))
+            .collect::<Vec<_>>(),
         "recipe": recipe,
     });
     if save_images {
@@ -502,7 +569,7 @@ fn run_cell(
     Ok(CellOutcome::Done(Box::new(record)))
 }
 
-fn run_plan(args: RunArgs, g: &Global) -> Result<Outcome> {
+pub fn run_plan(args: RunArgs, g: &Global) -> Result<Outcome> {
     let (plan, cells) = load_plan(&args.plan)?;
     let shard = shard_of(args.shard.as_deref())?;
     let max_memory = RecipeArgs {

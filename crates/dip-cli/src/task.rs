@@ -72,10 +72,12 @@ const CHECKPOINT_SECONDS: f64 = 120.0;
 /// When to stop and which step's image to return.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StopArgs {
-    /// Stopping rule: fixed (run every step), wmv or emv (output variance, any task),
-    /// discrepancy or spectral (noise level, denoising only), auto (spectral when denoising,
-    /// else wmv). The result is the image at the rule's chosen step.
-    #[arg(long, value_name = "RULE", default_value = "fixed")]
+    /// Stopping rule: auto (when denoising a noisy image, the discrepancy principle's step
+    /// plus the 200-step lag of the moving average; otherwise wmv's step plus 300), fixed (run
+    /// every step), wmv or emv (output variance, any task), discrepancy or spectral (noise
+    /// level, denoising only). The result is the image at the rule's chosen step, and the run
+    /// ends soon after it.
+    #[arg(long, value_name = "RULE", default_value = "auto")]
     pub stop: StopKind,
 
     /// Noise std for the discrepancy and spectral rules, 0-255 scale [default: estimated from

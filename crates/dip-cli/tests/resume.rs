@@ -111,7 +111,15 @@ fn an_interrupted_fit_resumes_to_the_same_image() {
     )
     .unwrap();
     // The uninterrupted run.
-    let mut args = vec!["denoise", "noisy.png", "-o", "full.png", "--no-checkpoint"];
+    let mut args = vec![
+        "denoise",
+        "noisy.png",
+        "-o",
+        "full.png",
+        "--no-checkpoint",
+        "--json",
+        "full.json",
+    ];
     args.extend(NET);
     ok(&run(&args, d));
 
@@ -139,7 +147,13 @@ fn an_interrupted_fit_resumes_to_the_same_image() {
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("cut.png.json")).unwrap()).unwrap();
-    assert_eq!(summary["iterations_run"], 1000);
+    // The stopping rule (`auto`, the default) resumed too: it chose the same step and ended
+    // the run at the same one.
+    let full: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("full.json")).unwrap()).unwrap();
+    for k in ["iterations_run", "stopped_at", "stop_rule"] {
+        assert_eq!(summary[k], full[k], "{k}");
+    }
     assert_eq!(summary["interrupted"], false);
 }
 

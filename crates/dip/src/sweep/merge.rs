@@ -366,6 +366,7 @@ mod tests {
             arch: "skip".into(),
             set: set.iter().map(|s| s.to_string()).collect(),
             seed,
+            stop_rules: vec![],
         };
         Cell {
             id: settings.id(),

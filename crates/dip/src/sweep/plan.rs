@@ -213,7 +213,17 @@ pub struct Plan {
     /// Also write each result image to `DIR/images/<id>.png`.
     #[serde(default = "yes")]
     pub save_images: bool,
+    /// Stopping rules to evaluate on every fit (`wmv`, `emv`, `discrepancy`, `spectral`,
+    /// `auto`): each watches the whole run without ending it, and the cell records per rule
+    /// `stop_<rule>_step` (its chosen step), `_psnr` (of its result), `_gap` (the run's best
+    /// PSNR minus that), `_steps` (where it would have ended the run) and `_seconds` (the wall
+    /// time of those steps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_rules: Vec<String>,
 }
+
+/// What a sweep records per stopping rule, as `stop_<rule>_<what>`.
+pub const STOP_METRICS: &[&str] = &["step", "psnr", "gap", "steps", "seconds"];
 
 /// Everything that decides the result of one fit. Its canonical JSON, hashed, is the cell id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +246,9 @@ pub struct CellSettings {
     /// then its `grid` values.
     pub set: Vec<String>,
     pub seed: u64,
+    /// Stopping rules evaluated on the fit (they watch it, none ends it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_rules: Vec<String>,
 }
 
 /// One fit of a sweep.
@@ -522,8 +535,27 @@ impl Plan {
         if let Some(s) = seeds.iter().find(|s| !seen.insert(**s)) {
             return Err(format!("seeds: seed {s} is listed twice"));
         }
+        const RULES: [&str; 5] = ["wmv", "emv", "discrepancy", "spectral", "auto"];
+        if let Some(r) = self
+            .stop_rules
+            .iter()
+            .find(|r| !RULES.contains(&r.as_str()))
+        {
+            return Err(format!(
+                "stop_rules: unknown rule '{r}'; the rules are: {}",
+                RULES.join(", ")
+            ));
+        }
+        let rule_metric = |m: &str| {
+            self.stop_rules.iter().any(|r| {
+                m.strip_prefix("stop_")
+                    .and_then(|t| t.strip_prefix(r.as_str()))
+                    .and_then(|t| t.strip_prefix('_'))
+                    .is_some_and(|w| STOP_METRICS.contains(&w))
+            })
+        };
         for m in &self.metrics {
-            if !METRICS.iter().any(|(n, _)| n == m) {
+            if !METRICS.iter().any(|(n, _)| n == m) && !rule_metric(m) {
                 return Err(format!(
                     "metrics: unknown metric '{m}'; the metrics are: {}",
                     METRICS
@@ -651,6 +683,7 @@ impl Plan {
                                         arch: arch.clone(),
                                         set: set.clone(),
                                         seed,
+                                        stop_rules: self.stop_rules.clone(),
                                     };
                                     let id = settings.id();
                                     if !seen.insert(id.clone()) {
@@ -800,6 +833,7 @@ sigma = 5
             arch: "skip".into(),
             set: vec!["fit.iters=500".into()],
             seed: 1,
+            stop_rules: vec![],
         };
         assert_eq!(
             canonical_json(&s.to_json()),

@@ -236,6 +236,7 @@ mod tests {
             arch: "skip".into(),
             set: vec![],
             seed,
+            stop_rules: vec![],
         };
         Cell {
             id: settings.id(),
