@@ -263,11 +263,7 @@ impl RecipeArgs {
                     let n = text[..s.start.min(text.len())].matches('\n').count() + 1;
                     format!("line {n}: ")
                 });
-                anyhow::anyhow!(
-                    "{}: not valid TOML: {line}{}",
-                    path.display(),
-                    e.message()
-                )
+                anyhow::anyhow!("{}: not valid TOML: {line}{}", path.display(), e.message())
             })?;
             merge(&mut table, over);
             let recipe = to_recipe(table.clone())
