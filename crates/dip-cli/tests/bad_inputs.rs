@@ -334,6 +334,20 @@ const CASES: &[Case] = &[
         expect: Refused(&["config-zero-scales.toml", "net.scales", "at least 1"]),
     },
     Case {
+        name: "config-empty-gaussian-sigma",
+        args: &[
+            "denoise",
+            "rgb32.png",
+            "-o",
+            "out.png",
+            "--iters",
+            "1",
+            "--config",
+            "config-empty-sigma.toml",
+        ],
+        expect: Works(&[]),
+    },
+    Case {
         name: "config-not-toml",
         args: &[
             "denoise",
