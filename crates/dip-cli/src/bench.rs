@@ -61,6 +61,9 @@ struct Timing {
     adam: f64,
     /// Per-layer times, slowest first (with `--profile`).
     layers: Vec<dip::engine::NodeTime>,
+    /// The network's buffers (activations, gradients, caches, parameters) and Adam's moments,
+    /// as planned: what the step needs besides the program and the GEMM packing buffers.
+    planned_bytes: usize,
 }
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
@@ -94,30 +97,37 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     );
     match &torch {
         Some(_) => println!(
-            "{:>6}  {:>13}  {:>15}  {:>9}  {:>14}  {:>16}",
-            "size", "dip s/step", "torch s/step", "dip/torch", "dip peak RSS", "torch peak RSS"
+            "{:>6}  {:>13}  {:>15}  {:>9}  {:>12}  {:>14}  {:>16}",
+            "size",
+            "dip s/step",
+            "torch s/step",
+            "dip/torch",
+            "dip planned",
+            "dip peak RSS",
+            "torch peak RSS"
         ),
         None => println!(
-            "{:>6}  {:>10}  {:>8}  {:>8}  {:>14}",
-            "size", "s/step", "min", "max", "peak RSS"
+            "{:>6}  {:>10}  {:>8}  {:>8}  {:>12}  {:>14}",
+            "size", "s/step", "min", "max", "planned", "peak RSS"
         ),
     }
     for &s in &sizes {
         // On a pool thread, as a fit runs: parallel work then goes to the thread's own queue.
         let t = rayon::scope(|_| time_dip(&spec, s, &args))?;
         let rss = peak_rss_mib().map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
+        let planned = format!("{:.0} MiB", t.planned_bytes as f64 / (1u64 << 20) as f64);
         match &torch {
             Some(peer) => {
                 let (ts, trss) = peer.time(s, g.threads, &args)?;
                 let trss = trss.map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
                 println!(
-                    "{s:>6}  {:>13.4}  {ts:>15.4}  {:>9.2}  {rss:>14}  {trss:>16}",
+                    "{s:>6}  {:>13.4}  {ts:>15.4}  {:>9.2}  {planned:>12}  {rss:>14}  {trss:>16}",
                     t.step,
                     t.step / ts
                 );
             }
             None => println!(
-                "{s:>6}  {:>10.4}  {:>8.4}  {:>8.4}  {rss:>14}",
+                "{s:>6}  {:>10.4}  {:>8.4}  {:>8.4}  {planned:>12}  {rss:>14}",
                 t.step, t.min, t.max
             ),
         }
@@ -193,7 +203,9 @@ fn time_dip(spec: &SkipSpec, s: usize, args: &Args) -> Result<Timing> {
     let min = steps.iter().copied().fold(f64::INFINITY, f64::min);
     let max = steps.iter().copied().fold(0.0, f64::max);
     let [step, forward, loss, backward, adam] = samples.map(median);
+    let planned_bytes = net.memory_bytes() + 2 * net.num_params() * std::mem::size_of::<f32>();
     Ok(Timing {
+        planned_bytes,
         step,
         min,
         max,

@@ -14,10 +14,12 @@ mod demo;
 mod denoise;
 mod eval;
 mod experiment;
+mod gp;
 mod inverse;
 mod output;
 mod progress;
 mod recipe;
+mod resume;
 mod sweep;
 mod task;
 
@@ -41,7 +43,8 @@ Examples:
   dip sr lowres.png --factor 4 -o highres.png --clean hr.png
   dip deblur blurred.png --psf gaussian:2 -o sharp.png
   dip presets                                list the settings presets
-  dip bench --sizes 128,256 --vs-torch        time a training step against PyTorch";
+  dip bench --sizes 128,256 --vs-torch        time a training step against PyTorch
+  dip gp prior --arch skip -o prior/          the DIP kernel at initialisation";
 
 /// Deep Image Prior restoration on the CPU.
 #[derive(Parser, Debug)]
@@ -90,6 +93,12 @@ enum Command {
     Demo(demo::Args),
     /// Time one training step of the standard network, optionally against PyTorch.
     Bench(bench::Args),
+    /// Continue an interrupted fit from its checkpoint (bit-identical with the same threads).
+    Resume(resume::Args),
+    /// The Gaussian-process view: the prior at initialisation, GP regression with its kernel,
+    /// and the band rates it predicts.
+    #[command(subcommand)]
+    Gp(gp::Which),
     /// Sweeps: many fits from one plan file (images × degradations × settings × seeds),
     /// resumable and shardable (Slurm job arrays), merged into tables.
     #[command(subcommand)]
@@ -146,6 +155,30 @@ pub enum Outcome {
 }
 
 fn run(cli: Cli) -> Result<Outcome> {
+    // `dip resume` runs the checkpoint's own command line again, with its state restored.
+    let cli = match cli.command {
+        Command::Resume(a) => {
+            let (path, state, argv) = resume::prepare(&a)?;
+            let mut again = Cli::try_parse_from(&argv).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: its command line no longer parses: {}",
+                    path.display(),
+                    one_line(&e.to_string())
+                )
+            })?;
+            again.quiet |= cli.quiet;
+            if cli.threads.is_some() {
+                again.threads = cli.threads;
+            }
+            let _ = task::RESUME.set(task::Resume {
+                path,
+                state: Arc::new(state),
+                argv,
+            });
+            again
+        }
+        _ => cli,
+    };
     let threads = match cli.threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => n,
@@ -176,6 +209,8 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Demo(a) => demo::run(a, &global),
         Command::Bench(a) => bench::run(a, &global).map(|()| Outcome::Done),
         Command::Sweep(w) => sweep::run(w, &global),
+        Command::Gp(w) => gp::run(w, &global),
+        Command::Resume(_) => bail!("internal: a resume resumes a fit, not another resume"),
     }
 }
 

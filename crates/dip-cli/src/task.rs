@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use dip::fit::{FitConfig, FitReport, Observer, StopConfig, StopKind, fit, make_rule};
+use dip::fit::{
+    CheckpointSink, FitConfig, FitReport, FitState, Observer, SgldConfig, StopConfig, StopKind,
+    fit, make_rule,
+};
 use dip::image::{self, Image};
 use dip::nets::Arch;
 use dip::operators::Operator;
@@ -41,7 +44,30 @@ pub struct Common {
     /// Overwrite existing outputs.
     #[arg(long)]
     pub force: bool,
+
+    /// Save a checkpoint (`<output stem>.ckpt` beside the output) every N steps
+    /// [default: about every 2 minutes]. `dip resume` continues from it; it is removed when the
+    /// fit ends normally.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
+
+    /// Write no checkpoint.
+    #[arg(long, conflicts_with = "checkpoint_every")]
+    pub no_checkpoint: bool,
 }
+
+/// A run being resumed: the checkpoint's path and state, and the original command line.
+pub struct Resume {
+    pub path: PathBuf,
+    pub state: std::sync::Arc<FitState>,
+    pub argv: Vec<String>,
+}
+
+/// Set by `dip resume` before it runs the original command again.
+pub static RESUME: std::sync::OnceLock<Resume> = std::sync::OnceLock::new();
+
+/// Seconds between checkpoints when no step interval is given.
+const CHECKPOINT_SECONDS: f64 = 120.0;
 
 /// When to stop and which step's image to return.
 #[derive(clap::Args, Debug, Clone)]
@@ -60,9 +86,47 @@ pub struct StopArgs {
     /// Steps without a better choice before a rule ends the fit.
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub stop_patience: usize,
+
+    /// SGLD (Cheng et al.): noise on the weights after every step; the result is the mean of
+    /// the outputs sampled after the burn-in, and their per-pixel standard deviation is written
+    /// beside it (`<output>_std.png`, scaled to its maximum). Runs every step: no early stop.
+    #[arg(long)]
+    pub sgld: bool,
+
+    /// SGLD: steps before the first sample [default: a third of the steps].
+    #[arg(long, value_name = "N", requires = "sgld")]
+    pub sgld_burnin: Option<usize>,
+
+    /// SGLD: steps between samples.
+    #[arg(long, value_name = "N", default_value_t = 50, requires = "sgld")]
+    pub sgld_every: usize,
+
+    /// SGLD: std of the weight noise as a multiple of the learning rate.
+    #[arg(long, value_name = "X", default_value_t = 2.0, requires = "sgld")]
+    pub sgld_noise: f64,
 }
 
 impl StopArgs {
+    /// The SGLD settings for a run of `iters` steps, when --sgld is on.
+    pub fn sgld(&self, iters: usize) -> Option<SgldConfig> {
+        self.sgld.then(|| SgldConfig {
+            noise: self.sgld_noise,
+            burn_in: self.sgld_burnin.unwrap_or(iters / 3),
+            sample_every: self.sgld_every,
+            ..SgldConfig::for_iters(iters)
+        })
+    }
+
+    /// Where the SGLD standard deviation goes: `<stem>_std.png` beside `out`.
+    pub fn sgld_std_path(&self, out: &Path) -> Option<PathBuf> {
+        self.sgld.then(|| {
+            let stem = out
+                .file_stem()
+                .map_or("out".into(), |s| s.to_string_lossy());
+            out.with_file_name(format!("{stem}_std.png"))
+        })
+    }
+
     pub fn config(&self) -> Result<StopConfig> {
         if let Some(s) = self.stop_sigma
             && !(s.is_finite() && s > 0.0)
@@ -82,6 +146,9 @@ impl Common {
         Outputs {
             image: self.output.clone(),
             json: self.json.clone(),
+            sgld_std: self.stop.sgld_std_path(&self.output),
+            checkpoint: (!self.no_checkpoint).then(|| self.output.with_extension("ckpt")),
+            checkpoint_every: self.checkpoint_every,
             force: self.force,
         }
     }
@@ -95,18 +162,58 @@ impl Common {
 pub struct Outputs {
     pub image: PathBuf,
     pub json: Option<PathBuf>,
+    /// Where the SGLD standard deviation goes, with --sgld.
+    pub sgld_std: Option<PathBuf>,
+    /// Where checkpoints go, and how often (steps; else every 2 minutes).
+    pub checkpoint: Option<PathBuf>,
+    pub checkpoint_every: Option<usize>,
     pub force: bool,
 }
 
 impl Outputs {
     /// Checks every output before the (long) fit, so that it cannot fail at the end.
     pub fn check(&self, inputs: &[&Path]) -> Result<()> {
+        // A resumed run may overwrite what its first part wrote (never the inputs).
+        let force = self.force || RESUME.get().is_some();
+        let this = Outputs {
+            image: self.image.clone(),
+            json: self.json.clone(),
+            sgld_std: self.sgld_std.clone(),
+            checkpoint: self.checkpoint.clone(),
+            checkpoint_every: self.checkpoint_every,
+            force,
+        };
+        this.check_paths(inputs)
+    }
+
+    fn check_paths(&self, inputs: &[&Path]) -> Result<()> {
+        if self.checkpoint_every == Some(0) {
+            bail!("--checkpoint-every must be at least 1 step");
+        }
         check_image_output(&self.image, inputs, self.force)?;
         if let Some(json) = &self.json {
             if json == &self.image {
                 bail!("{}: --json and -o name the same file", json.display());
             }
             check_writable(json, inputs, self.force)?;
+        }
+        if let Some(p) = &self.sgld_std {
+            if p == &self.image || Some(p) == self.json.as_ref() {
+                bail!(
+                    "{}: the SGLD spread would overwrite another output",
+                    p.display()
+                );
+            }
+            check_writable(p, inputs, self.force)?;
+        }
+        if let Some(p) = &self.checkpoint {
+            if p == &self.image || Some(p) == self.json.as_ref() {
+                bail!(
+                    "{}: the checkpoint would overwrite another output",
+                    p.display()
+                );
+            }
+            check_writable(p, inputs, self.force)?;
         }
         Ok(())
     }
@@ -139,11 +246,81 @@ pub fn run_task(
 ) -> Result<Outcome> {
     let (_, _, channels) = task.operator.input_shape();
     let spec = recipe.arch(channels)?;
+    let base = recipe.fit_config()?;
     let cfg = FitConfig {
         observe_every: OBSERVE_EVERY,
         max_memory: task.max_memory,
         cancel: Some(g.cancel.clone()),
-        ..recipe.fit_config()?
+        sgld: task.stop.sgld(base.iters),
+        ..base
+    };
+    if let Some(r) = RESUME.get()
+        && !g.quiet
+    {
+        eprintln!(
+            "resuming from {} at step {} of {}",
+            r.path.display(),
+            r.state.step,
+            cfg.iters
+        );
+    }
+    let std_path = out.sgld_std.clone();
+    let resume = RESUME.get();
+    let mut cfg = cfg;
+    if let Some(r) = resume {
+        let cmd = r.state.meta["command"].as_str().unwrap_or("");
+        if cmd != task.command {
+            bail!(
+                "{}: the checkpoint is of a `dip {cmd}` run, not `dip {}`",
+                r.path.display(),
+                task.command
+            );
+        }
+        cfg.resume = Some(r.state.clone());
+    }
+    if let Some(path) = &out.checkpoint {
+        let argv: Vec<String> = match resume {
+            Some(r) => r.argv.clone(),
+            None => std::env::args().collect(),
+        };
+        let cwd = std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let path = path.clone();
+        let quiet = g.quiet;
+        let warned = std::sync::atomic::AtomicBool::new(false);
+        cfg.checkpoint = Some(CheckpointSink {
+            every_steps: out.checkpoint_every,
+            every_seconds: CHECKPOINT_SECONDS,
+            meta: json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "command": task.command,
+                "argv": argv,
+                "cwd": cwd,
+                "network": spec.label(),
+                "iters": cfg.iters,
+            }),
+            write: std::sync::Arc::new(move |state: &FitState| {
+                if let Err(e) = state.save(&path)
+                    && !quiet
+                    && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    eprintln!("warning: cannot write the checkpoint: {e}");
+                }
+            }),
+        });
+    }
+    // SGLD averages over the whole run: no stopping rule.
+    let stop_kind = if cfg.sgld.is_some() {
+        if !matches!(task.stop.stop, StopKind::Fixed | StopKind::Auto) && !g.quiet {
+            eprintln!(
+                "note: --sgld runs every step; --stop {} is ignored",
+                task.stop.stop
+            );
+        }
+        StopKind::Fixed
+    } else {
+        task.stop.stop
     };
     if !g.quiet {
         eprintln!(
@@ -159,12 +336,7 @@ pub fn run_task(
         );
     }
     let denoising = task.command == "denoise";
-    let mut rule = make_rule(
-        task.stop.stop,
-        &task.stop.config()?,
-        task.observation,
-        denoising,
-    )?;
+    let mut rule = make_rule(stop_kind, &task.stop.config()?, task.observation, denoising)?;
     let mut report = fit_with_progress(
         task.observation,
         task.operator,
@@ -173,9 +345,26 @@ pub fn run_task(
         &cfg,
         g,
         &mut [rule.as_mut()],
-    )?;
+    )
+    .map_err(|e| match resume {
+        Some(r) => e.context(format!("{}", r.path.display())),
+        None => e,
+    })?;
+    if let Some(p) = &out.checkpoint {
+        if report.interrupted {
+            if p.exists() {
+                eprintln!(
+                    "checkpoint saved: continue with `dip resume {}`",
+                    p.display()
+                );
+            }
+        } else if p.exists() {
+            // The fit is complete: its checkpoint has served.
+            let _ = std::fs::remove_file(p);
+        }
+    }
     // The result: the image at the rule's chosen step (the last step's without a rule).
-    let stopped_at = match (task.stop.stop, rule.chosen()) {
+    let stopped_at = match (stop_kind, rule.chosen()) {
         (StopKind::Fixed, _) | (_, None) => None,
         (_, Some(c)) => {
             report.output_ema = c.image.clone().with_bit_depth(report.output_ema.bit_depth);
@@ -185,6 +374,51 @@ pub fn run_task(
             Some(c.step)
         }
     };
+    // SGLD: the result is the posterior mean; its spread is written beside it.
+    let mut sgld_json = Value::Null;
+    if let (Some(s), Some(conf)) = (&report.sgld, &cfg.sgld) {
+        report.output_ema = s.mean.clone();
+        report.psnr_final = task
+            .clean
+            .map(|cl| dip::metrics::psnr(&report.output_ema.data, &cl.data));
+        let max = s.std.data.iter().fold(0.0f32, |a, &b| a.max(b));
+        let mean = s.std.data.iter().map(|&v| v as f64).sum::<f64>() / s.std.data.len() as f64;
+        if let Some(p) = &std_path {
+            let scaled: Vec<f32> = s
+                .std
+                .data
+                .iter()
+                .map(|&v| if max > 0.0 { v / max } else { 0.0 })
+                .collect();
+            image::save(
+                &Image::new(s.std.width, s.std.height, s.std.channels, scaled),
+                p,
+            )?;
+        }
+        println!(
+            "SGLD: the result is the mean of {} samples (burn-in {}, every {}); posterior std \
+             mean {:.4}, max {:.4}{}",
+            s.samples,
+            conf.burn_in,
+            conf.sample_every,
+            mean,
+            max,
+            std_path
+                .as_ref()
+                .map(|p| format!(", written to {}", p.display()))
+                .unwrap_or_default()
+        );
+        sgld_json = json!({
+            "samples": s.samples,
+            "burn_in": conf.burn_in,
+            "sample_every": conf.sample_every,
+            "noise": conf.noise,
+            "weight_decay": conf.weight_decay,
+            "std_mean": mean,
+            "std_max": max,
+            "std_file": std_path.as_ref().map(|p| p.display().to_string()),
+        });
+    }
     image::save(&report.output_ema, &out.image)?;
     // SSIM of what the file holds, like the PSNR lines.
     let ssim = task.clean.map(|c| {
@@ -208,6 +442,7 @@ pub fn run_task(
             json!(stopped_at.unwrap_or(report.iterations_run)),
         ));
         extra.push(("stop_sigma", json!(rule.sigma().map(|s| s * 255.0))));
+        extra.push(("sgld", sgld_json));
         let value = summary(&report, &cfg, &spec, extra)?;
         write_json(json_path, &value)?;
     }

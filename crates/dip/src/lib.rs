@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod error;
 pub mod fit;
+pub mod gp;
 pub mod image;
 pub mod metrics;
 pub mod nets;

@@ -11,6 +11,9 @@ pub struct AdamConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// L2 penalty as PyTorch's `Adam(weight_decay=…)`: `g + wd · p` replaces the gradient.
+    #[serde(default)]
+    pub weight_decay: f64,
 }
 
 impl Default for AdamConfig {
@@ -20,6 +23,7 @@ impl Default for AdamConfig {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            weight_decay: 0.0,
         }
     }
 }
@@ -56,10 +60,12 @@ impl<T: Float> Adam<T> {
         let b2 = T::from_f64(c.beta2);
         let (w1, w2) = (T::from_f64(1.0 - c.beta1), T::from_f64(1.0 - c.beta2));
         let eps = T::from_f64(c.eps);
+        let wd = T::from_f64(c.weight_decay);
+        let decay = c.weight_decay != 0.0;
         type Chunks<'a, T> = (((&'a mut [T], &'a [T]), &'a mut [T]), &'a mut [T]);
         let body = |(((p, g), m), v): Chunks<'_, T>| {
             for i in 0..p.len() {
-                let gi = g[i];
+                let gi = if decay { g[i] + wd * p[i] } else { g[i] };
                 // lerp, as torch: m + (1-β1)(g - m)
                 m[i] += w1 * (gi - m[i]);
                 v[i] = v[i] * b2 + w2 * gi * gi;

@@ -3,14 +3,17 @@
 //! Observers see the run every `observe_every` steps; they are how trajectory recorders, spectral
 //! metrics and stopping rules plug in without touching the loop.
 
+mod checkpoint;
 mod observer;
 mod run;
 mod stop;
 mod trajectory;
 
+pub use checkpoint::{FitState, SnapshotState};
 pub use observer::{Control, Observer, StepInfo};
 pub use run::{
-    FitConfig, FitReport, HistoryRow, InputKind, Loss, fit, fit_denoise, network_padding,
+    CheckpointSink, FitConfig, FitReport, HistoryRow, InputKind, Loss, SgldConfig, SgldResult, fit,
+    fit_denoise, network_input, network_padding,
 };
 pub use stop::{Chosen, StopConfig, StopKind, StopRule, estimate_sigma, make_rule};
 pub use trajectory::{TrajectoryIndex, TrajectoryRecorder};

@@ -28,6 +28,17 @@ pub enum Control {
 /// Observers are `Send` because the loop runs on a worker thread of the rayon pool.
 pub trait Observer: Send {
     fn observe(&mut self, info: &StepInfo<'_>) -> Control;
+
+    /// What a checkpoint must hold for this observer to continue exactly: `None` for an
+    /// observer with no state worth keeping (a progress bar).
+    fn save_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Restores what [`Observer::save_state`] returned.
+    fn load_state(&mut self, _state: &serde_json::Value) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 impl<F: FnMut(&StepInfo<'_>) -> Control + Send> Observer for F {

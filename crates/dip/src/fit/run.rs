@@ -11,6 +11,7 @@ use rand_distr::StandardNormal;
 use rand_pcg::Pcg64Mcg;
 use rayon::prelude::*;
 
+use super::checkpoint::{FitState, SnapshotState};
 use super::observer::{Control, Observer, StepInfo};
 use crate::engine::{Adam, AdamConfig, Net};
 use crate::image::{self, Image, Padding};
@@ -77,10 +78,41 @@ pub struct FitConfig {
     /// state) exceeds this many bytes.
     #[serde(default)]
     pub max_memory: Option<usize>,
+    /// Stochastic gradient Langevin dynamics: noise on the weights after every step, and the
+    /// posterior mean and spread of the outputs sampled after a burn-in.
+    #[serde(default)]
+    pub sgld: Option<SgldConfig>,
     /// Set from elsewhere (a signal handler) to end the run after the current step; the report
     /// then says `interrupted` and holds everything up to that step.
     #[serde(skip)]
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Where and how often to save the fit's state (see [`FitState`]).
+    #[serde(skip)]
+    pub checkpoint: Option<CheckpointSink>,
+    /// Continue from this state instead of starting afresh.
+    #[serde(skip)]
+    pub resume: Option<Arc<FitState>>,
+}
+
+/// Receives the fit's state every `every_steps` steps (or, without it, every `every_seconds`
+/// seconds of wall time) and when the fit is cancelled. The sink handles its own errors (a
+/// failed checkpoint should warn, not end a long fit).
+#[derive(Clone)]
+pub struct CheckpointSink {
+    pub every_steps: Option<usize>,
+    pub every_seconds: f64,
+    /// Stored in the checkpoint as [`FitState::meta`].
+    pub meta: serde_json::Value,
+    pub write: Arc<dyn Fn(&FitState) + Send + Sync>,
+}
+
+impl std::fmt::Debug for CheckpointSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointSink")
+            .field("every_steps", &self.every_steps)
+            .field("every_seconds", &self.every_seconds)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for FitConfig {
@@ -98,18 +130,63 @@ impl Default for FitConfig {
             lipschitz: None,
             pixel_batch: None,
             max_memory: None,
+            sgld: None,
             cancel: None,
+            checkpoint: None,
+            resume: None,
         }
     }
 }
 
+/// SGLD as Cheng et al. run it on the Deep Image Prior ("A Bayesian Perspective on the Deep
+/// Image Prior", CVPR 2019, and their public code): after each Adam step, Gaussian noise of std
+/// `noise · lr` is added to every convolution and dense weight; Adam carries a weight decay
+/// (the Gaussian prior on the weights); after `burn_in` steps the network output is sampled
+/// every `sample_every` steps, and the mean of the samples is the result, their spread its
+/// uncertainty. (Textbook Langevin dynamics would add noise of std `√(2·lr)` to plain gradient
+/// descent; with Adam's normalised steps the authors scale it with `lr` instead.)
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SgldConfig {
+    /// Std of the weight noise as a multiple of the learning rate (theirs: 2).
+    pub noise: f64,
+    /// Adam's L2 weight decay (theirs: 5e-8).
+    pub weight_decay: f64,
+    /// Steps before the first sample.
+    pub burn_in: usize,
+    /// Steps between samples (theirs: 50).
+    pub sample_every: usize,
+}
+
+impl SgldConfig {
+    /// Their settings for a run of `iters` steps: burn-in for the first third.
+    pub fn for_iters(iters: usize) -> Self {
+        SgldConfig {
+            noise: 2.0,
+            weight_decay: 5e-8,
+            burn_in: iters / 3,
+            sample_every: 50,
+        }
+    }
+}
+
+/// What SGLD gives: the posterior mean and the per-pixel standard deviation of the samples.
+#[derive(Debug, Clone)]
+pub struct SgldResult {
+    pub mean: Image,
+    pub std: Image,
+    pub samples: usize,
+}
+
 /// One row of the history.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryRow {
     pub iter: usize,
     pub loss: f64,
     pub psnr_raw: Option<f64>,
     pub psnr_ema: Option<f64>,
+    /// PSNR of the SGLD posterior mean so far (once there are samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psnr_sgld: Option<f64>,
 }
 
 /// What a fit returns.
@@ -140,6 +217,9 @@ pub struct FitReport {
     /// The last raw output.
     #[serde(skip)]
     pub output_raw: Image,
+    /// The SGLD posterior mean and spread, when the fit ran SGLD and drew samples.
+    #[serde(skip)]
+    pub sgld: Option<SgldResult>,
 }
 
 impl FitConfig {
@@ -176,6 +256,29 @@ impl FitConfig {
         if self.pixel_batch == Some(0) {
             return Err(Error::invalid("the pixel batch must be at least 1"));
         }
+        if let Some(g) = &self.sgld {
+            if !(g.noise.is_finite() && g.noise >= 0.0) {
+                return Err(Error::invalid(format!(
+                    "the SGLD noise must be zero or positive, got {}",
+                    g.noise
+                )));
+            }
+            if !(g.weight_decay.is_finite() && g.weight_decay >= 0.0) {
+                return Err(Error::invalid(format!(
+                    "the SGLD weight decay must be zero or positive, got {}",
+                    g.weight_decay
+                )));
+            }
+            if g.sample_every == 0 {
+                return Err(Error::invalid("SGLD must sample every 1 step or more"));
+            }
+            if g.burn_in >= self.iters {
+                return Err(Error::invalid(format!(
+                    "the SGLD burn-in ({} steps) leaves no sample within {} steps",
+                    g.burn_in, self.iters
+                )));
+            }
+        }
         if self.observe_every == 0 || self.check_every == 0 {
             return Err(Error::invalid(
                 "observation and check intervals must be at least 1",
@@ -196,6 +299,17 @@ pub fn network_padding(width: usize, height: usize, spec: &Arch) -> Padding {
     let side = |n: usize| n.div_ceil(m).max(1) * m;
     let min = spec.min_side();
     image::padding_to(width, height, side(width).max(min), side(height).max(min))
+}
+
+/// The fixed input `z` of `spec` for an `h × w` output, as a fit with `cfg` draws it.
+pub fn network_input(spec: &Arch, cfg: &FitConfig, h: usize, w: usize) -> Vec<f32> {
+    match spec.own_input(h, w, cfg.seed) {
+        Some(z) => z,
+        None => {
+            let (ih, iw, ic) = spec.input_shape(h, w);
+            initial_input(cfg, ih, iw, ic)
+        }
+    }
 }
 
 /// The fixed input `z` for a network input of `h × w × c`, from the seed.
@@ -460,10 +574,30 @@ fn fit_on_pool(
         net.num_params(),
         AdamConfig {
             lr: cfg.lr,
+            weight_decay: cfg.sgld.map_or(0.0, |g| g.weight_decay),
             ..AdamConfig::default()
         },
     );
     let mut ema = vec![0.0f32; h * w * c];
+    // SGLD: the weights that get noise, and the running sums of the sampled outputs.
+    let noisy: Vec<(usize, usize)> = if cfg.sgld.is_some() {
+        net.param_info()
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.kind,
+                    crate::engine::ParamKind::ConvWeight { .. }
+                        | crate::engine::ParamKind::Dense { .. }
+                )
+            })
+            .map(|p| (p.offset, p.len))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let sgld_len = if cfg.sgld.is_some() { xw * xh * xc } else { 0 };
+    let (mut sgld_sum, mut sgld_sq) = (vec![0.0f64; sgld_len], vec![0.0f64; sgld_len]);
+    let mut sgld_samples = 0usize;
     let mut snapshot: Option<Snapshot> = None;
     let mut out_img = Image::zeros(xw, xh, c);
     let mut ema_img = out_img.clone();
@@ -480,8 +614,74 @@ fn fit_on_pool(
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
     };
+    let mut first = 1;
+    let mut seconds_before = 0.0;
+    if let Some(st) = &cfg.resume {
+        let n = net.num_params();
+        if st.params.len() != n || st.ema.len() != ema.len() || st.sgld_sum.len() != sgld_len {
+            return Err(Error::invalid(format!(
+                "the checkpoint is from another network or image: it holds {} parameters and \
+                 {} output samples, this fit has {n} and {}",
+                st.params.len(),
+                st.ema.len(),
+                ema.len()
+            )));
+        }
+        if st.step >= cfg.iters {
+            return Err(Error::invalid(format!(
+                "the checkpoint is at step {}, not before the last step {}",
+                st.step, cfg.iters
+            )));
+        }
+        if st.observers.len() != observers.len() {
+            return Err(Error::invalid(format!(
+                "the checkpoint holds {} observer states, the fit has {} observers",
+                st.observers.len(),
+                observers.len()
+            )));
+        }
+        net.params_mut().copy_from_slice(&st.params);
+        adam.m.copy_from_slice(&st.adam_m);
+        adam.v.copy_from_slice(&st.adam_v);
+        adam.t = st.adam_t;
+        adam.cfg.lr = st.lr;
+        ema.copy_from_slice(&st.ema);
+        snapshot = st.snapshot.as_ref().map(|s| {
+            let mut a = adam.clone();
+            a.m.copy_from_slice(&s.adam_m);
+            a.v.copy_from_slice(&s.adam_v);
+            a.t = s.adam_t;
+            a.cfg.lr = s.adam_lr;
+            Snapshot {
+                params: s.params.clone(),
+                adam: a,
+                psnr_obs: s.psnr_obs,
+            }
+        });
+        rollbacks = st.rollbacks;
+        failures_in_a_row = st.failures_in_a_row;
+        history = st.history.clone();
+        psnr_best = st.psnr_best;
+        iter_best = st.iter_best;
+        psnr_best_raw = st.psnr_best_raw;
+        sgld_sum.copy_from_slice(&st.sgld_sum);
+        sgld_sq.copy_from_slice(&st.sgld_sq);
+        sgld_samples = st.sgld_samples;
+        iterations_run = st.step;
+        for (o, state) in observers.iter_mut().zip(&st.observers) {
+            if let Some(v) = state {
+                o.load_state(v)?;
+            }
+        }
+        // The raw output of step k is not in the checkpoint: the network recomputes it at the
+        // next forward, and an interrupted resumed run reports the EMA as before.
+        raw_is_current = false;
+        first = st.step + 1;
+        seconds_before = st.seconds;
+    }
+    let mut last_checkpoint = Instant::now();
 
-    for it in 1..=cfg.iters {
+    for it in first..=cfg.iters {
         // Input perturbation: z + N(0, reg_noise²), fresh each step.
         if cfg.reg_noise > 0.0 {
             let sd = cfg.reg_noise as f32;
@@ -574,6 +774,18 @@ fn fit_on_pool(
         }
 
         net.backward();
+        if let Some(g) = &cfg.sgld
+            && it > g.burn_in
+            && (it - g.burn_in) % g.sample_every == 0
+        {
+            // This step's output (before its update), as the authors' code samples it.
+            crop_slice(&net.output().data, w, c, &pad, xw, &mut x_buf);
+            for ((s, q), &v) in sgld_sum.iter_mut().zip(&mut sgld_sq).zip(&x_buf) {
+                *s += v as f64;
+                *q += (v as f64) * (v as f64);
+            }
+            sgld_samples += 1;
+        }
         let out = &net.output().data;
         if it == 1 {
             ema.copy_from_slice(out);
@@ -588,10 +800,84 @@ fn fit_on_pool(
         if let Some(l) = cfg.lipschitz {
             net.lipschitz_project(l);
         }
+        if let Some(g) = &cfg.sgld
+            && g.noise > 0.0
+        {
+            let sd = (g.noise * adam.cfg.lr) as f32;
+            let params = net.params_mut();
+            for (k, &(off, len)) in noisy.iter().enumerate() {
+                let seed = cfg.seed ^ 0x5C1D_0000_0000_0000 ^ ((it as u64) << 24) ^ (k as u64);
+                params[off..off + len]
+                    .par_chunks_mut(NOISE_CHUNK)
+                    .enumerate()
+                    .for_each(|(ci, dst)| {
+                        let mut r = Pcg64Mcg::seed_from_u64(
+                            seed ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                        );
+                        for d in dst.iter_mut() {
+                            let n: f32 = r.sample(StandardNormal);
+                            *d += sd * n;
+                        }
+                    });
+            }
+        }
         // The output of this accepted step stays in the network until the next forward.
         raw_is_current = true;
 
         let cancel = cancelled() && it < cfg.iters;
+        // A checkpoint holds the state after step `it` as an uninterrupted run has it: the
+        // extra observation a cancelled run makes at a step that is not a regular one is not
+        // part of it.
+        let regular = it % cfg.observe_every == 0 || it == cfg.iters;
+        let checkpoint_due = cfg.checkpoint.as_ref().is_some_and(|ck| {
+            it < cfg.iters
+                && (cancel
+                    || match ck.every_steps {
+                        Some(n) => it % n == 0,
+                        None => last_checkpoint.elapsed().as_secs_f64() >= ck.every_seconds,
+                    })
+        });
+        macro_rules! save_checkpoint {
+            () => {
+                if let Some(ck) = &cfg.checkpoint {
+                    let state = FitState {
+                        meta: ck.meta.clone(),
+                        step: it,
+                        params: net.params().to_vec(),
+                        adam_m: adam.m.clone(),
+                        adam_v: adam.v.clone(),
+                        adam_t: adam.t,
+                        lr: adam.cfg.lr,
+                        ema: ema.clone(),
+                        snapshot: snapshot.as_ref().map(|s| SnapshotState {
+                            params: s.params.clone(),
+                            adam_m: s.adam.m.clone(),
+                            adam_v: s.adam.v.clone(),
+                            adam_t: s.adam.t,
+                            adam_lr: s.adam.cfg.lr,
+                            psnr_obs: s.psnr_obs,
+                        }),
+                        rollbacks,
+                        failures_in_a_row,
+                        raw_is_current,
+                        history: history.clone(),
+                        psnr_best,
+                        iter_best,
+                        psnr_best_raw,
+                        sgld_sum: sgld_sum.clone(),
+                        sgld_sq: sgld_sq.clone(),
+                        sgld_samples,
+                        seconds: seconds_before + started.elapsed().as_secs_f64(),
+                        observers: observers.iter().map(|o| o.save_state()).collect(),
+                    };
+                    (ck.write)(&state);
+                    last_checkpoint = Instant::now();
+                }
+            };
+        }
+        if checkpoint_due && !regular {
+            save_checkpoint!();
+        }
         if it % cfg.observe_every == 0 || it == cfg.iters || cancel {
             crop_into(&net.output().data, w, c, &pad, &mut out_img);
             crop_into(&ema, w, c, &pad, &mut ema_img);
@@ -606,11 +892,20 @@ fn fit_on_pool(
             if let Some(p) = psnr_raw {
                 psnr_best_raw = Some(psnr_best_raw.map_or(p, |b: f64| b.max(p)));
             }
+            let psnr_sgld = match clean {
+                Some(cl) if sgld_samples > 0 => {
+                    let k = sgld_samples as f64;
+                    let mean: Vec<f32> = sgld_sum.iter().map(|s| (s / k) as f32).collect();
+                    Some(psnr(&mean, &cl.data))
+                }
+                _ => None,
+            };
             history.push(HistoryRow {
                 iter: it,
                 loss,
                 psnr_raw,
                 psnr_ema,
+                psnr_sgld,
             });
             let info = StepInfo {
                 iter: it,
@@ -628,6 +923,9 @@ fn fit_on_pool(
                 break;
             }
         }
+        if checkpoint_due && regular {
+            save_checkpoint!();
+        }
         if cancel {
             interrupted = true;
             break;
@@ -638,6 +936,20 @@ fn fit_on_pool(
     }
     crop_into(&ema, w, c, &pad, &mut ema_img);
     let bit_depth = observation.bit_depth;
+    let sgld = (sgld_samples > 0).then(|| {
+        let k = sgld_samples as f64;
+        let mean: Vec<f32> = sgld_sum.iter().map(|s| (s / k) as f32).collect();
+        let std: Vec<f32> = sgld_sum
+            .iter()
+            .zip(&sgld_sq)
+            .map(|(s, q)| ((q / k - (s / k) * (s / k)).max(0.0)).sqrt() as f32)
+            .collect();
+        SgldResult {
+            mean: Image::new(xw, xh, xc, mean).with_bit_depth(bit_depth),
+            std: Image::new(xw, xh, xc, std),
+            samples: sgld_samples,
+        }
+    });
     let same_shape = obs_shape == (xw, xh, xc);
     Ok(FitReport {
         psnr_noisy: clean
@@ -648,7 +960,7 @@ fn fit_on_pool(
         iter_best,
         psnr_best_raw,
         iterations_run,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: seconds_before + started.elapsed().as_secs_f64(),
         seed: cfg.seed,
         parameters: net.num_params(),
         rollbacks,
@@ -657,6 +969,7 @@ fn fit_on_pool(
         history,
         output_ema: ema_img.with_bit_depth(bit_depth),
         output_raw: out_img.with_bit_depth(bit_depth),
+        sgld,
     })
 }
 

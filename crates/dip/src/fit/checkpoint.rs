@@ -1,0 +1,282 @@
+//! Checkpoints: everything a fit needs to continue exactly where it stopped.
+//!
+//! The loop's randomness is stateless (the input perturbation, pixel batches and SGLD noise of
+//! step `t` are drawn from generators seeded by the seed and `t`), so a checkpoint holds no RNG
+//! state: the parameters, Adam's moments and step count, the learning rate, the output EMA, the
+//! divergence snapshot, the counters, the history and bests, the SGLD sums, and each observer's
+//! own state. A fit resumed from the checkpoint of step `k` then computes steps `k+1…` exactly
+//! as an uninterrupted fit would, bit for bit.
+//!
+//! The file: the 8 bytes `DIPCKPT1`, the length of a JSON header as a little-endian `u64`, the
+//! header (metadata, scalars, history, and the name and length of each array), then the arrays
+//! as little-endian `f32` or `f64`, in the header's order. It is written to a temporary file and
+//! renamed, so a checkpoint on disk is always whole.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::run::HistoryRow;
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"DIPCKPT1";
+/// Header sizes above this are refused before allocating (a real header is kilobytes).
+const MAX_HEADER: u64 = 256 << 20;
+
+/// The divergence snapshot: the last good parameters and Adam state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotState {
+    pub params: Vec<f32>,
+    pub adam_m: Vec<f32>,
+    pub adam_v: Vec<f32>,
+    pub adam_t: u64,
+    pub adam_lr: f64,
+    pub psnr_obs: f64,
+}
+
+/// The state of a fit after `step` accepted steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitState {
+    /// What produced it (command, settings, network); checked and used by the caller.
+    pub meta: Value,
+    pub step: usize,
+    pub params: Vec<f32>,
+    pub adam_m: Vec<f32>,
+    pub adam_v: Vec<f32>,
+    pub adam_t: u64,
+    pub lr: f64,
+    pub ema: Vec<f32>,
+    pub snapshot: Option<SnapshotState>,
+    pub rollbacks: usize,
+    pub failures_in_a_row: usize,
+    /// Whether the network held the output of the last accepted step.
+    pub raw_is_current: bool,
+    pub history: Vec<HistoryRow>,
+    pub psnr_best: Option<f64>,
+    pub iter_best: Option<usize>,
+    pub psnr_best_raw: Option<f64>,
+    pub sgld_sum: Vec<f64>,
+    pub sgld_sq: Vec<f64>,
+    pub sgld_samples: usize,
+    /// Seconds the fit had run.
+    pub seconds: f64,
+    /// Each observer's state, in the order the fit was given them.
+    pub observers: Vec<Option<Value>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    version: u32,
+    meta: Value,
+    step: usize,
+    adam_t: u64,
+    lr: f64,
+    snapshot: Option<(u64, f64, f64)>,
+    rollbacks: usize,
+    failures_in_a_row: usize,
+    raw_is_current: bool,
+    history: Vec<HistoryRow>,
+    psnr_best: Option<f64>,
+    iter_best: Option<usize>,
+    psnr_best_raw: Option<f64>,
+    sgld_samples: usize,
+    seconds: f64,
+    observers: Vec<Option<Value>>,
+    /// `(name, element size in bytes, length)` of each array, in file order.
+    arrays: Vec<(String, usize, usize)>,
+}
+
+enum Arr<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+impl FitState {
+    fn arrays(&self) -> Vec<(&'static str, Arr<'_>)> {
+        let mut a = vec![
+            ("params", Arr::F32(&self.params)),
+            ("adam_m", Arr::F32(&self.adam_m)),
+            ("adam_v", Arr::F32(&self.adam_v)),
+            ("ema", Arr::F32(&self.ema)),
+            ("sgld_sum", Arr::F64(&self.sgld_sum)),
+            ("sgld_sq", Arr::F64(&self.sgld_sq)),
+        ];
+        if let Some(s) = &self.snapshot {
+            a.push(("snap_params", Arr::F32(&s.params)));
+            a.push(("snap_m", Arr::F32(&s.adam_m)));
+            a.push(("snap_v", Arr::F32(&s.adam_v)));
+        }
+        a
+    }
+
+    /// Writes the checkpoint to `path`, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let arrays = self.arrays();
+        let header = Header {
+            version: 1,
+            meta: self.meta.clone(),
+            step: self.step,
+            adam_t: self.adam_t,
+            lr: self.lr,
+            snapshot: self
+                .snapshot
+                .as_ref()
+                .map(|s| (s.adam_t, s.adam_lr, s.psnr_obs)),
+            rollbacks: self.rollbacks,
+            failures_in_a_row: self.failures_in_a_row,
+            raw_is_current: self.raw_is_current,
+            history: self.history.clone(),
+            psnr_best: self.psnr_best,
+            iter_best: self.iter_best,
+            psnr_best_raw: self.psnr_best_raw,
+            sgld_samples: self.sgld_samples,
+            seconds: self.seconds,
+            observers: self.observers.clone(),
+            arrays: arrays
+                .iter()
+                .map(|(n, a)| match a {
+                    Arr::F32(v) => (n.to_string(), 4, v.len()),
+                    Arr::F64(v) => (n.to_string(), 8, v.len()),
+                })
+                .collect(),
+        };
+        let head = serde_json::to_vec(&header)
+            .map_err(|e| Error::file(path, format!("cannot encode the checkpoint: {e}")))?;
+        let body: usize = header.arrays.iter().map(|(_, s, n)| s * n).sum();
+        let mut bytes = Vec::with_capacity(16 + head.len() + body);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(head.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&head);
+        for (_, a) in &arrays {
+            match a {
+                Arr::F32(v) => v
+                    .iter()
+                    .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
+                Arr::F64(v) => v
+                    .iter()
+                    .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
+            }
+        }
+        crate::image::write_atomic(path, &bytes)
+    }
+
+    /// Reads a checkpoint written by [`FitState::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::file(path, format!("cannot read the checkpoint: {e}")))?;
+        Self::from_bytes(&bytes).map_err(|m| Error::file(path, m))
+    }
+
+    /// Decodes a checkpoint; the error says what is wrong with it.
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        if bytes.len() < 16 || &bytes[..8] != MAGIC {
+            return Err("not a dip checkpoint (wrong signature)".into());
+        }
+        let head_len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        if head_len > MAX_HEADER || head_len > (bytes.len() - 16) as u64 {
+            return Err("the checkpoint is truncated or corrupt (bad header length)".into());
+        }
+        let head_end = 16 + head_len as usize;
+        let h: Header = serde_json::from_slice(&bytes[16..head_end])
+            .map_err(|e| format!("the checkpoint's header is corrupt: {e}"))?;
+        if h.version != 1 {
+            return Err(format!(
+                "checkpoint format version {} is not supported (this dip reads version 1)",
+                h.version
+            ));
+        }
+        let mut need: u64 = 0;
+        for (name, size, n) in &h.arrays {
+            if *size != 4 && *size != 8 {
+                return Err(format!("array {name}: bad element size {size}"));
+            }
+            need = need
+                .checked_add((*size as u64).saturating_mul(*n as u64))
+                .ok_or("the checkpoint's array sizes overflow")?;
+        }
+        if need != (bytes.len() - head_end) as u64 {
+            return Err(format!(
+                "the checkpoint is truncated or corrupt: its arrays need {need} bytes, it has {}",
+                bytes.len() - head_end
+            ));
+        }
+        let mut pos = head_end;
+        let mut f32s = std::collections::HashMap::new();
+        let mut f64s = std::collections::HashMap::new();
+        for (name, size, n) in &h.arrays {
+            let chunk = &bytes[pos..pos + size * n];
+            pos += size * n;
+            if *size == 4 {
+                let v: Vec<f32> = chunk
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect();
+                f32s.insert(name.clone(), v);
+            } else {
+                let v: Vec<f64> = chunk
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect();
+                f64s.insert(name.clone(), v);
+            }
+        }
+        let mut take32 = |k: &str| f32s.remove(k).ok_or(format!("the checkpoint lacks {k}"));
+        let params = take32("params")?;
+        let adam_m = take32("adam_m")?;
+        let adam_v = take32("adam_v")?;
+        let ema = take32("ema")?;
+        let snapshot = match h.snapshot {
+            Some((t, lr, p)) => Some(SnapshotState {
+                params: take32("snap_params")?,
+                adam_m: take32("snap_m")?,
+                adam_v: take32("snap_v")?,
+                adam_t: t,
+                adam_lr: lr,
+                psnr_obs: p,
+            }),
+            None => None,
+        };
+        let mut take64 = |k: &str| f64s.remove(k).ok_or(format!("the checkpoint lacks {k}"));
+        let sgld_sum = take64("sgld_sum")?;
+        let sgld_sq = take64("sgld_sq")?;
+        let n = params.len();
+        let same = [adam_m.len(), adam_v.len()].into_iter().chain(
+            snapshot
+                .iter()
+                .flat_map(|s| [s.params.len(), s.adam_m.len(), s.adam_v.len()]),
+        );
+        if same.into_iter().any(|l| l != n) || sgld_sum.len() != sgld_sq.len() {
+            return Err("the checkpoint's arrays disagree in length".into());
+        }
+        if !(h.lr.is_finite() && h.lr > 0.0) {
+            return Err(format!(
+                "the checkpoint's learning rate {} is not valid",
+                h.lr
+            ));
+        }
+        Ok(FitState {
+            meta: h.meta,
+            step: h.step,
+            params,
+            adam_m,
+            adam_v,
+            adam_t: h.adam_t,
+            lr: h.lr,
+            ema,
+            snapshot,
+            rollbacks: h.rollbacks,
+            failures_in_a_row: h.failures_in_a_row,
+            raw_is_current: h.raw_is_current,
+            history: h.history,
+            psnr_best: h.psnr_best,
+            iter_best: h.iter_best,
+            psnr_best_raw: h.psnr_best_raw,
+            sgld_sum,
+            sgld_sq,
+            sgld_samples: h.sgld_samples,
+            seconds: h.seconds,
+            observers: h.observers,
+        })
+    }
+}

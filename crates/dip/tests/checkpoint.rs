@@ -1,0 +1,198 @@
+//! Checkpoints: a fit stopped at step k and resumed equals an uninterrupted fit, bit for bit;
+//! the file round-trips and bad files are refused with a clear message.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dip::fit::{
+    CheckpointSink, Control, FitConfig, FitReport, FitState, SgldConfig, StepInfo, fit_denoise,
+};
+use dip::image::Image;
+use dip::nets::{Arch, SkipSpec};
+
+fn tiny() -> Arch {
+    let mut s = SkipSpec::uniform(4, 1, 2, 8, 2);
+    s.need_1x1_up = false;
+    Arch::Skip(s)
+}
+
+fn image() -> (Image, Image) {
+    let (w, h) = (16, 16);
+    let clean: Vec<f32> = (0..w * h)
+        .map(|i| 0.3 + 0.4 * ((i % w) as f32 / w as f32) * ((i / w) as f32 / h as f32))
+        .collect();
+    let noisy: Vec<f32> = clean
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + 0.1 * (((i * 7919) % 97) as f32 / 97.0 - 0.5))
+        .collect();
+    (Image::new(w, h, 1, noisy), Image::new(w, h, 1, clean))
+}
+
+fn config(sgld: bool) -> FitConfig {
+    FitConfig {
+        iters: 60,
+        seed: 3,
+        observe_every: 5,
+        sgld: sgld.then_some(SgldConfig {
+            burn_in: 10,
+            sample_every: 5,
+            ..SgldConfig::for_iters(60)
+        }),
+        ..FitConfig::default()
+    }
+}
+
+/// Fits to the end, or (with `stop_at`) cancels after that step and returns the checkpoint.
+fn run(cfg: FitConfig, stop_at: Option<usize>) -> (FitReport, Option<FitState>) {
+    let (noisy, clean) = image();
+    let saved: Arc<Mutex<Option<FitState>>> = Arc::new(Mutex::new(None));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let sink = saved.clone();
+    let cfg = FitConfig {
+        cancel: Some(cancel.clone()),
+        checkpoint: Some(CheckpointSink {
+            every_steps: Some(1000),
+            every_seconds: 1e9,
+            meta: serde_json::json!({"test": true}),
+            write: Arc::new(move |s: &FitState| *sink.lock().unwrap() = Some(s.clone())),
+        }),
+        ..cfg
+    };
+    let mut stopper = |info: &StepInfo<'_>| {
+        if stop_at.is_some_and(|k| info.iter >= k) {
+            cancel.store(true, Ordering::SeqCst);
+        }
+        Control::Continue
+    };
+    let report = fit_denoise(&noisy, Some(&clean), tiny(), &cfg, &mut [&mut stopper]).unwrap();
+    let state = saved.lock().unwrap().take();
+    (report, state)
+}
+
+fn check_resume(sgld: bool) {
+    let (full, none) = run(config(sgld), None);
+    assert!(
+        none.is_none(),
+        "no checkpoint is due in an uninterrupted run"
+    );
+    let (cut, state) = run(config(sgld), Some(25));
+    assert!(cut.interrupted);
+    let state = state.expect("a cancelled fit writes its checkpoint");
+    assert_eq!(
+        state.step, 26,
+        "cancelled after the step following the request"
+    );
+    // Through the file format, as `dip resume` reads it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.ckpt");
+    state.save(&path).unwrap();
+    let loaded = FitState::load(&path).unwrap();
+    assert_eq!(loaded, state);
+    let (resumed, _) = run(
+        FitConfig {
+            resume: Some(Arc::new(loaded)),
+            ..config(sgld)
+        },
+        None,
+    );
+    assert!(!resumed.interrupted);
+    assert_eq!(resumed.iterations_run, full.iterations_run);
+    assert_eq!(resumed.output_raw.data, full.output_raw.data);
+    assert_eq!(resumed.output_ema.data, full.output_ema.data);
+    assert_eq!(resumed.psnr_best, full.psnr_best);
+    assert_eq!(resumed.iter_best, full.iter_best);
+    let rows = |r: &FitReport| {
+        r.history
+            .iter()
+            .map(|h| (h.iter, h.loss, h.psnr_ema, h.psnr_sgld))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&resumed), rows(&full));
+    if sgld {
+        let (a, b) = (resumed.sgld.unwrap(), full.sgld.unwrap());
+        assert_eq!(a.samples, b.samples);
+        assert_eq!(a.mean.data, b.mean.data);
+        assert_eq!(a.std.data, b.std.data);
+    }
+}
+
+#[test]
+fn a_resumed_fit_equals_an_uninterrupted_one() {
+    check_resume(false);
+}
+
+#[test]
+fn a_resumed_sgld_fit_equals_an_uninterrupted_one() {
+    check_resume(true);
+}
+
+#[test]
+fn a_checkpoint_of_another_network_is_refused() {
+    let (_, state) = run(config(false), Some(10));
+    let mut state = state.unwrap();
+    state.params.pop();
+    state.adam_m.pop();
+    state.adam_v.pop();
+    if let Some(s) = &mut state.snapshot {
+        s.params.pop();
+        s.adam_m.pop();
+        s.adam_v.pop();
+    }
+    let (noisy, _) = image();
+    let cfg = FitConfig {
+        resume: Some(Arc::new(state)),
+        ..config(false)
+    };
+    let err = fit_denoise(&noisy, None, tiny(), &cfg, &mut [])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another network"), "{err}");
+}
+
+#[test]
+fn damaged_checkpoint_files_are_refused_with_a_reason() {
+    let (_, state) = run(config(false), Some(10));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.ckpt");
+    state.unwrap().save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (bytes[..bytes.len() - 3].to_vec(), "truncated"),
+        (b"PNG\x89garbage-and-more".to_vec(), "not a dip checkpoint"),
+        (
+            {
+                let mut b = bytes.clone();
+                b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+                b
+            },
+            "bad header length",
+        ),
+        (
+            {
+                let mut b = bytes.clone();
+                b[20] = b'#';
+                b
+            },
+            "header is corrupt",
+        ),
+        (Vec::new(), "not a dip checkpoint"),
+    ];
+    for (i, (b, want)) in cases.iter().enumerate() {
+        let p = dir.path().join(format!("bad{i}.ckpt"));
+        std::fs::write(&p, b).unwrap();
+        let err = FitState::load(&p).unwrap_err().to_string();
+        assert!(err.contains(want), "case {i}: {err}");
+        assert!(
+            err.contains(&format!("bad{i}.ckpt")),
+            "case {i} names the file: {err}"
+        );
+    }
+    let err = FitState::load(&dir.path().join("missing.ckpt"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing.ckpt") && err.contains("cannot read"),
+        "{err}"
+    );
+}
