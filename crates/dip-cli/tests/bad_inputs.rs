@@ -6,14 +6,18 @@
 //! paletted, alpha, gray stored as RGB) must work. No case may change an input file.
 //!
 //! The fixtures are either generated here (images, built byte by byte where they must be
-//! malformed) or committed under `tests/bad_inputs/` (settings files, sweep plans, and inputs the
+//! malformed; checkpoints, from a real run then damaged or edited) or committed under `tests/bad_inputs/` (settings files, sweep plans, and inputs the
 //! fuzzers found); `docs/RELIABILITY.md` lists every case with its expected message.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use dip::fit::FitState;
 
 /// How a case must end.
 enum Expect {
@@ -450,6 +454,95 @@ const CASES: &[Case] = &[
         args: &["sweep", "run", "plan-bad-level.toml", "-o", "res", "--list"],
         expect: Refused(&["plan-bad-level.toml", "inpaint", "(0, 1]", "1.5"]),
     },
+    // ---- checkpoints (dip resume) ----
+    Case {
+        name: "resume-missing-file",
+        args: &["resume", "nope.ckpt"],
+        expect: Refused(&["nope.ckpt", "no such checkpoint"]),
+    },
+    Case {
+        name: "resume-missing-folder",
+        args: &["resume", "no-such-run/"],
+        expect: Refused(&["no-such-run", "no such checkpoint"]),
+    },
+    Case {
+        name: "resume-folder-without-checkpoint",
+        args: &["resume", "sub"],
+        expect: Refused(&["sub", "no checkpoint (.ckpt) in this folder"]),
+    },
+    Case {
+        name: "resume-folder-with-two-checkpoints",
+        args: &["resume", "two-runs"],
+        expect: Refused(&["two-runs", "2 checkpoints", "a.ckpt", "b.ckpt", "name one"]),
+    },
+    Case {
+        name: "resume-truncated",
+        args: &["resume", "ckpt-truncated.ckpt"],
+        expect: Refused(&["ckpt-truncated.ckpt", "truncated"]),
+    },
+    Case {
+        name: "resume-empty-file",
+        args: &["resume", "ckpt-empty.ckpt"],
+        expect: Refused(&["ckpt-empty.ckpt", "not a dip checkpoint"]),
+    },
+    Case {
+        name: "resume-wrong-signature",
+        args: &["resume", "ckpt-png.ckpt"],
+        expect: Refused(&["ckpt-png.ckpt", "not a dip checkpoint", "wrong signature"]),
+    },
+    Case {
+        name: "resume-corrupt-header",
+        args: &["resume", "ckpt-bad-header.ckpt"],
+        expect: Refused(&["ckpt-bad-header.ckpt", "header is corrupt"]),
+    },
+    Case {
+        name: "resume-flipped-byte",
+        args: &["resume", "ckpt-flipped.ckpt"],
+        expect: Refused(&["ckpt-flipped.ckpt", "corrupt", "checksum does not match"]),
+    },
+    Case {
+        name: "resume-other-network",
+        args: &["resume", "ckpt-other-network.ckpt"],
+        expect: Refused(&[
+            "ckpt-other-network.ckpt",
+            "decoder-64 network",
+            "builds a skip network",
+        ]),
+    },
+    Case {
+        name: "resume-other-network-size",
+        args: &["resume", "ckpt-other-size.ckpt"],
+        expect: Refused(&["ckpt-other-size.ckpt", "another network", "parameters"]),
+    },
+    Case {
+        name: "resume-other-image",
+        args: &["resume", "ckpt-other-image.ckpt"],
+        expect: Refused(&["ckpt-other-image.ckpt", "another network or image"]),
+    },
+    Case {
+        name: "resume-other-command",
+        args: &["resume", "ckpt-other-command.ckpt"],
+        expect: Refused(&[
+            "ckpt-other-command.ckpt",
+            "dip inpaint",
+            "not `dip denoise`",
+        ]),
+    },
+    Case {
+        name: "resume-past-the-last-step",
+        args: &["resume", "ckpt-past-end.ckpt"],
+        expect: Refused(&["ckpt-past-end.ckpt", "not before the last step"]),
+    },
+    Case {
+        name: "resume-no-command-line",
+        args: &["resume", "ckpt-no-argv.ckpt"],
+        expect: Refused(&["ckpt-no-argv.ckpt", "does not record its command line"]),
+    },
+    Case {
+        name: "resume-run-folder-gone",
+        args: &["resume", "ckpt-folder-gone.ckpt"],
+        expect: Refused(&["ckpt-folder-gone.ckpt", "cannot go to the run's folder"]),
+    },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -686,6 +779,130 @@ fn generated() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// The command line the checkpoint fixtures record: a short denoising of `rgb32.png` with a
+/// small skip network.
+fn ckpt_argv(input: &str, scales: &str, iters: usize) -> Vec<String> {
+    let scales = format!("net.scales={scales}");
+    let iters = iters.to_string();
+    [
+        "dip",
+        "denoise",
+        input,
+        "-o",
+        "out.png",
+        "--iters",
+        &iters,
+        "--set",
+        &scales,
+        "--set",
+        "net.down=8",
+        "--set",
+        "net.up=8",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+/// A real checkpoint: a `dip denoise` of `rgb32.png` that writes one every step, killed
+/// mid-fit (the checkpoint on disk is the last whole one). Made once; its command line is then
+/// set to finish two steps later in whatever folder it is resumed from.
+fn real_checkpoint() -> &'static FitState {
+    static STATE: OnceLock<FitState> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("rgb32.png"), png_bytes(rgb(32, 32))).unwrap();
+        let ckpt = dir.path().join("out.ckpt");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dip"))
+            .current_dir(dir.path())
+            .args(&ckpt_argv("rgb32.png", "2", 100_000)[1..])
+            .args(["--checkpoint-every", "1", "--threads", "1", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !ckpt.exists() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the fit ended before its first checkpoint"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no checkpoint appeared"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut state = FitState::load(&ckpt).unwrap();
+        assert!(state.step >= 1);
+        assert_eq!(state.meta["network"], "skip");
+        state.meta["cwd"] = "".into();
+        state.meta["argv"] = ckpt_argv("rgb32.png", "2", state.step + 2).into();
+        state
+    })
+}
+
+/// The checkpoint fixtures: the real one, damaged, and edited through the library (which
+/// writes a right checksum) to disagree with the run that resumes it.
+fn checkpoints() -> &'static [(&'static str, Vec<u8>)] {
+    static FILES: OnceLock<Vec<(&'static str, Vec<u8>)>> = OnceLock::new();
+    FILES.get_or_init(checkpoint_files)
+}
+
+fn checkpoint_files() -> Vec<(&'static str, Vec<u8>)> {
+    let state = real_checkpoint();
+    let good = state.to_bytes().unwrap();
+    let edited = |edit: &dyn Fn(&mut FitState)| {
+        let mut s = state.clone();
+        edit(&mut s);
+        s.to_bytes().unwrap()
+    };
+    let head_end = 16 + u64::from_le_bytes(good[8..16].try_into().unwrap()) as usize;
+    let mut bad_header = good.clone();
+    bad_header[16] = b'#';
+    let mut flipped = good.clone();
+    flipped[head_end + 100] ^= 0x01;
+    vec![
+        ("ckpt-good.ckpt", good.clone()),
+        ("ckpt-truncated.ckpt", good[..good.len() / 2].to_vec()),
+        ("ckpt-empty.ckpt", Vec::new()),
+        ("ckpt-png.ckpt", png_bytes(rgb(8, 8))),
+        ("ckpt-bad-header.ckpt", bad_header),
+        ("ckpt-flipped.ckpt", flipped),
+        (
+            "ckpt-other-network.ckpt",
+            edited(&|s| s.meta["network"] = "decoder-64".into()),
+        ),
+        (
+            "ckpt-other-size.ckpt",
+            edited(&|s| s.meta["argv"] = ckpt_argv("rgb32.png", "3", s.step + 2).into()),
+        ),
+        (
+            "ckpt-other-image.ckpt",
+            edited(&|s| s.meta["argv"] = ckpt_argv("png-32x1.png", "2", s.step + 2).into()),
+        ),
+        (
+            "ckpt-other-command.ckpt",
+            edited(&|s| s.meta["command"] = "inpaint".into()),
+        ),
+        (
+            "ckpt-past-end.ckpt",
+            edited(&|s| s.meta["argv"] = ckpt_argv("rgb32.png", "2", s.step).into()),
+        ),
+        (
+            "ckpt-no-argv.ckpt",
+            edited(&|s| s.meta["argv"] = serde_json::Value::Null),
+        ),
+        (
+            "ckpt-folder-gone.ckpt",
+            edited(&|s| s.meta["cwd"] = "moved-away".into()),
+        ),
+    ]
+}
+
 /// A fresh folder holding every fixture, generated and committed.
 fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -698,6 +915,14 @@ fn workspace() -> tempfile::TempDir {
     }
     fs::create_dir(dir.path().join("folder.png")).unwrap();
     fs::create_dir(dir.path().join("sub")).unwrap();
+    let ckpts = checkpoints();
+    for (name, bytes) in ckpts {
+        fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    fs::create_dir(dir.path().join("two-runs")).unwrap();
+    for name in ["a.ckpt", "b.ckpt"] {
+        fs::write(dir.path().join("two-runs").join(name), &ckpts[0].1).unwrap();
+    }
     dir
 }
 
@@ -840,6 +1065,20 @@ fn bad_inputs_are_refused_clearly_and_valid_ones_work() {
         failures.len(),
         CASES.len(),
         failures.join("\n")
+    );
+}
+
+/// The checkpoint the `resume-*` cases damage or edit is itself good: it resumes and finishes.
+#[test]
+fn the_checkpoint_fixture_resumes() {
+    let dir = workspace();
+    let out = dip(dir.path(), &["resume", "ckpt-good.ckpt"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    assert_eq!(
+        image::image_dimensions(dir.path().join("out.png")).unwrap(),
+        (32, 32)
     );
 }
 
