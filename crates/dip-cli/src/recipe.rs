@@ -200,8 +200,37 @@ fn parse_value(text: &str) -> Value {
 
 fn to_recipe(table: Table) -> Result<Recipe> {
     let text = toml::to_string(&table).context("cannot re-encode the settings")?;
-    let recipe: Recipe = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    let recipe: Recipe = toml::from_str(&text).map_err(|e| {
+        let key = e.span().and_then(|s| key_at(&text, s.start));
+        match key {
+            Some(k) => anyhow::anyhow!("{k}: {}", e.message()),
+            None => anyhow::anyhow!("{}", e.message()),
+        }
+    })?;
     Ok(recipe)
+}
+
+/// The dotted key at byte `pos` of TOML `text` laid out as `toml::to_string` writes a table
+/// (`[section]` headers, one `key = value` per line): the key of that line under the last header
+/// above it, or the header itself.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let before = text.get(..pos)?;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?.trim();
+    let header = |l: &str| l.trim().trim_matches(['[', ']']).trim().to_string();
+    if line.starts_with('[') {
+        return Some(header(line));
+    }
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    let section = text[..start]
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('['))
+        .map(header);
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 impl RecipeArgs {
@@ -224,15 +253,22 @@ impl RecipeArgs {
         let name = self.preset_name(default_preset);
         let mut table: Table = toml::from_str(preset_text(name)?)
             .with_context(|| format!("internal: preset '{name}' is not valid TOML"))?;
+        // The settings as the file leaves them, to blame the file for a bad value it holds.
+        let mut from_file = None;
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("{}: cannot read the settings file", path.display()))?;
             let over: Table = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("{}: not valid TOML: {}", path.display(), e.message())
+                let line = e.span().map_or(String::new(), |s| {
+                    let n = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {n}: ")
+                });
+                anyhow::anyhow!("{}: not valid TOML: {line}{}", path.display(), e.message())
             })?;
             merge(&mut table, over);
-            to_recipe(table.clone())
+            let recipe = to_recipe(table.clone())
                 .map_err(|e| anyhow::anyhow!("{}: bad settings: {e:#}", path.display()))?;
+            from_file = Some((path, recipe));
         }
         if let Some(name) = &self.arch {
             let (base, w) = split_arch(name);
@@ -292,6 +328,14 @@ impl RecipeArgs {
                 InputArg::Noise => InputKind::Noise,
                 InputArg::Meshgrid => InputKind::Meshgrid,
             };
+        }
+        // A bad value that comes from the settings file is reported with the file and its key;
+        // any other is left to the checks of the run, which name the flags.
+        if let Some((path, file_recipe)) = from_file
+            && recipe.validate().is_err()
+            && let Err(e) = file_recipe.validate()
+        {
+            bail!("{}: bad settings: {e}", path.display());
         }
         Ok(recipe)
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use dip::fit::{
     CheckpointSink, FitConfig, FitReport, FitState, Observer, SgldConfig, StopConfig, StopKind,
-    fit, make_rule,
+    check_resume, fit, make_rule,
 };
 use dip::image::{self, Image};
 use dip::nets::Arch;
@@ -256,16 +256,6 @@ pub fn run_task(
         sgld: task.stop.sgld(base.iters),
         ..base
     };
-    if let Some(r) = RESUME.get()
-        && !g.quiet
-    {
-        eprintln!(
-            "resuming from {} at step {} of {}",
-            r.path.display(),
-            r.state.step,
-            cfg.iters
-        );
-    }
     let std_path = out.sgld_std.clone();
     let resume = RESUME.get();
     let mut cfg = cfg;
@@ -276,6 +266,27 @@ pub fn run_task(
                 "{}: the checkpoint is of a `dip {cmd}` run, not `dip {}`",
                 r.path.display(),
                 task.command
+            );
+        }
+        // The command line builds the network again; a checkpoint that says it holds another
+        // (a preset changed since, or an edited file) is refused before its arrays are used.
+        if let Some(net) = r.state.meta["network"].as_str()
+            && net != spec.label()
+        {
+            bail!(
+                "{}: the checkpoint is of a {net} network, this run builds a {} network",
+                r.path.display(),
+                spec.label()
+            );
+        }
+        check_resume(&r.state, task.operator, &spec, &cfg)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?;
+        if !g.quiet {
+            eprintln!(
+                "resuming from {} at step {} of {}",
+                r.path.display(),
+                r.state.step,
+                cfg.iters
             );
         }
         cfg.resume = Some(r.state.clone());

@@ -230,7 +230,8 @@ impl Recipe {
                 let mut s = DecoderSpec::new(out_channels, n.width.unwrap_or(128));
                 s.layers = n.layers.unwrap_or(s.layers);
                 s.upsample = n.upsample;
-                s.gaussian_sigma = n.gaussian_sigma.to_vec()[0];
+                // An empty list means the default, as for the skip network.
+                s.gaussian_sigma = n.gaussian_sigma.to_vec().first().copied().unwrap_or(1.0);
                 Arch::Decoder(s)
             }
             "convgen2" => {
@@ -251,6 +252,55 @@ impl Recipe {
             ));
         }
         Ok(arch)
+    }
+
+    /// Checks every value, naming the offending key (`fit.lr`, `net.scales`, ...), as a settings
+    /// file spells it. [`Recipe::fit_config`] and [`Recipe::arch`] check the same values, but
+    /// name the command-line flags.
+    pub fn validate(&self) -> Result<()> {
+        let f = &self.fit;
+        let bad = |msg: String| Err(Error::invalid(msg));
+        if f.iters == 0 {
+            return bad("fit.iters must be at least 1".into());
+        }
+        if !(f.lr.is_finite() && f.lr > 0.0) {
+            return bad(format!("fit.lr must be a positive number, got {}", f.lr));
+        }
+        if !(f.reg_noise.is_finite() && f.reg_noise >= 0.0) {
+            return bad(format!(
+                "fit.reg_noise must be zero or positive, got {}",
+                f.reg_noise
+            ));
+        }
+        if !(0.0..1.0).contains(&f.ema) {
+            return bad(format!("fit.ema must be in [0, 1), got {}", f.ema));
+        }
+        if let Some(l) = f.lipschitz
+            && !(l.is_finite() && l > 0.0)
+        {
+            return bad(format!("fit.lipschitz must be a positive number, got {l}"));
+        }
+        if f.pixel_batch == Some(0) {
+            return bad("fit.pixel_batch must be at least 1".into());
+        }
+        let n = &self.net;
+        if let Some(s) = n
+            .gaussian_sigma
+            .to_vec()
+            .into_iter()
+            .find(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return bad(format!("net.gaussian_sigma must be positive, got {s}"));
+        }
+        if !(n.fourier_scale.is_finite() && n.fourier_scale > 0.0) {
+            return bad(format!(
+                "net.fourier_scale must be positive, got {}",
+                n.fourier_scale
+            ));
+        }
+        self.arch(1)?;
+        self.fit_config()?;
+        Ok(())
     }
 
     /// The fit settings (observation and check intervals at their defaults), validated.

@@ -300,3 +300,28 @@ fn stopping_rules_resume_to_the_same_choice() {
         assert_eq!(a, b, "rule {i} chose differently after the resume");
     }
 }
+
+#[test]
+fn a_damaged_byte_fails_the_checksum_and_first_format_files_still_load() {
+    let (_, state) = run(config(false), Some(10));
+    let state = state.unwrap();
+    let bytes = state.to_bytes().unwrap();
+    assert_eq!(&bytes[..8], b"DIPCKPT2");
+    assert_eq!(FitState::from_bytes(&bytes).unwrap(), state);
+    let head = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    // One bit of the parameters.
+    let mut b = bytes.clone();
+    b[16 + head + 5] ^= 0x10;
+    let err = FitState::from_bytes(&b).unwrap_err();
+    assert!(err.contains("checksum does not match"), "{err}");
+    // One digit of the header: still valid JSON, but not what was written.
+    let mut b = bytes.clone();
+    let at = b.windows(7).position(|w| w == b"\"step\":").unwrap() + 7;
+    b[at] = if b[at] == b'1' { b'2' } else { b'1' };
+    let err = FitState::from_bytes(&b).unwrap_err();
+    assert!(err.contains("checksum does not match"), "{err}");
+    // The first format: its own signature and no checksum.
+    let mut v1 = bytes[..bytes.len() - 8].to_vec();
+    v1[..8].copy_from_slice(b"DIPCKPT1");
+    assert_eq!(FitState::from_bytes(&v1).unwrap(), state);
+}

@@ -141,6 +141,11 @@ impl<T: Float> NetBuilder<T> {
         }
     }
 
+    /// How many parameters the network built so far has.
+    pub fn num_params(&self) -> usize {
+        self.n_params
+    }
+
     /// The network input.
     pub fn input(&self) -> ActId {
         0

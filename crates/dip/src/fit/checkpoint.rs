@@ -7,10 +7,12 @@
 //! own state. A fit resumed from the checkpoint of step `k` then computes steps `k+1…` exactly
 //! as an uninterrupted fit would, bit for bit.
 //!
-//! The file: the 8 bytes `DIPCKPT1`, the length of a JSON header as a little-endian `u64`, the
-//! header (metadata, scalars, history, and the name and length of each array), then the arrays
-//! as little-endian `f32` or `f64`, in the header's order. It is written to a temporary file and
-//! renamed, so a checkpoint on disk is always whole.
+//! The file: the 8 bytes `DIPCKPT2`, the length of a JSON header as a little-endian `u64`, the
+//! header (metadata, scalars, history, and the name and length of each array), the arrays as
+//! little-endian `f32` or `f64`, in the header's order, and last a checksum of everything before
+//! it (64-bit FNV-1a, little-endian). It is written to a temporary file and renamed, so a
+//! checkpoint on disk is always whole; the checksum catches a file damaged after that. Files of
+//! the first format (`DIPCKPT1`, the same without the checksum) are still read.
 
 use std::path::Path;
 
@@ -21,7 +23,9 @@ use super::observer::ObserverState;
 use super::run::HistoryRow;
 use crate::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"DIPCKPT1";
+const MAGIC: &[u8; 8] = b"DIPCKPT2";
+/// The first format: no checksum.
+const MAGIC_V1: &[u8; 8] = b"DIPCKPT1";
 /// Header sizes above this are refused before allocating (a real header is kilobytes).
 const MAX_HEADER: u64 = 256 << 20;
 
@@ -119,6 +123,12 @@ impl FitState {
 
     /// Writes the checkpoint to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes().map_err(|m| Error::file(path, m))?;
+        crate::image::write_atomic(path, &bytes)
+    }
+
+    /// The checkpoint file's bytes.
+    pub fn to_bytes(&self) -> std::result::Result<Vec<u8>, String> {
         let arrays = self.arrays();
         let header = Header {
             version: 1,
@@ -153,9 +163,9 @@ impl FitState {
                 .collect(),
         };
         let head = serde_json::to_vec(&header)
-            .map_err(|e| Error::file(path, format!("cannot encode the checkpoint: {e}")))?;
+            .map_err(|e| format!("cannot encode the checkpoint: {e}"))?;
         let body: usize = header.arrays.iter().map(|(_, s, n)| s * n).sum();
-        let mut bytes = Vec::with_capacity(16 + head.len() + body);
+        let mut bytes = Vec::with_capacity(16 + head.len() + body + 8);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(head.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&head);
@@ -169,7 +179,9 @@ impl FitState {
                     .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
             }
         }
-        crate::image::write_atomic(path, &bytes)
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        Ok(bytes)
     }
 
     /// Reads a checkpoint written by [`FitState::save`].
@@ -181,9 +193,22 @@ impl FitState {
 
     /// Decodes a checkpoint; the error says what is wrong with it.
     pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
-        if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        if bytes.len() < 8 || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V1) {
             return Err("not a dip checkpoint (wrong signature)".into());
         }
+        // The checksum is compared last, so that a truncated file or a broken header is
+        // reported as such rather than as a mere mismatch.
+        let (bytes, sum) = if &bytes[..8] == MAGIC {
+            if bytes.len() < 24 {
+                return Err("the checkpoint is truncated (shorter than its fixed parts)".into());
+            }
+            let (data, sum) = bytes.split_at(bytes.len() - 8);
+            (data, Some(sum))
+        } else if bytes.len() < 16 {
+            return Err("the checkpoint is truncated (shorter than its fixed parts)".into());
+        } else {
+            (bytes, None)
+        };
         let head_len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
         if head_len > MAX_HEADER || head_len > (bytes.len() - 16) as u64 {
             return Err("the checkpoint is truncated or corrupt (bad header length)".into());
@@ -211,6 +236,11 @@ impl FitState {
                 "the checkpoint is truncated or corrupt: its arrays need {need} bytes, it has {}",
                 bytes.len() - head_end
             ));
+        }
+        if sum.is_some_and(|sum| checksum(bytes).to_le_bytes() != sum) {
+            return Err(
+                "the checkpoint is corrupt: its checksum does not match its contents".into(),
+            );
         }
         let mut pos = head_end;
         let mut f32s = std::collections::HashMap::new();
@@ -302,4 +332,11 @@ impl FitState {
             observers,
         })
     }
+}
+
+/// 64-bit FNV-1a: not a defence against tampering, but any damaged byte changes it.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }

@@ -12,8 +12,8 @@ mod trajectory;
 pub use checkpoint::{FitState, SnapshotState};
 pub use observer::{Control, Observer, ObserverState, StepInfo};
 pub use run::{
-    CheckpointSink, FitConfig, FitReport, HistoryRow, InputKind, Loss, SgldConfig, SgldResult, fit,
-    fit_denoise, network_input, network_padding,
+    CheckpointSink, FitConfig, FitReport, HistoryRow, InputKind, Loss, SgldConfig, SgldResult,
+    check_resume, fit, fit_denoise, network_input, network_padding,
 };
 pub use stop::{
     AUTO_DELAY, AUTO_DELAY_WMV, Chosen, StopConfig, StopKind, StopRule, estimate_sigma, make_rule,

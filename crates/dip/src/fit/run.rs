@@ -617,21 +617,11 @@ fn fit_on_pool(
     let mut first = 1;
     let mut seconds_before = 0.0;
     if let Some(st) = &cfg.resume {
-        let n = net.num_params();
-        if st.params.len() != n || st.ema.len() != ema.len() || st.sgld_sum.len() != sgld_len {
-            return Err(Error::invalid(format!(
-                "the checkpoint is from another network or image: it holds {} parameters and \
-                 {} output samples, this fit has {n} and {}",
-                st.params.len(),
-                st.ema.len(),
-                ema.len()
-            )));
-        }
-        if st.step >= cfg.iters {
-            return Err(Error::invalid(format!(
-                "the checkpoint is at step {}, not before the last step {}",
-                st.step, cfg.iters
-            )));
+        check_resume(st, operator, spec, cfg)?;
+        if st.params.len() != net.num_params() || st.ema.len() != ema.len() {
+            return Err(Error::invalid(
+                "internal: the checkpoint passed its checks but does not fit the network",
+            ));
         }
         if st.observers.len() != observers.len() {
             return Err(Error::invalid(format!(
@@ -974,6 +964,60 @@ fn fit_on_pool(
 }
 
 /// Copies the unpadded region of a padded HWC buffer (row width `w`) into `dst`.
+/// Whether `state` can continue a fit of `spec` on `operator` with `cfg`: the same number of
+/// parameters and output samples, SGLD sums if and only if the fit samples, and a step before
+/// the last. Cheap: the network is laid out but not allocated. [`fit`] checks the same before
+/// it restores a checkpoint; a caller can check first to refuse the file before any work.
+pub fn check_resume(
+    state: &FitState,
+    operator: &dyn Operator,
+    spec: &Arch,
+    cfg: &FitConfig,
+) -> Result<()> {
+    let (xw, xh, xc) = operator.input_shape();
+    let pad = network_padding(xw, xh, spec);
+    let (h, w) = (xh + pad.top + pad.bottom, xw + pad.left + pad.right);
+    let n = spec.builder::<f32>(h, w)?.0.num_params();
+    let samples = h * w * xc;
+    if state.params.len() != n || state.ema.len() != samples {
+        return Err(Error::invalid(format!(
+            "the checkpoint is from another network or image: it holds {} parameters and {} \
+             output samples, this fit has {n} and {samples}",
+            state.params.len(),
+            state.ema.len(),
+        )));
+    }
+    let same = [state.adam_m.len(), state.adam_v.len()].into_iter().chain(
+        state
+            .snapshot
+            .iter()
+            .flat_map(|s| [s.params.len(), s.adam_m.len(), s.adam_v.len()]),
+    );
+    if same.into_iter().any(|l| l != n) || state.sgld_sq.len() != state.sgld_sum.len() {
+        return Err(Error::invalid("the checkpoint's arrays disagree in length"));
+    }
+    let sgld_len = if cfg.sgld.is_some() { xw * xh * xc } else { 0 };
+    if state.sgld_sum.len() != sgld_len {
+        return Err(Error::invalid(if sgld_len == 0 {
+            "the checkpoint is of a fit with --sgld, this one has none".to_string()
+        } else if state.sgld_sum.is_empty() {
+            "the checkpoint is of a fit without --sgld, this one has it".to_string()
+        } else {
+            format!(
+                "the checkpoint holds SGLD sums of {} samples, this fit needs {sgld_len}",
+                state.sgld_sum.len()
+            )
+        }));
+    }
+    if state.step >= cfg.iters {
+        return Err(Error::invalid(format!(
+            "the checkpoint is at step {}, not before the last step {}",
+            state.step, cfg.iters
+        )));
+    }
+    Ok(())
+}
+
 fn crop_into(src: &[f32], w: usize, c: usize, pad: &Padding, dst: &mut Image) {
     crop_slice(src, w, c, pad, dst.width, &mut dst.data);
 }

@@ -419,6 +419,17 @@ fn flatten_grid(
     Ok(())
 }
 
+/// The most cells a plan may have: far more fits than any machine runs, far fewer than would
+/// exhaust memory just listing them.
+pub const MAX_CELLS: u64 = 1_000_000;
+
+fn too_many_cells(n: u64, what: &str) -> String {
+    format!(
+        "too many cells: {n} {what}, the limit is {MAX_CELLS}; use fewer seeds, levels, \
+         architectures or grid values"
+    )
+}
+
 /// Checks one `KEY=VALUE` override.
 fn check_override(kv: &str, place: &str) -> std::result::Result<(), String> {
     match kv.split_once('=') {
@@ -526,7 +537,10 @@ impl Plan {
                 check_override(kv, &format!("sets[{i}]"))?;
             }
         }
-        flatten_grid(&self.grid, "", &mut Vec::new())?;
+        let per_image = self.cells_per_image()?;
+        if per_image > MAX_CELLS {
+            return Err(too_many_cells(per_image, "per image"));
+        }
         let seeds = self.seeds.list();
         if seeds.is_empty() {
             return Err("seeds: no seeds; give a count (seeds = 2) or a list".into());
@@ -571,6 +585,30 @@ impl Plan {
             return Err(format!("metrics: '{m}' is listed twice"));
         }
         Ok(())
+    }
+
+    /// How many cells each image has, saturating (checked before any list of them is built).
+    fn cells_per_image(&self) -> std::result::Result<u64, String> {
+        let mut grid = Vec::new();
+        flatten_grid(&self.grid, "", &mut grid)?;
+        let seeds = match &self.seeds {
+            Seeds::Count(n) => *n,
+            Seeds::List(v) => v.len() as u64,
+        };
+        let levels: u64 = self
+            .degradations
+            .iter()
+            .map(|d| d.levels().len() as u64)
+            .fold(0, u64::saturating_add);
+        Ok([
+            levels,
+            self.arch.len() as u64,
+            self.sets.len().max(1) as u64,
+            seeds,
+        ]
+        .into_iter()
+        .chain(grid.iter().map(|(_, values)| values.len() as u64))
+        .fold(1, u64::saturating_mul))
     }
 
     /// The metrics the tables show.
@@ -633,6 +671,10 @@ impl Plan {
     /// The cells of the plan over the given images, in a fixed order: image, degradation, level,
     /// architecture, group of `sets`, `grid` values (the last key fastest), then seed.
     pub fn cells(&self, images: &[String]) -> std::result::Result<Vec<Cell>, String> {
+        let total = self.cells_per_image()?.saturating_mul(images.len() as u64);
+        if total > MAX_CELLS {
+            return Err(too_many_cells(total, "in all"));
+        }
         let mut grid = Vec::new();
         flatten_grid(&self.grid, "", &mut grid)?;
         let mut combos: Vec<Vec<String>> = vec![Vec::new()];
