@@ -3,25 +3,21 @@
 //! records its best PSNR against the clean image, the step of the best, the final PSNR, and the
 //! half-time of every radial frequency band.
 //!
-//! Every fit is a cell with a stable name, written to `DIR/cells/<name>.json` when it ends; a
-//! re-run reads finished cells back instead of fitting them again, and `--shard I/N` splits the
-//! cells between processes (or Slurm array tasks) that share the folder.
+//! The table is a sweep plan (`DIR/plan.toml`, run by the sweep runner): every fit is a cell
+//! with a stable id written to `DIR/cells/<id>.json` when it ends, a re-run skips finished
+//! cells, and `--shard I/N` (or a Slurm array) splits the cells between processes that share
+//! the folder. The band half-times are the sweep's `bands` metrics. The tables are
+//! `DIR/table.md`, `DIR/table.json` and `DIR/index.html`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use dip::fit::{Control, FitConfig, Observer, StepInfo};
-use dip::image::{self, Image};
-use dip::noise::add_gaussian_noise;
-use dip::operators::Identity;
 use dip::report::page::{Block, Page, Series, line_chart, markdown_table};
-use dip::spectral::analysis::{BandTracker, band_half_times};
-use dip::spectral::{BandSpacing, bands::Bands};
+use dip::sweep::{CellRecord, CellState, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::recipe::RecipeArgs;
-use crate::task::{fit_with_progress, load_image};
+use crate::sweep::{RunArgs, run_plan};
 use crate::{Global, Outcome};
 
 const EXAMPLES: &str = "\
@@ -37,8 +33,9 @@ pub struct Args {
     #[arg(required = true)]
     images: Vec<PathBuf>,
 
-    /// Output folder: cells/, results.json, results.md, index.html. Re-running with the same
-    /// folder skips the finished cells.
+    /// Output folder: plan.toml, cells/, the sweep's results.csv and results.md, and the
+    /// tables table.md, table.json and index.html. Re-running with the same folder skips the
+    /// finished cells.
     #[arg(short, long = "output", value_name = "DIR")]
     output: PathBuf,
 
@@ -73,10 +70,6 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 2)]
     seeds: u64,
 
-    /// Measure the bands every K steps.
-    #[arg(long, value_name = "K", default_value_t = 10)]
-    every: usize,
-
     /// Number of radial frequency bands.
     #[arg(long, value_name = "B", default_value_t = 8)]
     bands: usize,
@@ -97,10 +90,12 @@ pub struct Args {
 /// Steps of each fit unless --iters says otherwise.
 const ITERS: usize = 1500;
 
-/// One finished fit.
+/// One finished fit, as the table reads it from the sweep's cell record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
     pub name: String,
+    /// The sweep cell id: `cells/<id>.json` holds the full record.
+    pub id: String,
     pub image: String,
     pub factor: usize,
     pub sigma: f32,
@@ -118,210 +113,192 @@ pub struct Cell {
     pub seconds: f64,
 }
 
-/// What a cell needs before fitting.
-struct Plan {
-    name: String,
-    image: usize,
-    factor: usize,
-    sigma: f32,
-    arch: String,
-    seed: u64,
-}
-
-fn parse_shard(arg: Option<&str>) -> Result<(usize, usize)> {
-    let text = match arg {
-        Some(t) => t.to_string(),
-        None => match (
-            std::env::var("SLURM_ARRAY_TASK_ID"),
-            std::env::var("SLURM_ARRAY_TASK_COUNT"),
-        ) {
-            (Ok(i), Ok(n)) => format!("{i}/{n}"),
-            _ => return Ok((0, 1)),
-        },
-    };
-    let parsed = text
-        .split_once('/')
-        .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
-    match parsed {
-        Some((i, n)) if n > 0 && i < n => Ok((i, n)),
-        _ => bail!("--shard {text}: expected I/N with 0 <= I < N, e.g. 0/4"),
+/// The settings of every cell as `--set` overrides, from the recipe options.
+fn overrides(r: &RecipeArgs) -> Result<Vec<String>> {
+    if r.config.is_some() {
+        bail!("arch-table: --config is not supported; give the settings with --set KEY=VALUE");
     }
-}
-
-fn stem(p: &Path) -> String {
-    p.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into())
-}
-
-/// Measures the band fits every `every` steps.
-struct BandObserver {
-    tracker: BandTracker,
-    records: Vec<(usize, Vec<f64>)>,
-    error: Option<dip::Error>,
-}
-
-impl Observer for BandObserver {
-    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
-        match self.tracker.observe(info.output) {
-            Ok(f) => self.records.push((info.iter, f.fit)),
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
-        }
-        Control::Continue
+    if r.arch.is_some() || r.seed.is_some() {
+        bail!("arch-table: use --archs and --seeds, not --arch and --seed");
     }
+    let mut set = r.set.clone();
+    let given = |key: &str| r.set.iter().any(|s| s.trim_start().starts_with(key));
+    let iters = r.iters.unwrap_or(ITERS);
+    if r.iters.is_some() || !given("fit.iters") {
+        set.push(format!("fit.iters={iters}"));
+    }
+    if let Some(v) = r.lr {
+        set.push(format!("fit.lr={v:?}"));
+    }
+    if let Some(v) = r.reg_noise {
+        set.push(format!("fit.reg_noise={v:?}"));
+    }
+    // The paper's protocol has no output averaging: the best and final PSNR are of raw outputs.
+    match r.ema {
+        Some(v) => set.push(format!("fit.ema={v:?}")),
+        None if !given("fit.ema") => set.push("fit.ema=0.0".into()),
+        None => {}
+    }
+    if let Some(v) = r.loss {
+        set.push(format!("fit.loss={}", format!("{v:?}").to_lowercase()));
+    }
+    if let Some(v) = r.input {
+        set.push(format!("fit.input={}", format!("{v:?}").to_lowercase()));
+    }
+    if let Some(v) = r.width {
+        set.push(format!("net.width={v}"));
+    }
+    Ok(set)
+}
+
+/// A TOML list of strings.
+fn toml_list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
+    let v: Vec<String> = items
+        .into_iter()
+        .map(|x| toml::Value::String(x.to_string()).to_string())
+        .collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// The sweep plan of the table.
+fn plan_text(args: &Args) -> Result<String> {
+    let images: Vec<String> = args
+        .images
+        .iter()
+        .map(|p| {
+            let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            glob::Pattern::escape(&abs.to_string_lossy())
+        })
+        .collect();
+    let set = overrides(&args.recipe)?;
+    let mut metrics = vec![
+        "psnr_noisy".to_string(),
+        "psnr_best".into(),
+        "iter_best".into(),
+        "psnr_final".into(),
+    ];
+    metrics.extend((0..args.bands).map(|b| format!("t_half_b{b}")));
+    let mut text = format!(
+        "title = \"Architectures: denoising and band half-times\"\n\
+         images = {}\n\
+         gray = true\n\
+         downsample = [{}]\n\
+         arch = {}\n\
+         set = {}\n\
+         seeds = {}\n\
+         fixed_noise = true\n\
+         bands = {}\n\
+         metrics = {}\n\
+         save_images = false\n",
+        toml_list(&images),
+        args.factors
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        toml_list(&args.archs),
+        toml_list(&set),
+        args.seeds,
+        args.bands,
+        toml_list(&metrics),
+    );
+    if let Some(p) = &args.recipe.preset {
+        text.push_str(&format!("preset = {}\n", toml::Value::String(p.clone())));
+    }
+    text.push_str(&format!(
+        "\n[[degradations]]\ntask = \"denoise\"\nlevels = [{}]\n",
+        args.sigmas
+            .iter()
+            .map(|s| format!("{:?}", *s as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(text)
 }
 
 pub fn run(args: Args, g: &Global) -> Result<Outcome> {
-    if args.every == 0 || args.bands == 0 || args.seeds == 0 {
-        bail!("--every, --bands and --seeds must be at least 1");
+    if args.bands == 0 || args.seeds == 0 {
+        bail!("--bands and --seeds must be at least 1");
     }
     if args.factors.contains(&0) {
         bail!("--factors must be at least 1");
     }
-    let (shard, shards) = parse_shard(args.shard.as_deref())?;
     let dir = &args.output;
-    let cells_dir = dir.join("cells");
-    std::fs::create_dir_all(&cells_dir)
+    std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create the folder", dir.display()))?;
     crate::output::check_folder_writable(dir, dir)?;
-
-    // The clean images at each factor, in grayscale.
-    let mut sources = Vec::new();
-    for p in &args.images {
-        let img = load_image(p, g)?;
-        let gray = if img.channels == 3 {
-            Image::new(img.width, img.height, 1, dip::metrics::rgb_to_y(&img))
-        } else {
-            img
-        };
-        sources.push((stem(p), gray));
-    }
-    let mut plans = Vec::new();
-    for (ii, (name, _)) in sources.iter().enumerate() {
-        for &factor in &args.factors {
-            for &sigma in &args.sigmas {
-                for arch in &args.archs {
-                    for seed in 0..args.seeds {
-                        plans.push(Plan {
-                            name: format!("{name}_x{factor}_s{sigma}_{arch}_seed{seed}"),
-                            image: ii,
-                            factor,
-                            sigma,
-                            arch: arch.clone(),
-                            seed,
-                        });
-                    }
-                }
-            }
-        }
-    }
+    let plan_path = dir.join("plan.toml");
+    crate::output::write_text(&plan_path, &plan_text(&args)?)?;
     let mut outcome = Outcome::Done;
-    let total = plans.len();
-    for (k, plan) in plans.iter().enumerate() {
-        if k % shards != shard || args.merge_only {
-            continue;
-        }
-        let file = cells_dir.join(format!("{}.json", plan.name));
-        if read_cell(&file).is_some() {
-            continue;
-        }
-        if !g.quiet {
-            eprintln!("arch-table: cell {} of {total}: {}", k + 1, plan.name);
-        }
-        match fit_cell(plan, &sources[plan.image].1, &args, g)? {
-            Some(cell) => crate::output::write_json(&file, &serde_json::to_value(&cell)?)?,
-            None => {
-                outcome = Outcome::Interrupted;
-                break;
-            }
+    if !args.merge_only {
+        outcome = run_plan(
+            RunArgs {
+                plan: plan_path.clone(),
+                output: dir.clone(),
+                shard: args.shard.clone(),
+                list: false,
+                max_memory: args.recipe.max_memory,
+            },
+            g,
+        )?;
+    }
+    // The table: every finished cell of the plan, from the sweep's records.
+    let plan = dip::sweep::Plan::load(&plan_path)?;
+    let all = plan.expand(&plan_path)?;
+    let store = Store::new(dir);
+    let mut cells = Vec::new();
+    for c in &all {
+        if let CellState::Done(r) = store.read(c) {
+            cells.push(to_cell(&r, args.bands));
         }
     }
-    let cells: Vec<Cell> = plans
-        .iter()
-        .filter_map(|p| read_cell(&cells_dir.join(format!("{}.json", p.name))))
-        .collect();
+    let total = all.len();
     let missing = total - cells.len();
     write_results(dir, &args, &cells, missing)?;
     println!(
         "arch-table: {} of {total} cells finished; tables in {}",
         cells.len(),
-        dir.join("results.md").display()
+        dir.join("table.md").display()
     );
     Ok(outcome)
 }
 
-fn read_cell(path: &Path) -> Option<Cell> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// Fits one cell; `None` when interrupted.
-fn fit_cell(plan: &Plan, source: &Image, args: &Args, g: &Global) -> Result<Option<Cell>> {
-    let clean = image::downsample_box(source, plan.factor)?;
-    // The noise depends on the image, factor and level only: every architecture and seed sees
-    // the same noisy image.
-    let noise_seed = plan.name.split("_").take(3).fold(0xA5C3u64, |h, part| {
-        part.bytes()
-            .fold(h, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3))
-    });
-    let noisy = add_gaussian_noise(&clean, plan.sigma, noise_seed);
-    let mut ra = args.recipe.clone();
-    ra.arch = Some(plan.arch.clone());
-    ra.seed = Some(plan.seed);
-    if ra.iters.is_none() && !ra.set.iter().any(|s| s.starts_with("fit.iters")) {
-        ra.iters = Some(ITERS);
+/// A sweep record as a row of the table.
+fn to_cell(r: &CellRecord, bands: usize) -> Cell {
+    let s = &r.settings;
+    let m = |k: &str| r.metric(k).unwrap_or(f64::NAN);
+    let image = Path::new(&s.image)
+        .file_stem()
+        .map(|x| x.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let factor = s.downsample.unwrap_or(1);
+    let size = r.info["size"]
+        .as_array()
+        .map(|v| {
+            let at = |i: usize| v.get(i).and_then(|x| x.as_u64()).unwrap_or(0) as usize;
+            (at(0), at(1))
+        })
+        .unwrap_or_default();
+    Cell {
+        name: format!("{image}_x{factor}_s{}_{}_seed{}", s.level, s.arch, s.seed),
+        id: r.id.clone(),
+        image,
+        factor,
+        sigma: s.level as f32,
+        arch: s.arch.clone(),
+        seed: s.seed,
+        size,
+        parameters: m("parameters") as usize,
+        iterations: m("iterations_run") as usize,
+        psnr_noisy: m("psnr_noisy"),
+        psnr_best: m("psnr_best"),
+        iter_best: m("iter_best") as usize,
+        psnr_final: m("psnr_final"),
+        t_half: (0..bands)
+            .map(|b| r.metric(&format!("t_half_b{b}")))
+            .collect(),
+        seconds: m("seconds"),
     }
-    // The paper's protocol has no output averaging: the best and final PSNR are of raw outputs.
-    if ra.ema.is_none() {
-        ra.ema = Some(0.0);
-    }
-    let recipe = ra.resolve("denoise")?;
-    let spec = recipe.arch(1)?;
-    let cfg = FitConfig {
-        observe_every: args.every,
-        max_memory: ra.max_memory()?,
-        cancel: Some(g.cancel.clone()),
-        ..recipe.fit_config()?
-    };
-    let bands = Arc::new(Bands::new(
-        clean.width,
-        clean.height,
-        args.bands,
-        BandSpacing::Linear,
-    )?);
-    let mut obs = BandObserver {
-        tracker: BandTracker::new(bands, &noisy, Some(&clean))?,
-        records: Vec::new(),
-        error: None,
-    };
-    let op = Identity::new(noisy.width, noisy.height, 1);
-    let report = fit_with_progress(&noisy, &op, Some(&clean), &spec, &cfg, g, &mut [&mut obs])?;
-    if let Some(e) = obs.error {
-        return Err(e.into());
-    }
-    if report.interrupted {
-        return Ok(None);
-    }
-    let (psnr_best, iter_best) = report.psnr_best.zip(report.iter_best).unwrap_or_default();
-    Ok(Some(Cell {
-        name: plan.name.clone(),
-        image: plan.name.split('_').next().unwrap_or_default().to_string(),
-        factor: plan.factor,
-        sigma: plan.sigma,
-        arch: spec.label(),
-        seed: plan.seed,
-        size: (clean.width, clean.height),
-        parameters: report.parameters,
-        iterations: report.iterations_run,
-        psnr_noisy: report.psnr_noisy.unwrap_or(f64::NAN),
-        psnr_best,
-        iter_best,
-        psnr_final: report.psnr_final.unwrap_or(f64::NAN),
-        t_half: band_half_times(&obs.records),
-        seconds: report.seconds,
-    }))
 }
 
 /// Mean and sample standard deviation.
@@ -469,16 +446,15 @@ fn write_results(dir: &Path, args: &Args, cells: &[Cell], missing: usize) -> Res
     let md = format!(
         "# Architectures: denoising and band half-times\n\n{} cells finished, {missing} \
          missing. PSNR in dB against the clean image, mean ± std over images and seeds; \
-         best = the best raw output seen (every {} steps), final = the last. t½ b: steps for \
+         best = the best raw output seen (every 10 steps), final = the last. t½ b: steps for \
          band b (low → high) of the output to fit half of the observation's band energy, \
          mean over the cells that got there ((n✗): cells that never did).\n\n{}",
         cells.len(),
-        args.every,
         markdown_table(&header, &rows)
     );
-    crate::output::write_text(&dir.join("results.md"), &md)?;
+    crate::output::write_text(&dir.join("table.md"), &md)?;
     crate::output::write_json(
-        &dir.join("results.json"),
+        &dir.join("table.json"),
         &serde_json::json!({ "groups": gs, "cells": cells, "missing": missing }),
     )?;
     let mut page = Page::new("Architectures: denoising and band half-times");

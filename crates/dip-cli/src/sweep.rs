@@ -23,11 +23,14 @@ use dip::metrics::{psnr, rgb_to_y, ssim};
 use dip::noise::add_gaussian_noise;
 use dip::operators::{Blur, Downsample, Identity, Mask, Operator, Psf, bicubic_upscale};
 use dip::recipe::Recipe;
+use dip::spectral::analysis::{BandTracker, band_half_times};
+use dip::spectral::{BandSpacing, bands::Bands};
 use dip::sweep::{
     Cell, CellRecord, CellSettings, CellState, Manifest, Plan, Shard, Store, Task, merge,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
+use std::sync::Arc;
 
 use crate::output::write_text;
 use crate::recipe::RecipeArgs;
@@ -429,6 +432,62 @@ impl Observer for Watch {
     }
 }
 
+/// Measures how much of each radial band of the observation the output has fitted, at every
+/// observed step.
+pub(crate) struct BandObserver {
+    tracker: BandTracker,
+    records: Vec<(usize, Vec<f64>)>,
+    error: Option<dip::Error>,
+}
+
+impl BandObserver {
+    /// `n` bands, linear in radius, over the observation's size; the observation must have the
+    /// output's size (not super-resolution).
+    pub(crate) fn new(observation: &Image, clean: &Image, n: usize) -> Result<Self> {
+        if (observation.width, observation.height) != (clean.width, clean.height) {
+            bail!(
+                "bands: band half-times need an observation of the output's size; this task \
+                 changes the size ({}x{} -> {}x{})",
+                clean.width,
+                clean.height,
+                observation.width,
+                observation.height
+            );
+        }
+        let bands = Arc::new(Bands::new(
+            observation.width,
+            observation.height,
+            n,
+            BandSpacing::Linear,
+        )?);
+        Ok(BandObserver {
+            tracker: BandTracker::new(bands, observation, Some(clean))?,
+            records: Vec::new(),
+            error: None,
+        })
+    }
+
+    /// Each band's half-time (`None`: never reached one half).
+    pub(crate) fn half_times(self) -> Result<Vec<Option<f64>>> {
+        if let Some(e) = self.error {
+            return Err(e.into());
+        }
+        Ok(band_half_times(&self.records))
+    }
+}
+
+impl Observer for BandObserver {
+    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
+        match self.tracker.observe(info.output) {
+            Ok(f) => self.records.push((info.iter, f.fit)),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        Control::Continue
+    }
+}
+
 /// What happened to one cell.
 enum CellOutcome {
     Done(Box<CellRecord>),
@@ -476,9 +535,16 @@ fn run_cell(
             });
         }
     }
+    let mut bands = match s.bands {
+        Some(n) => Some(BandObserver::new(&p.observation, &p.clean, n)?),
+        None => None,
+    };
     let mut observers: Vec<&mut dyn Observer> = vec![&mut observer];
     for w in watches.iter_mut() {
         observers.push(w);
+    }
+    if let Some(b) = bands.as_mut() {
+        observers.push(b);
     }
     let report = fit(
         &p.observation,
@@ -495,6 +561,10 @@ fn run_cell(
     if report.interrupted {
         return Ok(CellOutcome::Interrupted);
     }
+    let half_times = match bands {
+        Some(b) => Some(b.half_times()?),
+        None => None,
+    };
     let saved = image::quantize(&report.output_ema, report.output_ema.bit_depth);
     let same_shape = (
         p.observation.width,
@@ -521,6 +591,9 @@ fn run_cell(
     put("parameters", Some(report.parameters as f64));
     put("rollbacks", Some(report.rollbacks as f64));
     put("seconds", Some(report.seconds));
+    for (k, t) in half_times.iter().flatten().enumerate() {
+        put(&format!("t_half_b{k}"), *t);
+    }
     let oracle = match (report.psnr_best, report.psnr_best_raw) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),

@@ -69,8 +69,6 @@ fn arch_table_runs_a_small_table_end_to_end_and_resumes() {
         "2",
         "--iters",
         "20",
-        "--every",
-        "5",
         "--bands",
         "4",
         "--quiet",
@@ -78,15 +76,34 @@ fn arch_table_runs_a_small_table_end_to_end_and_resumes() {
     args.extend(NARROW);
     let out = ok(&run(&args, d));
     assert!(out.contains("10 of 10 cells"), "{out}");
-    let cell = json(&d.join("table/cells/img_x4_s25_decoder-16_seed1.json"));
+    // The table is a sweep: its plan, its cells (one record per fit) and the sweep's tables.
+    let results = json(&d.join("table/table.json"));
+    assert_eq!(results["groups"].as_array().unwrap().len(), 5);
+    assert_eq!(results["missing"], 0);
+    let cells = results["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 10);
+    let cell = cells
+        .iter()
+        .find(|c| c["name"] == "img_x4_s25_decoder-16_seed1")
+        .expect("the decoder cell of seed 1");
     assert_eq!(cell["size"], serde_json::json!([16, 16]));
     assert_eq!(cell["iterations"], 20);
     assert_eq!(cell["t_half"].as_array().unwrap().len(), 4);
     assert!(cell["psnr_best"].as_f64().unwrap() >= cell["psnr_final"].as_f64().unwrap());
-    let results = json(&d.join("table/results.json"));
-    assert_eq!(results["groups"].as_array().unwrap().len(), 5);
-    assert_eq!(results["missing"], 0);
-    let md = std::fs::read_to_string(d.join("table/results.md")).unwrap();
+    let record = json(&d.join(format!("table/cells/{}.json", cell["id"].as_str().unwrap())));
+    assert_eq!(record["settings"]["arch"], "decoder-16");
+    assert_eq!(record["settings"]["bands"], 4);
+    assert_eq!(record["metrics"]["t_half_b0"], cell["t_half"][0]);
+    // Every architecture and seed sees the same noisy image.
+    let noisy: Vec<f64> = cells
+        .iter()
+        .map(|c| c["psnr_noisy"].as_f64().unwrap())
+        .collect();
+    assert!(noisy.iter().all(|v| *v == noisy[0]), "{noisy:?}");
+    for f in ["plan.toml", "results.md", "results.csv", "table.md"] {
+        assert!(d.join("table").join(f).is_file(), "{f}");
+    }
+    let md = std::fs::read_to_string(d.join("table/table.md")).unwrap();
     assert!(md.contains("| 4 | 25 | decoder-16 | 2 |"), "{md}");
     assert!(
         std::fs::read_to_string(d.join("table/index.html"))
@@ -94,11 +111,19 @@ fn arch_table_runs_a_small_table_end_to_end_and_resumes() {
             .contains("<svg")
     );
 
-    // A second run reads every cell back: nothing changes.
-    let before = std::fs::read(d.join("table/cells/img_x4_s25_skip_seed0.json")).unwrap();
-    ok(&run(&args, d));
-    let after = std::fs::read(d.join("table/cells/img_x4_s25_skip_seed0.json")).unwrap();
-    assert_eq!(before, after);
+    // A second run reads every cell back: nothing is fitted and nothing changes.
+    let skip0 = cells
+        .iter()
+        .find(|c| c["name"] == "img_x4_s25_skip_seed0")
+        .unwrap();
+    let skip0_path = d.join(format!(
+        "table/cells/{}.json",
+        skip0["id"].as_str().unwrap()
+    ));
+    let before = std::fs::read(&skip0_path).unwrap();
+    let again = ok(&run(&args, d));
+    assert!(again.contains("0 cell(s) fitted"), "{again}");
+    assert_eq!(before, std::fs::read(&skip0_path).unwrap());
 
     // Shards split the cells: shard 0 of 2 in a fresh folder runs every other cell.
     let mut sharded: Vec<&str> = args.clone();
@@ -107,10 +132,11 @@ fn arch_table_runs_a_small_table_end_to_end_and_resumes() {
     let out = ok(&run(&sharded, d));
     assert!(out.contains("5 of 10 cells"), "{out}");
     // The cells are the same as in the single run (same seeds, same noise).
-    let a = json(&d.join("table/cells/img_x4_s25_skip_seed0.json"));
-    let b = json(&d.join("sharded/cells/img_x4_s25_skip_seed0.json"));
-    assert_eq!(a["psnr_best"], b["psnr_best"]);
-    assert_eq!(a["t_half"], b["t_half"]);
+    let id = skip0["id"].as_str().unwrap();
+    let a = json(&d.join(format!("table/cells/{id}.json")));
+    let b = json(&d.join(format!("sharded/cells/{id}.json")));
+    assert_eq!(a["metrics"]["psnr_best"], b["metrics"]["psnr_best"]);
+    assert_eq!(a["metrics"]["t_half_b1"], b["metrics"]["t_half_b1"]);
     let bad = run(
         &[
             "experiment",

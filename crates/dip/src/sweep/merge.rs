@@ -367,6 +367,7 @@ mod tests {
             set: set.iter().map(|s| s.to_string()).collect(),
             seed,
             stop_rules: vec![],
+            bands: None,
         };
         Cell {
             id: settings.id(),

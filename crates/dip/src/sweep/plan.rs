@@ -134,6 +134,26 @@ impl Seeds {
     }
 }
 
+/// The shrink factors of a plan: one (`downsample = 4`) or several to cross (`[4, 2]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a shrink factor or a list of them, e.g. downsample = 4 or downsample = [4, 2]"
+)]
+pub enum Factors {
+    One(usize),
+    List(Vec<usize>),
+}
+
+impl Factors {
+    pub fn list(&self) -> Vec<usize> {
+        match self {
+            Factors::One(f) => vec![*f],
+            Factors::List(v) => v.clone(),
+        }
+    }
+}
+
 /// One `[[degradations]]` entry: a task at one or more levels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,9 +200,9 @@ pub struct Plan {
     /// Convert colour images to grayscale (luma) first.
     #[serde(default)]
     pub gray: bool,
-    /// Shrink each image by this integer factor first (box averaging).
+    /// Shrink each image by this integer factor first (box averaging); a list crosses several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub downsample: Option<usize>,
+    pub downsample: Option<Factors>,
     /// Then keep the central `crop` × `crop` pixels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop: Option<usize>,
@@ -220,7 +240,15 @@ pub struct Plan {
     /// time of those steps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop_rules: Vec<String>,
+    /// Measure how fast each of this many radial frequency bands (linear in radius, low to high)
+    /// is fitted: the cell records `t_half_b<k>`, the step where band k of the output first
+    /// holds half of the observation's energy in that band (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bands: Option<usize>,
 }
+
+/// The most bands a plan may ask for.
+pub const MAX_BANDS: usize = 64;
 
 /// What a sweep records per stopping rule, as `stop_<rule>_<what>`.
 pub const STOP_METRICS: &[&str] = &["step", "psnr", "gap", "steps", "seconds"];
@@ -249,6 +277,9 @@ pub struct CellSettings {
     /// Stopping rules evaluated on the fit (they watch it, none ends it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop_rules: Vec<String>,
+    /// Radial bands whose half-times are measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bands: Option<usize>,
 }
 
 /// One fit of a sweep.
@@ -474,8 +505,23 @@ impl Plan {
         if self.images.iter().any(|p| p.trim().is_empty()) {
             return Err("images: an entry is empty".into());
         }
-        if self.downsample == Some(0) {
-            return Err("downsample must be a factor of 1 or more".into());
+        if let Some(f) = &self.downsample {
+            let list = f.list();
+            if list.is_empty() {
+                return Err("downsample: the list is empty".into());
+            }
+            if list.contains(&0) {
+                return Err("downsample must be a factor of 1 or more".into());
+            }
+            let mut seen = HashSet::new();
+            if let Some(f) = list.iter().find(|f| !seen.insert(**f)) {
+                return Err(format!("downsample: factor {f} is listed twice"));
+            }
+        }
+        if let Some(b) = self.bands
+            && !(1..=MAX_BANDS).contains(&b)
+        {
+            return Err(format!("bands must be from 1 to {MAX_BANDS}, not {b}"));
         }
         if self.crop == Some(0) {
             return Err("crop must be a size of 1 pixel or more".into());
@@ -568,8 +614,13 @@ impl Plan {
                     .is_some_and(|w| STOP_METRICS.contains(&w))
             })
         };
+        let band_metric = |m: &str| {
+            m.strip_prefix("t_half_b")
+                .and_then(|k| k.parse::<usize>().ok())
+                .is_some_and(|k| self.bands.is_some_and(|b| k < b))
+        };
         for m in &self.metrics {
-            if !METRICS.iter().any(|(n, _)| n == m) && !rule_metric(m) {
+            if !METRICS.iter().any(|(n, _)| n == m) && !rule_metric(m) && !band_metric(m) {
                 return Err(format!(
                     "metrics: unknown metric '{m}'; the metrics are: {}",
                     METRICS
@@ -600,8 +651,13 @@ impl Plan {
             .iter()
             .map(|d| d.levels().len() as u64)
             .fold(0, u64::saturating_add);
+        let factors = self
+            .downsample
+            .as_ref()
+            .map_or(1, |f| f.list().len() as u64);
         Ok([
             levels,
+            factors,
             self.arch.len() as u64,
             self.sets.len().max(1) as u64,
             seeds,
@@ -668,7 +724,8 @@ impl Plan {
         Ok(out)
     }
 
-    /// The cells of the plan over the given images, in a fixed order: image, degradation, level,
+    /// The cells of the plan over the given images, in a fixed order: image, shrink factor,
+    /// degradation, level,
     /// architecture, group of `sets`, `grid` values (the last key fastest), then seed.
     pub fn cells(&self, images: &[String]) -> std::result::Result<Vec<Cell>, String> {
         let total = self.cells_per_image()?.saturating_mul(images.len() as u64);
@@ -696,46 +753,56 @@ impl Plan {
             self.sets.clone()
         };
         let seeds = self.seeds.list();
+        let factors: Vec<Option<usize>> = match &self.downsample {
+            Some(f) => f.list().into_iter().map(Some).collect(),
+            None => vec![None],
+        };
         let mut cells = Vec::new();
         let mut seen = HashSet::new();
         for image in images {
-            for d in &self.degradations {
-                for level in d.levels() {
-                    for arch in &self.arch {
-                        for group in &groups {
-                            for combo in &combos {
-                                let mut set = self.set.clone();
-                                set.extend(group.iter().cloned());
-                                set.extend(combo.iter().cloned());
-                                for &seed in &seeds {
-                                    let settings = CellSettings {
-                                        image: image.clone(),
-                                        gray: self.gray,
-                                        downsample: self.downsample,
-                                        crop: self.crop,
-                                        task: d.task,
-                                        level,
-                                        sigma: if d.task == Task::Denoise {
-                                            0.0
-                                        } else {
-                                            d.sigma.unwrap_or(0.0)
-                                        },
-                                        fixed_noise: self.fixed_noise,
-                                        preset: d.preset.clone().or_else(|| self.preset.clone()),
-                                        arch: arch.clone(),
-                                        set: set.clone(),
-                                        seed,
-                                        stop_rules: self.stop_rules.clone(),
-                                    };
-                                    let id = settings.id();
-                                    if !seen.insert(id.clone()) {
-                                        return Err(format!(
-                                            "two cells have the same settings ({}): a level, \
+            for &downsample in &factors {
+                for d in &self.degradations {
+                    for level in d.levels() {
+                        for arch in &self.arch {
+                            for group in &groups {
+                                for combo in &combos {
+                                    let mut set = self.set.clone();
+                                    set.extend(group.iter().cloned());
+                                    set.extend(combo.iter().cloned());
+                                    for &seed in &seeds {
+                                        let settings = CellSettings {
+                                            image: image.clone(),
+                                            gray: self.gray,
+                                            downsample,
+                                            crop: self.crop,
+                                            task: d.task,
+                                            level,
+                                            sigma: if d.task == Task::Denoise {
+                                                0.0
+                                            } else {
+                                                d.sigma.unwrap_or(0.0)
+                                            },
+                                            fixed_noise: self.fixed_noise,
+                                            preset: d
+                                                .preset
+                                                .clone()
+                                                .or_else(|| self.preset.clone()),
+                                            arch: arch.clone(),
+                                            set: set.clone(),
+                                            seed,
+                                            stop_rules: self.stop_rules.clone(),
+                                            bands: self.bands,
+                                        };
+                                        let id = settings.id();
+                                        if !seen.insert(id.clone()) {
+                                            return Err(format!(
+                                                "two cells have the same settings ({}): a level, \
                                              architecture or group of overrides is listed twice",
-                                            settings.label()
-                                        ));
+                                                settings.label()
+                                            ));
+                                        }
+                                        cells.push(Cell { id, settings });
                                     }
-                                    cells.push(Cell { id, settings });
                                 }
                             }
                         }
@@ -876,6 +943,7 @@ sigma = 5
             set: vec!["fit.iters=500".into()],
             seed: 1,
             stop_rules: vec![],
+            bands: None,
         };
         assert_eq!(
             canonical_json(&s.to_json()),
@@ -911,6 +979,52 @@ sigma = 5
             ..f1.clone()
         };
         assert_eq!(f1.degradation_seed(), f2.degradation_seed());
+    }
+
+    #[test]
+    fn shrink_factors_cross_and_band_metrics_follow_bands() {
+        let plan = parse(&format!("downsample = [4, 2]\nbands = 3\n{}", base())).unwrap();
+        let cells = plan.cells(&["a.png".to_string()]).unwrap();
+        // Factor, then seed: 4/0, 4/1, 2/0, 2/1.
+        let got: Vec<(Option<usize>, u64, Option<usize>)> = cells
+            .iter()
+            .map(|c| (c.settings.downsample, c.settings.seed, c.settings.bands))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(4), 0, Some(3)),
+                (Some(4), 1, Some(3)),
+                (Some(2), 0, Some(3)),
+                (Some(2), 1, Some(3))
+            ]
+        );
+        // One factor as a number is the same cells as a list of one, with the same ids.
+        let one = parse(&format!("downsample = 4\n{}", base())).unwrap();
+        let list = parse(&format!("downsample = [4]\n{}", base())).unwrap();
+        let ids = |p: &Plan| -> Vec<String> {
+            p.cells(&["a.png".to_string()])
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id)
+                .collect()
+        };
+        assert_eq!(ids(&one), ids(&list));
+        let ok = format!("bands = 3\nmetrics = [\"t_half_b2\"]\n{}", base());
+        assert!(parse(&ok).is_ok());
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let e = err(&format!("bands = 3\nmetrics = [\"t_half_b3\"]\n{}", base()));
+        assert!(e.contains("unknown metric 't_half_b3'"), "{e}");
+        let e = err(&format!("metrics = [\"t_half_b0\"]\n{}", base()));
+        assert!(e.contains("unknown metric 't_half_b0'"), "{e}");
+        let e = err(&format!("bands = 0\n{}", base()));
+        assert!(e.contains("bands must be from 1"), "{e}");
+        let e = err(&format!("downsample = [2, 2]\n{}", base()));
+        assert!(e.contains("factor 2 is listed twice"), "{e}");
+        let e = err(&format!("downsample = []\n{}", base()));
+        assert!(e.contains("downsample: the list is empty"), "{e}");
+        let e = err(&format!("downsample = [0]\n{}", base()));
+        assert!(e.contains("factor of 1 or more"), "{e}");
     }
 
     #[test]

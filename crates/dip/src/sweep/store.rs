@@ -237,6 +237,7 @@ mod tests {
             set: vec![],
             seed,
             stop_rules: vec![],
+            bands: None,
         };
         Cell {
             id: settings.id(),
