@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use dip::report::page::Series;
+
 use crate::output::{write_json, write_text};
 use crate::sweep::{RunArgs, run_plan};
 use crate::{Global, Outcome};
@@ -30,8 +32,8 @@ Examples:
 #[command(after_help = EXAMPLES)]
 pub struct Args {
     /// The data folder holding cset9/ and set12/.
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "summarise_only")]
+    data: Option<PathBuf>,
 
     /// Output folder: plan.toml, the sweep's cells, results.md, stopping.md, stopping.json.
     /// Running again with the same folder skips the finished cells.
@@ -61,9 +63,19 @@ pub struct Args {
     /// Run only the cells I, I+N, … (see `dip sweep run --shard`).
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
+
+    /// Fit nothing: only summarise the finished cells of the folder (e.g. after the shards of
+    /// a Slurm array are done, or over cells copied together from several runs).
+    #[arg(long)]
+    summarise_only: bool,
 }
 
 pub fn run(a: Args, g: &Global) -> Result<Outcome> {
+    if a.summarise_only {
+        summarise(&a.output, a.iters)?;
+        return Ok(Outcome::Done);
+    }
+    let data = a.data.clone().unwrap_or_default();
     if a.seeds == 0 || a.iters == 0 || a.sigmas.is_empty() {
         bail!("--seeds, --iters and --sigmas need at least one value");
     }
@@ -71,7 +83,7 @@ pub fn run(a: Args, g: &Global) -> Result<Outcome> {
         bail!("--sigmas: {s} is not a positive noise level");
     }
     for sub in ["cset9", "set12"] {
-        let p = a.data.join(sub);
+        let p = data.join(sub);
         if !p.is_dir() {
             bail!(
                 "{}: no such folder (--data must hold cset9/ and set12/)",
@@ -81,7 +93,7 @@ pub fn run(a: Args, g: &Global) -> Result<Outcome> {
     }
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("{}: cannot create the folder", a.output.display()))?;
-    let data = std::path::absolute(&a.data).unwrap_or(a.data.clone());
+    let data = std::path::absolute(&data).unwrap_or(data.clone());
     let glob =
         |sub: &str| toml::Value::String(format!("{}/{sub}/*.png", data.display())).to_string();
     let mut plan = format!(
@@ -225,10 +237,10 @@ pub fn summarise(dir: &std::path::Path, budget: usize) -> Result<()> {
         (mg <= 0.5, xg <= 1.5, ms < 1500.0, mg, xg, ms)
     });
     let mut md = format!(
-        "{} fits ({} images × {} noise levels × seeds), each run for the fixed budget of {budget} \
-         steps with every rule watching; the gap is the run's best PSNR (raw or averaged output, \
-         over all steps, which needs the clean image) minus the PSNR of the rule's result. A fit \
-         of the whole budget took {:.1} s on average.\n\n",
+        "{} fits ({} images × {} noise levels × seeds), each run for its whole budget ({}) with \
+         every rule watching; the gap is the run's best PSNR (raw or averaged output, over all \
+         steps, which needs the clean image) minus the PSNR of the rule's result. A whole fit \
+         took {:.1} s on average; steps / budget compares with {budget} steps.\n\n",
         cells.len(),
         cells
             .iter()
@@ -236,6 +248,20 @@ pub fn summarise(dir: &std::path::Path, budget: usize) -> Result<()> {
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
         levels.len(),
+        {
+            let mut runs: Vec<u64> = cells
+                .iter()
+                .filter_map(|c| c["metrics"]["iterations_run"].as_f64())
+                .map(|v| v as u64)
+                .collect();
+            runs.sort_unstable();
+            runs.dedup();
+            match (runs.first(), runs.last()) {
+                (Some(a), Some(b)) if a != b => format!("{a}–{b} steps"),
+                (Some(a), _) => format!("{a} steps"),
+                _ => "unknown".into(),
+            }
+        },
         mean(&fixed_secs)
     );
     md.push_str(&dip::report::page::markdown_table(&header, &rows));
@@ -249,11 +275,122 @@ pub fn summarise(dir: &std::path::Path, budget: usize) -> Result<()> {
             yes(c)
         ));
     }
+    md.push_str(
+        "\nCharts: `gaps.svg` (every cell's gap per rule, sorted) and `curve.svg` (the PSNR \
+         of the result over the steps of the cell with the median auto gap, with each rule's \
+         chosen step).\n",
+    );
     write_text(&dir.join("stopping.md"), &md)?;
+    write_text(&dir.join("gaps.svg"), &gaps_chart(&cells)?)?;
+    if let Some(svg) = curve_chart(&cells)? {
+        write_text(&dir.join("curve.svg"), &svg)?;
+    }
     write_json(
         &dir.join("stopping.json"),
         &json!({"budget": budget, "cells": cells.len(), "rules": summary}),
     )?;
     print!("{md}");
     Ok(())
+}
+
+/// Every cell's gap for each rule, sorted: the further right a rule's curve stays low, the more
+/// often it lands near the oracle.
+fn gaps_chart(cells: &[Value]) -> Result<String> {
+    let series: Vec<Series> = RULES
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let mut g: Vec<f64> = cells
+                .iter()
+                .filter_map(|c| c["metrics"][format!("stop_{r}_gap")].as_f64())
+                .collect();
+            if g.is_empty() {
+                return None;
+            }
+            g.sort_by(f64::total_cmp);
+            Some(Series {
+                name: r.to_string(),
+                points: g
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| (k as f64 + 1.0, *v))
+                    .collect(),
+                color: i,
+                dashed: false,
+            })
+        })
+        .collect();
+    Ok(dip::report::page::line_chart(
+        "Gap to the oracle, every cell, sorted",
+        "cell (sorted by gap)",
+        "gap (dB)",
+        &series,
+        false,
+    )?)
+}
+
+/// The result's PSNR over the steps of the cell whose `auto` gap is the median, with each
+/// rule's chosen step as a vertical line.
+fn curve_chart(cells: &[Value]) -> Result<Option<String>> {
+    let mut with: Vec<(&Value, f64)> = cells
+        .iter()
+        .filter_map(|c| Some((c, c["metrics"]["stop_auto_gap"].as_f64()?)))
+        .filter(|(c, _)| {
+            c["info"]["history"]
+                .as_array()
+                .is_some_and(|h| !h.is_empty())
+        })
+        .collect();
+    if with.is_empty() {
+        return Ok(None);
+    }
+    with.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let cell = with[with.len() / 2].0;
+    let hist: Vec<(f64, Option<f64>, Option<f64>)> = cell["info"]["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| Some((h[0].as_f64()?, h[1].as_f64(), h[2].as_f64())))
+        .collect();
+    let raw: Vec<(f64, f64)> = hist.iter().filter_map(|h| Some((h.0, h.1?))).collect();
+    let ema: Vec<(f64, f64)> = hist.iter().filter_map(|h| Some((h.0, h.2?))).collect();
+    let ys = raw.iter().chain(&ema).map(|p| p.1);
+    let lo = ys.clone().fold(f64::INFINITY, f64::min);
+    let hi = ys.fold(f64::NEG_INFINITY, f64::max);
+    let mut series = vec![
+        Series {
+            name: "raw output".into(),
+            points: raw,
+            color: 7,
+            dashed: true,
+        },
+        Series {
+            name: "result (moving average)".into(),
+            points: ema,
+            color: 7,
+            dashed: false,
+        },
+    ];
+    for (i, r) in RULES.iter().enumerate() {
+        if let Some(step) = cell["metrics"][format!("stop_{r}_step")].as_f64() {
+            series.push(Series {
+                name: format!("{r}: step {step:.0}"),
+                points: vec![(step, lo), (step, hi)],
+                color: i,
+                dashed: *r != "auto",
+            });
+        }
+    }
+    let name = cell["settings"]["image"]
+        .as_str()
+        .and_then(|s| s.rsplit('/').next())
+        .unwrap_or("?");
+    let level = cell["settings"]["level"].as_f64().unwrap_or(f64::NAN);
+    Ok(Some(dip::report::page::line_chart(
+        &format!("{name}, σ = {level}: PSNR and each rule's step"),
+        "step",
+        "PSNR (dB)",
+        &series,
+        false,
+    )?))
 }
