@@ -325,3 +325,30 @@ fn a_damaged_byte_fails_the_checksum_and_first_format_files_still_load() {
     v1[..8].copy_from_slice(b"DIPCKPT1");
     assert_eq!(FitState::from_bytes(&v1).unwrap(), state);
 }
+
+#[test]
+fn counters_beyond_any_run_are_refused() {
+    let (_, state) = run(config(false), Some(10));
+    let bytes = state.unwrap().to_bytes().unwrap();
+    let head = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[16..16 + head]).unwrap();
+    for (key, value) in [("step", 1u64 << 41), ("adam_t", u64::MAX)] {
+        let mut h = header.clone();
+        h[key] = serde_json::json!(value);
+        let text = serde_json::to_vec(&h).unwrap();
+        // The first format (no checksum), so that the edit is read, not caught by the checksum.
+        let mut b = b"DIPCKPT1".to_vec();
+        b.extend((text.len() as u64).to_le_bytes());
+        b.extend(&text);
+        b.extend(&bytes[16 + head..bytes.len() - 8]);
+        let err = FitState::from_bytes(&b).unwrap_err();
+        assert!(err.contains("beyond any run"), "{key}: {err}");
+    }
+    // The unedited header, re-encoded the same way, loads.
+    let text = serde_json::to_vec(&header).unwrap();
+    let mut b = b"DIPCKPT1".to_vec();
+    b.extend((text.len() as u64).to_le_bytes());
+    b.extend(&text);
+    b.extend(&bytes[16 + head..bytes.len() - 8]);
+    assert!(FitState::from_bytes(&b).is_ok());
+}

@@ -40,6 +40,9 @@ pub struct SnapshotState {
     pub psnr_obs: f64,
 }
 
+/// The largest step count a checkpoint may hold: far beyond any fit, far below overflow.
+const MAX_COUNTER: u64 = 1 << 40;
+
 /// The state of a fit after `step` accepted steps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitState {
@@ -306,6 +309,18 @@ impl FitState {
             return Err(format!(
                 "the checkpoint's learning rate {} is not valid",
                 h.lr
+            ));
+        }
+        // Counters far beyond any real run (a damaged or hand-edited header) would overflow
+        // when the fit goes on counting.
+        let counters = [
+            ("step", h.step as u64),
+            ("Adam step", h.adam_t),
+            ("snapshot Adam step", h.snapshot.map_or(0, |s| s.0)),
+        ];
+        if let Some((what, v)) = counters.iter().find(|(_, v)| *v > MAX_COUNTER) {
+            return Err(format!(
+                "the checkpoint's {what} count {v} is beyond any run (at most {MAX_COUNTER})"
             ));
         }
         Ok(FitState {
