@@ -711,11 +711,15 @@ impl Plan {
             }
             for p in matched {
                 let rel = p.strip_prefix(base).unwrap_or(&p);
-                let name = rel
+                // Components joined with `/`; the root of an absolute path is the leading `/`
+                // (not a component of its own, which would give `//`).
+                let parts: Vec<String> = rel
                     .components()
+                    .filter(|c| !matches!(c, std::path::Component::RootDir))
                     .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join("/");
+                    .collect();
+                let root = if rel.has_root() { "/" } else { "" };
+                let name = format!("{root}{}", parts.join("/"));
                 if !out.contains(&name) {
                     out.push(name);
                 }
@@ -1084,5 +1088,16 @@ sigma = 5
         // Through the plan path, the error names the plan.
         let e = plan.expand(&d.join("p.toml")).unwrap_err().to_string();
         assert!(e.contains("p.toml: images:"), "{e}");
+        // An absolute pattern outside the plan's folder keeps its path, with one leading `/`.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("e.png"), b"x").unwrap();
+        let abs = elsewhere
+            .path()
+            .join("e.png")
+            .to_string_lossy()
+            .into_owned();
+        let plan = parse(&base().replace("a.png", &abs)).unwrap();
+        assert_eq!(plan.resolve_images(d).unwrap(), vec![abs.clone()]);
+        assert!(!abs.starts_with("//"));
     }
 }
