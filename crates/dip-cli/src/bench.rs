@@ -48,6 +48,11 @@ pub struct Args {
     /// Also show the median time of each part of the step: forward, loss, backward, Adam.
     #[arg(long)]
     profile: bool,
+
+    /// Time nothing: print what the planned memory of each size is made of (activations by
+    /// layer kind, gradients, convolution caches and scratch, parameters, Adam).
+    #[arg(long)]
+    memory: bool,
 }
 
 /// Medians, in seconds, of one size's timed steps.
@@ -80,6 +85,9 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     for &s in &sizes {
         spec.validate(s, s)
             .map_err(|e| anyhow!("--sizes: {s}: {e}"))?;
+    }
+    if args.memory {
+        return print_memory(&spec, &sizes);
     }
     if sizes != args.sizes && !g.quiet {
         eprintln!("note: sizes run in increasing order, since peak memory is the process's peak");
@@ -352,4 +360,43 @@ impl TorchPeer {
             .ok_or_else(|| anyhow!("{} time {s}: no median_s= in its output", script.display()))?;
         Ok((median, field("peak_rss_kb=").map(|k| k / 1024.0)))
     }
+}
+
+/// The planned memory of the standard network at each size, part by part.
+fn print_memory(spec: &SkipSpec, sizes: &[usize]) -> Result<()> {
+    let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
+    println!(
+        "planned memory of the standard skip network {IN_CHANNELS} -> {OUT_CHANNELS} channels (MiB)"
+    );
+    let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut totals = Vec::new();
+    for &s in sizes {
+        let net: Net<f32> = dip::nets::Arch::Skip(spec.clone()).build(s, s, 0)?;
+        let adam = 2 * net.num_params() * std::mem::size_of::<f32>();
+        let mut parts = net.memory_breakdown();
+        parts.push(("Adam moments", adam));
+        for (i, (name, bytes)) in parts.iter().enumerate() {
+            if rows.len() <= i {
+                rows.push((name.to_string(), Vec::new()));
+            }
+            rows[i].1.push(mib(*bytes));
+        }
+        totals.push(mib(net.memory_bytes() + adam));
+    }
+    let head: Vec<String> = sizes.iter().map(|s| format!("{s}²")).collect();
+    println!(
+        "{:<34} {}",
+        "part",
+        head.iter().map(|h| format!("{h:>9}")).collect::<String>()
+    );
+    for (name, v) in rows
+        .iter()
+        .chain(std::iter::once(&("total".to_string(), totals)))
+    {
+        println!(
+            "{name:<34} {}",
+            v.iter().map(|x| format!("{x:>9.1}")).collect::<String>()
+        );
+    }
+    Ok(())
 }

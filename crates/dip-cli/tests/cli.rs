@@ -477,3 +477,46 @@ fn interrupted_fit_saves_its_result_and_exits_130() {
     assert!((1..1_000_000).contains(&n), "iterations_run {n}");
     assert!(!j["history"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn bench_memory_lists_the_parts_of_the_planned_memory() {
+    let d = tmp();
+    let out = dip(d.path(), &["bench", "--memory", "--sizes", "64,128"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let value = |name: &str, col: usize| -> f64 {
+        let line = s
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line {name}:\n{s}"));
+        line[name.len()..].split_whitespace().collect::<Vec<_>>()[col]
+            .parse()
+            .unwrap()
+    };
+    // The network input is 32 channels of f32: 0.5 MiB at 64², 2 MiB at 128².
+    assert_eq!(value("network input", 0), 0.5);
+    assert_eq!(value("network input", 1), 2.0);
+    // Activations grow with the pixels, parameters do not; the total is the sum of the parts.
+    assert!(value("conv outputs", 1) > 3.9 * value("conv outputs", 0));
+    assert_eq!(
+        value("parameters, gradients, tables", 0),
+        value("parameters, gradients, tables", 1)
+    );
+    let names = [
+        "network input",
+        "conv outputs",
+        "batch-norm (+LeakyReLU) outputs",
+        "upsample outputs",
+        "concat outputs",
+        "other activations",
+        "activation gradients",
+        "conv caches",
+        "conv scratch",
+        "parameters, gradients, tables",
+        "Adam moments",
+    ];
+    for col in 0..2 {
+        let sum: f64 = names.iter().map(|n| value(n, col)).sum();
+        assert!((sum - value("total", col)).abs() < 0.1 * names.len() as f64);
+    }
+}

@@ -475,3 +475,27 @@ fn fixed_filter_backward_is_the_adjoint() {
         }
     }
 }
+
+#[test]
+fn the_memory_breakdown_adds_up_to_the_memory_plan() {
+    // The standard skip network at 64×64: every part is accounted for, and the activation
+    // parts match the layer outputs they name.
+    let spec = SkipSpec::standard(32, 3);
+    let net: Net<f32> = Arch::Skip(spec).build(64, 64, 0).unwrap();
+    let parts = net.memory_breakdown();
+    let total: usize = parts.iter().map(|p| p.1).sum();
+    assert_eq!(total, net.memory_bytes());
+    let get = |name: &str| parts.iter().find(|p| p.0 == name).unwrap().1;
+    assert_eq!(get("network input"), 64 * 64 * 32 * 4);
+    // Every part the network has is non-empty; the parameters hold at least 4 copies.
+    for name in [
+        "conv outputs",
+        "batch-norm (+LeakyReLU) outputs",
+        "upsample outputs",
+        "concat outputs",
+        "activation gradients",
+    ] {
+        assert!(get(name) > 0, "{name}");
+    }
+    assert!(get("parameters, gradients, tables") >= 4 * 4 * 2_217_831);
+}

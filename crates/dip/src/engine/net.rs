@@ -818,6 +818,59 @@ impl<T: Float> Net<T> {
             + tables * (4 + t)
     }
 
+    /// [`Net::memory_bytes`] by what holds it: the activations grouped by the kind of node that
+    /// writes them, the gradient buffers, the convolutions' caches and scratch, the parameters
+    /// (with their gradients and the projection tables). The parts sum to `memory_bytes`.
+    pub fn memory_breakdown(&self) -> Vec<(&'static str, usize)> {
+        let t = std::mem::size_of::<T>();
+        let mut acts = [0usize; 6];
+        acts[0] = self.acts[0].data.len();
+        for n in &self.nodes {
+            let k = match &n.op {
+                Op::Conv(_) => 1,
+                Op::Norm(_) => 2,
+                Op::Upsample(_) => 3,
+                Op::Concat(_) => 4,
+                _ => 5,
+            };
+            acts[k] += self.acts[n.output].data.len();
+        }
+        let grads: usize = self.grads.iter().map(|g| g.data.len()).sum();
+        let caches: usize = self
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                Op::Conv(c) => c.cache_len(),
+                _ => 0,
+            })
+            .sum();
+        let tables: usize = self
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                Op::Filter(f) => f.table_len(),
+                _ => 0,
+            })
+            .sum();
+        let s = &self.scratch;
+        let scratch = s.a.len() + s.b.len() + s.c.len() + s.partial.len();
+        vec![
+            ("network input", acts[0] * t),
+            ("conv outputs", acts[1] * t),
+            ("batch-norm (+LeakyReLU) outputs", acts[2] * t),
+            ("upsample outputs", acts[3] * t),
+            ("concat outputs", acts[4] * t),
+            ("other activations", acts[5] * t),
+            ("activation gradients", grads * t),
+            ("conv caches", caches * t),
+            ("conv scratch", scratch * t),
+            (
+                "parameters, gradients, tables",
+                4 * self.params.len() * t + tables * (4 + t),
+            ),
+        ]
+    }
+
     /// The weight matrices: parameter index, name, rows and columns as stored (σ_max is the
     /// same for the matrix and its transpose).
     fn weight_matrices(&self) -> Vec<(usize, usize, usize)> {
