@@ -780,47 +780,12 @@ impl<T: Float> Net<T> {
 
     /// Bytes held by activations, gradients, caches and parameters: the bulk of a fit's memory.
     pub fn memory_bytes(&self) -> usize {
-        let t = std::mem::size_of::<T>();
-        let tensors: usize = self
-            .acts
-            .iter()
-            .chain(&self.grads)
-            .map(|a| a.data.len())
-            .sum();
-        let caches: usize = self
-            .nodes
-            .iter()
-            .map(|n| {
-                if let Op::Conv(c) = &n.op {
-                    c.cache_len()
-                } else {
-                    0
-                }
-            })
-            .sum();
-        let tables: usize = self
-            .nodes
-            .iter()
-            .map(|n| match &n.op {
-                Op::Filter(f) => f.table_len(),
-                _ => 0,
-            })
-            .sum();
-        let s = &self.scratch;
-        (tensors
-            + caches
-            + s.a.len()
-            + s.b.len()
-            + s.c.len()
-            + s.partial.len()
-            + 4 * self.params.len())
-            * t
-            + tables * (4 + t)
+        self.memory_breakdown().iter().map(|p| p.1).sum()
     }
 
     /// [`Net::memory_bytes`] by what holds it: the activations grouped by the kind of node that
     /// writes them, the gradient buffers, the convolutions' caches and scratch, the parameters
-    /// (with their gradients and the projection tables). The parts sum to `memory_bytes`.
+    /// (with their gradients and the projection tables). `memory_bytes` is their sum.
     pub fn memory_breakdown(&self) -> Vec<(&'static str, usize)> {
         let t = std::mem::size_of::<T>();
         let mut acts = [0usize; 6];
