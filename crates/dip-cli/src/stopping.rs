@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use dip::sweep::{CellRecord, Store};
+use serde_json::json;
 
 use dip::report::page::Series;
 
@@ -150,27 +151,20 @@ fn mean(v: &[f64]) -> f64 {
 
 /// Reads every finished cell of the folder and writes `stopping.md` and `stopping.json`.
 pub fn summarise(dir: &std::path::Path, budget: usize) -> Result<()> {
-    let mut cells: Vec<Value> = Vec::new();
-    let cells_dir = dir.join("cells");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&cells_dir)
-        .with_context(|| format!("{}: cannot list the cells", cells_dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    for f in &files {
-        let v: Value = serde_json::from_slice(&std::fs::read(f)?)
-            .with_context(|| format!("{}: not a cell record", f.display()))?;
-        cells.push(v);
+    let store = Store::new(dir);
+    let scan = store.scan()?;
+    if let Some((name, why)) = scan.unreadable.first() {
+        bail!("{}: {why}", store.cells_dir().join(name).display());
     }
+    let cells = scan.records;
     if cells.is_empty() {
-        bail!("{}: no finished cell to summarise", cells_dir.display());
+        bail!(
+            "{}: no finished cell to summarise",
+            store.cells_dir().display()
+        );
     }
-    let metric = |c: &Value, k: &str| c["metrics"][k].as_f64();
-    let mut levels: Vec<f64> = cells
-        .iter()
-        .filter_map(|c| c["settings"]["level"].as_f64())
-        .collect();
+    let metric = |c: &CellRecord, k: &str| c.metric(k);
+    let mut levels: Vec<f64> = cells.iter().map(|c| c.settings.level).collect();
     levels.sort_by(f64::total_cmp);
     levels.dedup();
     let mut header: Vec<String> = [
@@ -215,7 +209,7 @@ pub fn summarise(dir: &std::path::Path, budget: usize) -> Result<()> {
         for l in &levels {
             let g: Vec<f64> = cells
                 .iter()
-                .filter(|c| c["settings"]["level"].as_f64() == Some(*l))
+                .filter(|c| c.settings.level == *l)
                 .filter_map(|c| metric(c, &format!("stop_{r}_gap")))
                 .collect();
             row.push(format!("{:.2}", mean(&g)));
@@ -244,14 +238,14 @@ pub fn summarise(dir: &std::path::Path, budget: usize) -> Result<()> {
         cells.len(),
         cells
             .iter()
-            .filter_map(|c| c["settings"]["image"].as_str())
+            .map(|c| c.settings.image.as_str())
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
         levels.len(),
         {
             let mut runs: Vec<u64> = cells
                 .iter()
-                .filter_map(|c| c["metrics"]["iterations_run"].as_f64())
+                .filter_map(|c| c.metric("iterations_run"))
                 .map(|v| v as u64)
                 .collect();
             runs.sort_unstable();
@@ -295,14 +289,14 @@ pub fn summarise(dir: &std::path::Path, budget: usize) -> Result<()> {
 
 /// Every cell's gap for each rule, sorted: the further right a rule's curve stays low, the more
 /// often it lands near the oracle.
-fn gaps_chart(cells: &[Value]) -> Result<String> {
+fn gaps_chart(cells: &[CellRecord]) -> Result<String> {
     let series: Vec<Series> = RULES
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
             let mut g: Vec<f64> = cells
                 .iter()
-                .filter_map(|c| c["metrics"][format!("stop_{r}_gap")].as_f64())
+                .filter_map(|c| c.metric(&format!("stop_{r}_gap")))
                 .collect();
             if g.is_empty() {
                 return None;
@@ -331,22 +325,18 @@ fn gaps_chart(cells: &[Value]) -> Result<String> {
 
 /// The result's PSNR over the steps of the cell whose `auto` gap is the median, with each
 /// rule's chosen step as a vertical line.
-fn curve_chart(cells: &[Value]) -> Result<Option<String>> {
-    let mut with: Vec<(&Value, f64)> = cells
+fn curve_chart(cells: &[CellRecord]) -> Result<Option<String>> {
+    let mut with: Vec<(&CellRecord, f64)> = cells
         .iter()
-        .filter_map(|c| Some((c, c["metrics"]["stop_auto_gap"].as_f64()?)))
-        .filter(|(c, _)| {
-            c["info"]["history"]
-                .as_array()
-                .is_some_and(|h| !h.is_empty())
-        })
+        .filter_map(|c| Some((c, c.metric("stop_auto_gap")?)))
+        .filter(|(c, _)| c.info["history"].as_array().is_some_and(|h| !h.is_empty()))
         .collect();
     if with.is_empty() {
         return Ok(None);
     }
     with.sort_by(|a, b| a.1.total_cmp(&b.1));
     let cell = with[with.len() / 2].0;
-    let hist: Vec<(f64, Option<f64>, Option<f64>)> = cell["info"]["history"]
+    let hist: Vec<(f64, Option<f64>, Option<f64>)> = cell.info["history"]
         .as_array()
         .into_iter()
         .flatten()
@@ -372,7 +362,7 @@ fn curve_chart(cells: &[Value]) -> Result<Option<String>> {
         },
     ];
     for (i, r) in RULES.iter().enumerate() {
-        if let Some(step) = cell["metrics"][format!("stop_{r}_step")].as_f64() {
+        if let Some(step) = cell.metric(&format!("stop_{r}_step")) {
             series.push(Series {
                 name: format!("{r}: step {step:.0}"),
                 points: vec![(step, lo), (step, hi)],
@@ -381,11 +371,8 @@ fn curve_chart(cells: &[Value]) -> Result<Option<String>> {
             });
         }
     }
-    let name = cell["settings"]["image"]
-        .as_str()
-        .and_then(|s| s.rsplit('/').next())
-        .unwrap_or("?");
-    let level = cell["settings"]["level"].as_f64().unwrap_or(f64::NAN);
+    let name = cell.settings.image.rsplit('/').next().unwrap_or("?");
+    let level = cell.settings.level;
     Ok(Some(dip::report::page::line_chart(
         &format!("{name}, σ = {level}: PSNR and each rule's step"),
         "step",
