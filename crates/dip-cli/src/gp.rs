@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use dip::engine::PadMode;
-use dip::fit::{Control, FitConfig, Observer, StepInfo, estimate_sigma, fit_denoise};
+use dip::fit::{BandRecorder, FitConfig, estimate_sigma, fit_denoise};
 use dip::gp::{
     Boundary, CgConfig, Kernel, Prior, PriorConfig, PriorStats, RatesConfig, band_eigenvalues,
     gp_denoise, gp_inpaint, predict_half_times, sample_prior,
@@ -19,7 +19,6 @@ use dip::metrics::{psnr, rgb_to_y};
 use dip::nets::{Arch, SkipSpec};
 use dip::operators::Mask;
 use dip::report::page::{Block, Page, Series, line_chart, markdown_table};
-use dip::spectral::analysis::{BandTracker, band_half_times};
 use dip::spectral::{BandSpacing, Bands};
 use serde_json::json;
 
@@ -702,26 +701,6 @@ pub struct RatesArgs {
     force: bool,
 }
 
-/// Records the band fit of the raw output.
-struct BandRecorder {
-    tracker: BandTracker,
-    records: Vec<(usize, Vec<f64>)>,
-    error: Option<dip::Error>,
-}
-
-impl Observer for BandRecorder {
-    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
-        match self.tracker.observe(info.output) {
-            Ok(f) => self.records.push((info.iter, f.fit)),
-            Err(e) => {
-                self.error = Some(e);
-                return Control::Stop;
-            }
-        }
-        Control::Continue
-    }
-}
-
 fn rates(a: RatesArgs, g: &Global) -> Result<()> {
     if a.every == 0 || a.iters == 0 {
         bail!("--iters and --every must be at least 1");
@@ -791,16 +770,9 @@ fn rates(a: RatesArgs, g: &Global) -> Result<()> {
         if !g.quiet {
             eprintln!("{name}: fitting {} steps", cfg.iters);
         }
-        let mut rec = BandRecorder {
-            tracker: BandTracker::new(bands.clone(), &img, None)?,
-            records: Vec::new(),
-            error: None,
-        };
+        let mut rec = BandRecorder::new(bands.clone(), &img, None)?;
         let report = fit_denoise(&img, None, arch, cfg, &mut [&mut rec])?;
-        if let Some(e) = rec.error {
-            return Err(e.into());
-        }
-        let measured = band_half_times(&rec.records);
+        let measured = rec.half_times()?;
         let pred = predict_half_times(&lambda, &measured);
         let (pred_v, constant, spearman, log_rms, exponent) = match &pred {
             Ok(p) => (

@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use dip::fit::{
-    Control, FitConfig, Observer, StepInfo, StopConfig, StopKind, StopRule, fit, make_rule,
+    BandRecorder, Control, FitConfig, Observer, StepInfo, StopConfig, StopKind, StopRule, fit,
+    make_rule,
 };
 use dip::image::{self, Image};
 use dip::metrics::{psnr, rgb_to_y, ssim};
 use dip::noise::add_gaussian_noise;
 use dip::operators::{Blur, Downsample, Identity, Mask, Operator, Psf, bicubic_upscale};
 use dip::recipe::Recipe;
-use dip::spectral::analysis::{BandTracker, band_half_times};
 use dip::spectral::{BandSpacing, bands::Bands};
 use dip::sweep::{
     Cell, CellRecord, CellSettings, CellState, Manifest, Plan, Shard, Store, Task, merge,
@@ -432,60 +432,26 @@ impl Observer for Watch {
     }
 }
 
-/// Measures how much of each radial band of the observation the output has fitted, at every
-/// observed step.
-pub(crate) struct BandObserver {
-    tracker: BandTracker,
-    records: Vec<(usize, Vec<f64>)>,
-    error: Option<dip::Error>,
-}
-
-impl BandObserver {
-    /// `n` bands, linear in radius, over the observation's size; the observation must have the
-    /// output's size (not super-resolution).
-    pub(crate) fn new(observation: &Image, clean: &Image, n: usize) -> Result<Self> {
-        if (observation.width, observation.height) != (clean.width, clean.height) {
-            bail!(
-                "bands: band half-times need an observation of the output's size; this task \
-                 changes the size ({}x{} -> {}x{})",
-                clean.width,
-                clean.height,
-                observation.width,
-                observation.height
-            );
-        }
-        let bands = Arc::new(Bands::new(
+/// A recorder of `n` band fits, linear in radius, over the observation's size; the observation
+/// must have the output's size (not super-resolution).
+fn band_recorder(observation: &Image, clean: &Image, n: usize) -> Result<BandRecorder> {
+    if (observation.width, observation.height) != (clean.width, clean.height) {
+        bail!(
+            "bands: band half-times need an observation of the output's size; this task \
+             changes the size ({}x{} -> {}x{})",
+            clean.width,
+            clean.height,
             observation.width,
-            observation.height,
-            n,
-            BandSpacing::Linear,
-        )?);
-        Ok(BandObserver {
-            tracker: BandTracker::new(bands, observation, Some(clean))?,
-            records: Vec::new(),
-            error: None,
-        })
+            observation.height
+        );
     }
-
-    /// Each band's half-time (`None`: never reached one half).
-    pub(crate) fn half_times(self) -> Result<Vec<Option<f64>>> {
-        if let Some(e) = self.error {
-            return Err(e.into());
-        }
-        Ok(band_half_times(&self.records))
-    }
-}
-
-impl Observer for BandObserver {
-    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
-        match self.tracker.observe(info.output) {
-            Ok(f) => self.records.push((info.iter, f.fit)),
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
-        }
-        Control::Continue
-    }
+    let bands = Arc::new(Bands::new(
+        observation.width,
+        observation.height,
+        n,
+        BandSpacing::Linear,
+    )?);
+    Ok(BandRecorder::new(bands, observation, Some(clean))?)
 }
 
 /// What happened to one cell.
@@ -536,7 +502,7 @@ fn run_cell(
         }
     }
     let mut bands = match s.bands {
-        Some(n) => Some(BandObserver::new(&p.observation, &p.clean, n)?),
+        Some(n) => Some(band_recorder(&p.observation, &p.clean, n)?),
         None => None,
     };
     let mut observers: Vec<&mut dyn Observer> = vec![&mut observer];

@@ -3,12 +3,14 @@
 //! Observers see the run every `observe_every` steps; they are how trajectory recorders, spectral
 //! metrics and stopping rules plug in without touching the loop.
 
+mod bands;
 mod checkpoint;
 mod observer;
 mod run;
 mod stop;
 mod trajectory;
 
+pub use bands::BandRecorder;
 pub use checkpoint::{FitState, SnapshotState};
 pub use observer::{Control, Observer, ObserverState, StepInfo};
 pub use run::{
