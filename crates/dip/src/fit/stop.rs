@@ -178,7 +178,6 @@ pub fn make_rule(
             candidate: None,
             captured: None,
             latest: None,
-            done: false,
         }));
     }
     if matches!(kind, StopKind::Discrepancy | StopKind::Spectral) && !denoising {
@@ -233,14 +232,21 @@ struct Lagged {
     /// The inner rule's current choice, and the result taken `delay` steps after it.
     candidate: Option<usize>,
     captured: Option<Chosen>,
-    /// The latest result after the candidate, in case the run ends before the delay is over.
+    /// The latest result after the candidate, in case the run ends before the delay is over
+    /// (its buffer is reused from one observed step to the next).
     latest: Option<Chosen>,
-    done: bool,
+}
+
+impl Lagged {
+    /// The inner rule is sure and the delayed result is taken: the run can end.
+    fn done(&self) -> bool {
+        self.inner_done && self.captured.is_some()
+    }
 }
 
 impl Observer for Lagged {
     fn observe(&mut self, info: &StepInfo<'_>) -> Control {
-        if self.done {
+        if self.done() {
             return Control::Stop;
         }
         if !self.inner_done && self.inner.observe(info) == Control::Stop {
@@ -254,34 +260,40 @@ impl Observer for Lagged {
         }
         if let Some(cs) = self.candidate
             && self.captured.is_none()
+            && (info.iter > cs || info.iter >= cs + self.delay)
         {
-            let now = Chosen {
-                step: info.iter,
-                image: info.ema.clone(),
-            };
+            match &mut self.latest {
+                Some(l) if l.image.data.len() == info.ema.data.len() => {
+                    l.step = info.iter;
+                    l.image.data.copy_from_slice(&info.ema.data);
+                }
+                _ => {
+                    self.latest = Some(Chosen {
+                        step: info.iter,
+                        image: info.ema.clone(),
+                    })
+                }
+            }
             if info.iter >= cs + self.delay {
-                self.captured = Some(now);
-            } else if info.iter > cs {
-                self.latest = Some(now);
+                self.captured = self.latest.take();
             }
         }
-        if self.inner_done && self.captured.is_some() {
-            self.done = true;
+        if self.done() {
             return Control::Stop;
         }
         Control::Continue
     }
     fn save_state(&self) -> Option<ObserverState> {
         let inner = self.inner.save_state().unwrap_or_default();
+        let n = inner.arrays.len();
         let mut e = Enc {
-            arrays: inner.arrays.clone(),
+            arrays: inner.arrays,
             ..Enc::default()
         };
         e.val("inner", &inner.meta);
-        e.val("inner_arrays", inner.arrays.len());
+        e.val("inner_arrays", n);
         e.val("inner_done", self.inner_done);
         e.val("candidate", self.candidate);
-        e.val("done", self.done);
         e.chosen("captured", self.captured.as_ref());
         e.chosen("latest", self.latest.as_ref());
         e.finish()
@@ -300,7 +312,6 @@ impl Observer for Lagged {
         self.inner.load_state(&inner)?;
         self.inner_done = d.val("inner_done")?;
         self.candidate = d.val("candidate")?;
-        self.done = d.val("done")?;
         self.captured = d.chosen("captured")?;
         self.latest = d.chosen("latest")?;
         Ok(())
