@@ -2,23 +2,11 @@
 //! the recipe's validation and the network size estimate. Errors are fine; panics are not.
 #![no_main]
 
-use dip::recipe::Recipe;
+use dip::recipe::{Recipe, merge_tables};
 use libfuzzer_sys::fuzz_target;
-use toml::{Table, Value};
+use toml::Table;
 
 const PRESET: &str = include_str!("../../crates/dip-cli/presets/denoise.toml");
-
-/// Writes `over` into `base`, recursing into tables, as the command line merges `--config`.
-fn merge(base: &mut Table, over: Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
 
 fn check(recipe: &Recipe) {
     let _ = recipe.fit_config();
@@ -42,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut table: Table = toml::from_str(PRESET).expect("the preset parses");
-    merge(&mut table, over);
+    merge_tables(&mut table, over);
     let Ok(encoded) = toml::to_string(&table) else {
         return;
     };

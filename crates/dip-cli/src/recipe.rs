@@ -157,18 +157,6 @@ pub fn preset(name: &str) -> Result<Recipe> {
     to_recipe(table).with_context(|| format!("internal: preset '{name}'"))
 }
 
-/// Writes `over` into `base`, recursing into tables.
-fn merge(base: &mut Table, over: Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
-
 /// Sets `a.b.c = value` in a table.
 fn set_path(table: &mut Table, key: &str, value: Value) -> Result<()> {
     let parts: Vec<&str> = key.split('.').collect();
@@ -265,7 +253,7 @@ impl RecipeArgs {
                 });
                 anyhow::anyhow!("{}: not valid TOML: {line}{}", path.display(), e.message())
             })?;
-            merge(&mut table, over);
+            dip::recipe::merge_tables(&mut table, over);
             let recipe = to_recipe(table.clone())
                 .map_err(|e| anyhow::anyhow!("{}: bad settings: {e:#}", path.display()))?;
             from_file = Some((path, recipe));

@@ -584,27 +584,12 @@ fn gray(w: u32, h: u32, v: impl Fn(u32, u32) -> u8) -> image::DynamicImage {
     }))
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 fn png_chunk(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
     let mut typed = kind.to_vec();
     typed.extend_from_slice(body);
     out.extend_from_slice(&typed);
-    out.extend_from_slice(&crc32(&typed).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&typed).to_be_bytes());
     out
 }
 
@@ -706,7 +691,7 @@ fn generated() -> Vec<(&'static str, Vec<u8>)> {
     for b in &mut corrupt_data[idat + 2..idat + idat_len as usize] {
         *b = 0xFF;
     }
-    let crc = crc32(&corrupt_data[idat - 4..idat + idat_len as usize]);
+    let crc = crc32fast::hash(&corrupt_data[idat - 4..idat + idat_len as usize]);
     corrupt_data[idat + idat_len as usize..idat + idat_len as usize + 4]
         .copy_from_slice(&crc.to_be_bytes());
     let mut bad_crc = good_png.clone();

@@ -84,27 +84,12 @@ fn write_gray16(path: &Path, w: u32, h: u32) {
     .unwrap();
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 fn png_chunk(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
     let mut typed = kind.to_vec();
     typed.extend_from_slice(body);
     out.extend_from_slice(&typed);
-    out.extend_from_slice(&crc32(&typed).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&typed).to_be_bytes());
     out
 }
 

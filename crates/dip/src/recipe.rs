@@ -322,3 +322,16 @@ impl Recipe {
         Ok(cfg)
     }
 }
+
+/// Writes `over` into `base`, recursing into tables: how a settings file or `--config` is
+/// layered on a preset (keys of `over` win; tables merge key by key).
+pub fn merge_tables(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
