@@ -168,46 +168,56 @@ fn conv_matches_a_direct_convolution() {
 
 #[test]
 fn batchnorm_gradients_match_finite_differences() {
+    // Backward from the input, and from the output alone (the in-place mode, which inverts the
+    // activation and the affine map); one gamma is negative, so the inversion's sign matters.
     for slope in [None, Some(0.2)] {
-        let (h, w, c) = (5, 3, 4);
-        let mut rng = Pcg64Mcg::seed_from_u64(7);
-        let mut bn = BatchNorm::<f64>::new(h * w, c, 0, c, slope);
-        let mut params: Vec<f64> = (0..2 * c)
-            .map(|i| {
-                if i < c {
-                    1.0 + 0.3 * i as f64
-                } else {
-                    0.1 * i as f64 - 0.4
-                }
-            })
-            .collect();
-        let mut x = Tensor::from_vec(h, w, c, random(&mut rng, h * w * c));
-        let r = random(&mut rng, h * w * c);
-        let mut y = Tensor::zeros(h, w, c);
-        bn.forward(&params, &x, &mut y);
-        let dy = Tensor::from_vec(h, w, c, r.clone());
-        let mut dparams = vec![0.0; 2 * c];
-        let mut dx = Tensor::zeros(h, w, c);
-        bn.backward(&params, &x, &y, &dy, Some(&mut dx), false, &mut dparams);
-        let xt = x.clone();
-        check(
-            &format!("bn {slope:?} dgamma,dbeta"),
-            &dparams,
-            &mut params,
-            &mut |p| {
-                let mut y = Tensor::zeros(h, w, c);
-                bn.forward(p, &xt, &mut y);
-                dot(&y.data, &r)
-            },
-        );
-        let p = params.clone();
-        let mut xd = x.data.clone();
-        check(&format!("bn {slope:?} dx"), &dx.data, &mut xd, &mut |xv| {
-            x.data.copy_from_slice(xv);
+        for from_output in [false, true] {
+            let (h, w, c) = (5, 3, 4);
+            let mut rng = Pcg64Mcg::seed_from_u64(7);
+            let mut bn = BatchNorm::<f64>::new(h * w, c, 0, c, slope);
+            let mut params: Vec<f64> = (0..2 * c)
+                .map(|i| match i {
+                    1 => -0.7,
+                    i if i < c => 1.0 + 0.3 * i as f64,
+                    i => 0.1 * i as f64 - 0.4,
+                })
+                .collect();
+            let mut x = Tensor::from_vec(h, w, c, random(&mut rng, h * w * c));
+            let r = random(&mut rng, h * w * c);
             let mut y = Tensor::zeros(h, w, c);
-            bn.forward(&p, &x, &mut y);
-            dot(&y.data, &r)
-        });
+            bn.forward(&params, Some(&x), &mut y);
+            if from_output {
+                // The in-place forward gives the same output.
+                let mut y2 = x.clone();
+                bn.forward(&params, None, &mut y2);
+                assert_eq!(y2.data, y.data);
+            }
+            let dy = Tensor::from_vec(h, w, c, r.clone());
+            let mut dparams = vec![0.0; 2 * c];
+            let mut dx = Tensor::zeros(h, w, c);
+            let xin = (!from_output).then_some(&x);
+            bn.backward(&params, xin, &y, &dy, Some(&mut dx), false, &mut dparams);
+            let xt = x.clone();
+            let label = format!("bn {slope:?} from output {from_output}");
+            check(
+                &format!("{label} dgamma,dbeta"),
+                &dparams,
+                &mut params,
+                &mut |p| {
+                    let mut y = Tensor::zeros(h, w, c);
+                    bn.forward(p, Some(&xt), &mut y);
+                    dot(&y.data, &r)
+                },
+            );
+            let p = params.clone();
+            let mut xd = x.data.clone();
+            check(&format!("{label} dx"), &dx.data, &mut xd, &mut |xv| {
+                x.data.copy_from_slice(xv);
+                let mut y = Tensor::zeros(h, w, c);
+                bn.forward(&p, Some(&x), &mut y);
+                dot(&y.data, &r)
+            });
+        }
     }
 }
 
@@ -216,7 +226,7 @@ fn batchnorm_normalises_with_biased_variance() {
     let x = Tensor::from_vec(2, 2, 1, vec![1.0, 2.0, 3.0, 6.0]);
     let mut bn = BatchNorm::<f64>::new(4, 1, 0, 1, None);
     let mut y = Tensor::zeros(2, 2, 1);
-    bn.forward(&[2.0, 0.5], &x, &mut y);
+    bn.forward(&[2.0, 0.5], Some(&x), &mut y);
     let var = (2.0f64.powi(2) + 1.0 + 0.0 + 9.0) / 4.0; // mean 3, biased variance 3.5
     for (o, v) in y.data.iter().zip([1.0, 2.0, 3.0, 6.0]) {
         assert!((o - (2.0 * (v - 3.0) / (var + 1e-5f64).sqrt() + 0.5)).abs() < 1e-12);

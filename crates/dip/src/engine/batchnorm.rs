@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::par::{channel_reduce, reduce_chunks, rows_per_task};
+use super::par::{channel_reduce, for_each_chunk, reduce_chunks, rows_per_task};
 use super::{Float, Tensor};
 
 /// A batch-norm layer (and optional LeakyReLU) over a fixed number of pixels.
@@ -66,39 +66,42 @@ impl<T: Float> BatchNorm<T> {
         T::from_f64(self.slope.unwrap_or(1.0))
     }
 
-    pub fn forward(&mut self, params: &[T], x: &Tensor<T>, y: &mut Tensor<T>) {
+    /// `y = act(batchnorm(x))`; `x` is `None` when the input already sits in `y` (in place).
+    pub fn forward(&mut self, params: &[T], x: Option<&Tensor<T>>, y: &mut Tensor<T>) {
         let c = self.c;
         let n = T::from_usize(self.pixels);
-        let xd = &x.data;
-        channel_reduce(
-            self.pixels,
-            c,
-            &mut self.partial,
-            &mut self.mean,
-            |r, acc| {
-                for px in xd[r.start * c..r.end * c].chunks_exact(c) {
-                    for (a, &v) in acc.iter_mut().zip(px) {
-                        *a += v;
+        {
+            let xd: &[T] = x.map_or(&y.data, |x| &x.data);
+            channel_reduce(
+                self.pixels,
+                c,
+                &mut self.partial,
+                &mut self.mean,
+                |r, acc| {
+                    for px in xd[r.start * c..r.end * c].chunks_exact(c) {
+                        for (a, &v) in acc.iter_mut().zip(px) {
+                            *a += v;
+                        }
                     }
-                }
-            },
-        );
-        self.mean.iter_mut().for_each(|m| *m = *m / n);
-        let mean = &self.mean;
-        channel_reduce(
-            self.pixels,
-            c,
-            &mut self.partial,
-            &mut self.rstd,
-            |r, acc| {
-                for px in xd[r.start * c..r.end * c].chunks_exact(c) {
-                    for ((a, &v), &m) in acc.iter_mut().zip(px).zip(mean) {
-                        let d = v - m;
-                        *a += d * d;
+                },
+            );
+            self.mean.iter_mut().for_each(|m| *m = *m / n);
+            let mean = &self.mean;
+            channel_reduce(
+                self.pixels,
+                c,
+                &mut self.partial,
+                &mut self.rstd,
+                |r, acc| {
+                    for px in xd[r.start * c..r.end * c].chunks_exact(c) {
+                        for ((a, &v), &m) in acc.iter_mut().zip(px).zip(mean) {
+                            let d = v - m;
+                            *a += d * d;
+                        }
                     }
-                }
-            },
-        );
+                },
+            );
+        }
         let eps = T::from_f64(self.eps);
         self.rstd
             .iter_mut()
@@ -112,31 +115,81 @@ impl<T: Float> BatchNorm<T> {
             self.k2[ch] = beta[ch] - self.mean[ch] * self.k1[ch];
         }
         let (k1, k2, s) = (&self.k1, &self.k2, self.neg_slope());
-        let body = |(yc, xc): (&mut [T], &[T])| {
-            for (ypx, xpx) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
-                for (((yv, &xv), &a), &b) in ypx.iter_mut().zip(xpx).zip(k1).zip(k2) {
-                    let v = xv * a + b;
-                    *yv = if v < T::ZERO { v * s } else { v };
-                }
-            }
+        let act = |xv: T, a: T, b: T| {
+            let v = xv * a + b;
+            if v < T::ZERO { v * s } else { v }
         };
         let per = task_len(self.pixels, c);
-        if per >= xd.len() {
-            body((&mut y.data, xd));
-        } else {
-            y.data
-                .par_chunks_mut(per)
-                .zip(xd.par_chunks(per))
-                .for_each(body);
+        match x {
+            Some(x) => {
+                let body = |(yc, xc): (&mut [T], &[T])| {
+                    for (ypx, xpx) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
+                        for (((yv, &xv), &a), &b) in ypx.iter_mut().zip(xpx).zip(k1).zip(k2) {
+                            *yv = act(xv, a, b);
+                        }
+                    }
+                };
+                if per >= x.data.len() {
+                    body((&mut y.data, &x.data));
+                } else {
+                    y.data
+                        .par_chunks_mut(per)
+                        .zip(x.data.par_chunks(per))
+                        .for_each(body);
+                }
+            }
+            None => for_each_chunk(&mut y.data, per, |(_, yc)| {
+                for ypx in yc.chunks_exact_mut(c) {
+                    for ((yv, &a), &b) in ypx.iter_mut().zip(k1).zip(k2) {
+                        *yv = act(*yv, a, b);
+                    }
+                }
+            }),
         }
     }
 
+    /// Whether [`BatchNorm::backward`] can work from the output alone (without the input): the
+    /// activation must be invertible, i.e. no activation or a non-zero slope.
+    pub fn invertible(&self) -> bool {
+        self.slope.is_none_or(|s| s != 0.0)
+    }
+
     /// Writes the gamma/beta gradients and writes (or adds to) `dx`.
+    ///
+    /// With `x`, the normalised input is `(x − mean)·rstd`. Without (the input's buffer was
+    /// handed to the output, see [`BatchNorm::invertible`]), it is recovered from the output by
+    /// inverting the activation and the affine map: `x̂ = (act⁻¹(y) − beta) / gamma`, as in-place
+    /// activated batch norm does. The two agree to rounding while gamma is not tiny; a gamma of
+    /// exactly zero makes that channel's `x̂`, and so its gamma gradient, read as zero.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &mut self,
         params: &[T],
-        x: &Tensor<T>,
+        x: Option<&Tensor<T>>,
+        y: &Tensor<T>,
+        dy: &Tensor<T>,
+        dx: Option<&mut Tensor<T>>,
+        accumulate: bool,
+        dparams: &mut [T],
+    ) {
+        match x {
+            Some(x) => self.backward_from::<false>(params, &x.data, y, dy, dx, accumulate, dparams),
+            None => {
+                assert!(
+                    self.invertible(),
+                    "a batch norm with ReLU needs its input for backward"
+                );
+                self.backward_from::<true>(params, &y.data, y, dy, dx, accumulate, dparams)
+            }
+        }
+    }
+
+    /// `FROM_Y`: `src` is the output and x̂ comes from inverting it; else `src` is the input.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_from<const FROM_Y: bool>(
+        &mut self,
+        params: &[T],
+        src: &[T],
         y: &Tensor<T>,
         dy: &Tensor<T>,
         dx: Option<&mut Tensor<T>>,
@@ -145,53 +198,77 @@ impl<T: Float> BatchNorm<T> {
     ) {
         let c = self.c;
         let s = self.neg_slope();
-        let (xd, yd, dyd) = (&x.data, &y.data, &dy.data);
-        // dz, the gradient through the activation, takes its sign from the output.
-        let mean = &self.mean;
-        channel_reduce(
-            self.pixels,
-            2 * c,
-            &mut self.partial,
-            &mut self.sums,
-            |r, acc| {
-                let (sum_dz, sum_dz_xc) = acc.split_at_mut(c);
-                let range = r.start * c..r.end * c;
-                for ((xp, yp), gp) in xd[range.clone()]
-                    .chunks_exact(c)
-                    .zip(yd[range.clone()].chunks_exact(c))
-                    .zip(dyd[range].chunks_exact(c))
-                {
-                    for (((((a, b), &xv), &yv), &g), &m) in sum_dz
-                        .iter_mut()
-                        .zip(sum_dz_xc.iter_mut())
-                        .zip(xp)
-                        .zip(yp)
-                        .zip(gp)
-                        .zip(mean)
-                    {
-                        let dz = if yv > T::ZERO { g } else { g * s };
-                        *a += dz;
-                        *b += dz * (xv - m);
-                    }
-                }
-            },
-        );
-        // dbeta = Σ dz, dgamma = Σ dz·xhat = rstd · Σ dz·(x - mean).
+        let inv_s = T::ONE / s;
+        let gamma = &params[self.gamma..self.gamma + c];
+        let beta = &params[self.beta..self.beta + c];
+        // x̂ = src·p + q per channel (p, q kept in k2, k3 for the reduction).
         for ch in 0..c {
-            let dgamma = self.sums[c + ch] * self.rstd[ch];
+            if FROM_Y {
+                let g = gamma[ch];
+                let inv_g = if g == T::ZERO { T::ZERO } else { T::ONE / g };
+                self.k2[ch] = inv_g;
+                self.k3[ch] = -beta[ch] * inv_g;
+            } else {
+                self.k2[ch] = self.rstd[ch];
+                self.k3[ch] = -self.mean[ch] * self.rstd[ch];
+            }
+        }
+        let xhat = |v: T, p: T, q: T| {
+            let u = if FROM_Y && v <= T::ZERO { v * inv_s } else { v };
+            u * p + q
+        };
+        let (yd, dyd) = (&y.data, &dy.data);
+        // dz, the gradient through the activation, takes its sign from the output.
+        {
+            let (p, q) = (&self.k2, &self.k3);
+            channel_reduce(
+                self.pixels,
+                2 * c,
+                &mut self.partial,
+                &mut self.sums,
+                |r, acc| {
+                    let (sum_dz, sum_dz_xhat) = acc.split_at_mut(c);
+                    let range = r.start * c..r.end * c;
+                    for ((xp, yp), gp) in src[range.clone()]
+                        .chunks_exact(c)
+                        .zip(yd[range.clone()].chunks_exact(c))
+                        .zip(dyd[range].chunks_exact(c))
+                    {
+                        for ((((((a, b), &xv), &yv), &g), &pp), &qq) in sum_dz
+                            .iter_mut()
+                            .zip(sum_dz_xhat.iter_mut())
+                            .zip(xp)
+                            .zip(yp)
+                            .zip(gp)
+                            .zip(p)
+                            .zip(q)
+                        {
+                            let dz = if yv > T::ZERO { g } else { g * s };
+                            *a += dz;
+                            *b += dz * xhat(xv, pp, qq);
+                        }
+                    }
+                },
+            );
+        }
+        // dbeta = Σ dz, dgamma = Σ dz·x̂.
+        for ch in 0..c {
             dparams[self.beta + ch] = self.sums[ch];
-            dparams[self.gamma + ch] = dgamma;
+            dparams[self.gamma + ch] = self.sums[c + ch];
         }
         let Some(dx) = dx else { return };
 
-        // dx = gamma·rstd·(dz − dbeta/N − xhat·dgamma/N) = k1·dz + k2·(x − mean) + k3.
-        let gamma = &params[self.gamma..self.gamma + c];
+        // dx = gamma·rstd·(dz − dbeta/N − x̂·dgamma/N) = k1·dz + m1·x̂ + m0.
         let inv_n = T::ONE / T::from_usize(self.pixels);
         for ch in 0..c {
             let a = gamma[ch] * self.rstd[ch];
             self.k1[ch] = a;
-            self.k2[ch] = -a * self.rstd[ch] * dparams[self.gamma + ch] * inv_n;
-            self.k3[ch] = -a * self.sums[ch] * inv_n;
+            // Fold x̂ = src·p + q into the coefficients: dx = k1·dz + (m1·p)·src + (m1·q + m0).
+            let m1 = -a * self.sums[c + ch] * inv_n;
+            let m0 = -a * self.sums[ch] * inv_n;
+            let (p, q) = (self.k2[ch], self.k3[ch]);
+            self.k2[ch] = m1 * p;
+            self.k3[ch] = m1 * q + m0;
         }
         let (k1, k2, k3) = (&self.k1, &self.k2, &self.k3);
         let per = task_len(self.pixels, c);
@@ -200,22 +277,26 @@ impl<T: Float> BatchNorm<T> {
             let range = base..base + dxc.len();
             for (((dp, xp), yp), gp) in dxc
                 .chunks_exact_mut(c)
-                .zip(xd[range.clone()].chunks_exact(c))
+                .zip(src[range.clone()].chunks_exact(c))
                 .zip(yd[range.clone()].chunks_exact(c))
                 .zip(dyd[range].chunks_exact(c))
             {
-                for (((((((d, &xv), &yv), &g), &m), &a), &b), &e) in dp
+                for ((((((d, &xv), &yv), &g), &a), &b), &e) in dp
                     .iter_mut()
                     .zip(xp)
                     .zip(yp)
                     .zip(gp)
-                    .zip(mean)
                     .zip(k1)
                     .zip(k2)
                     .zip(k3)
                 {
                     let dz = if yv > T::ZERO { g } else { g * s };
-                    let v = a * dz + b * (xv - m) + e;
+                    let u = if FROM_Y && xv <= T::ZERO {
+                        xv * inv_s
+                    } else {
+                        xv
+                    };
+                    let v = a * dz + b * u + e;
                     *d = if accumulate { *d + v } else { v };
                 }
             }

@@ -2,17 +2,23 @@
 //!
 //! Three paths, chosen at build time:
 //! - **1×1, stride 1**: one GEMM over pixels, `y = x · W`.
-//! - **k×k, stride 1** ("shifted views"): the input is padded once into `xp` (row width `wp`).
+//! - **k×k, stride 1** ("shifted views"): the input is padded into `xp` (row width `wp`).
 //!   Treating the output as `ho × wp` pixels, of which the last `k-1` columns of each row are
 //!   discarded, makes the `k` pixels of kernel row `dy` under output pixel `r` the contiguous run
 //!   `xp[(r + dy·wp)·cin ..][.. k·cin]`. So the conv is `k` GEMMs with K = k·cin over overlapping
 //!   row views, with no im2col buffer. The input gradient is the same operation on the
 //!   zero-padded output gradient with flipped, transposed weights, followed by the adjoint of the
 //!   padding.
-//! - **stride > 1**: im2col into a cached column matrix, one GEMM; col2im for the input gradient.
+//! - **stride > 1**: im2col into a column matrix, one GEMM; col2im for the input gradient.
+//!
+//! Nothing is kept between forward and backward but the input itself (an activation the network
+//! holds anyway): backward pads it again (and rebuilds the column matrix) in the shared scratch.
+//! That costs one memory-bound copy per convolution and spares a padded copy of every input.
 //!
 //! Weights live in the flat parameter buffer as `[ky][kx][cin][cout]`, so that each kernel row is
 //! a `(k·cin) × cout` row-major matrix.
+
+use std::marker::PhantomData;
 
 use rayon::prelude::*;
 
@@ -35,14 +41,22 @@ pub struct ConvScratch<T> {
     pub b: Vec<T>,
     pub c: Vec<T>,
     pub partial: Vec<T>,
+    /// Flipped, transposed weights (input gradient of the shifted path).
+    pub wt: Vec<T>,
 }
 
 impl<T: Float> ConvScratch<T> {
-    /// Grows the buffers to hold `sizes` (a, b, c, partial sums).
-    pub fn reserve(&mut self, sizes: [usize; 4]) {
-        for (buf, n) in [&mut self.a, &mut self.b, &mut self.c, &mut self.partial]
-            .into_iter()
-            .zip(sizes)
+    /// Grows the buffers to hold `sizes` (a, b, c, partial sums, flipped weights).
+    pub fn reserve(&mut self, sizes: [usize; 5]) {
+        for (buf, n) in [
+            &mut self.a,
+            &mut self.b,
+            &mut self.c,
+            &mut self.partial,
+            &mut self.wt,
+        ]
+        .into_iter()
+        .zip(sizes)
         {
             if buf.len() < n {
                 buf.resize(n, T::ZERO);
@@ -72,14 +86,10 @@ pub struct Conv2d<T> {
     wp: usize,
     rows: AxisMap,
     cols: AxisMap,
-    /// Shifted path: the padded input (plus slack for the overlapping views of the last row).
-    /// Im2col path: the column matrix. Kept from forward for the weight gradient.
-    cache: Vec<T>,
-    /// Shifted path: flipped, transposed weights for the input gradient.
-    wt: Vec<T>,
     /// Shifted path: zero padding of the output gradient by k-1.
     zrows: AxisMap,
     zcols: AxisMap,
+    _float: PhantomData<T>,
 }
 
 impl<T: Float> Conv2d<T> {
@@ -119,17 +129,7 @@ impl<T: Float> Conv2d<T> {
         } else {
             Path::Shifted
         };
-        let cache = match path {
-            Path::Direct => Vec::new(),
-            Path::Shifted => vec![T::ZERO; (hp * wp + k) * cin],
-            Path::Im2col => vec![T::ZERO; ho * wo * k * k * cin],
-        };
         let shifted = path == Path::Shifted;
-        let wt = if shifted {
-            vec![T::ZERO; k * k * cin * cout]
-        } else {
-            Vec::new()
-        };
         let (zrows, zcols) = if shifted {
             (
                 AxisMap::new(PadMode::Zero, ho, k - 1),
@@ -155,16 +155,10 @@ impl<T: Float> Conv2d<T> {
             wp,
             rows: AxisMap::new(pad_mode, h, pad),
             cols: AxisMap::new(pad_mode, w, pad),
-            cache,
-            wt,
             zrows,
             zcols,
+            _float: PhantomData,
         }
-    }
-
-    /// Elements held between forward and backward (padded input or column matrix).
-    pub fn cache_len(&self) -> usize {
-        self.cache.len() + self.wt.len()
     }
 
     /// Number of weights (without the bias).
@@ -172,28 +166,63 @@ impl<T: Float> Conv2d<T> {
         self.k * self.k * self.cin * self.cout
     }
 
-    /// Scratch sizes this layer needs: buffers a, b, c and the partial sums.
-    pub fn scratch_sizes(&self) -> [usize; 4] {
+    /// Scratch sizes this layer needs: buffers a, b, c, the partial sums and the flipped
+    /// weights.
+    pub fn scratch_sizes(&self) -> [usize; 5] {
         let (k, cin, cout) = (self.k, self.cin, self.cout);
         let partial = reduce_chunks(self.ho * self.wo) * cout;
         match self.path {
-            Path::Direct => [0, 0, 0, partial],
+            Path::Direct => [0, 0, 0, partial, 0],
             Path::Shifted => {
                 let (hz, wz) = (self.ho + 2 * (k - 1), self.wo + 2 * (k - 1));
                 [
                     self.ho * self.wp * cout,
                     (hz * wz + k) * cout,
-                    (hz - k + 1) * wz * cin,
+                    ((hz - k + 1) * wz * cin).max(self.padded_len()),
                     partial,
+                    k * k * cin * cout,
                 ]
             }
             Path::Im2col => [
-                (self.ho * self.wo * k * k * cin).max(self.hp * self.wp * cin),
+                self.ho * self.wo * k * k * cin,
                 self.hp * self.wp * cin,
                 0,
                 partial,
+                0,
             ],
         }
+    }
+
+    /// Shifted path: the padded input plus slack for the overlapping views of the last row.
+    fn padded_len(&self) -> usize {
+        (self.hp * self.wp + self.k) * self.cin
+    }
+
+    /// Shifted path: pads `x` into `xp`, zeroing the slack after it (read only by discarded
+    /// columns, which must stay finite: the weight gradient multiplies them by zero).
+    fn pad_input<'a>(&self, x: &Tensor<T>, xp: &'a mut [T]) -> &'a [T] {
+        let xp = &mut xp[..self.padded_len()];
+        pad_forward(&x.data, self.cin, &self.rows, &self.cols, xp);
+        xp[self.hp * self.wp * self.cin..].fill(T::ZERO);
+        xp
+    }
+
+    /// Im2col path: pads `x` into `xp` and writes the column matrix into `col`.
+    fn columns<'a>(&self, x: &Tensor<T>, xp: &mut [T], col: &'a mut [T]) -> &'a [T] {
+        let xp = &mut xp[..self.hp * self.wp * self.cin];
+        pad_forward(&x.data, self.cin, &self.rows, &self.cols, xp);
+        let col = &mut col[..self.ho * self.wo * self.k * self.k * self.cin];
+        im2col(
+            xp,
+            self.wp,
+            self.cin,
+            self.k,
+            self.stride,
+            self.ho,
+            self.wo,
+            col,
+        );
+        col
     }
 
     /// `y = conv(x) + b`.
@@ -224,11 +253,11 @@ impl<T: Float> Conv2d<T> {
                 );
             }
             Path::Shifted => {
-                pad_forward(&x.data, cin, &self.rows, &self.cols, &mut self.cache);
+                let xp = self.pad_input(x, &mut s.c);
                 let m = self.ho * self.wp;
                 let wide = &mut s.a[..m * cout];
                 for dy in 0..k {
-                    let lhs = MatRef::new(&self.cache, dy * self.wp * cin, cin, 1);
+                    let lhs = MatRef::new(xp, dy * self.wp * cin, cin, 1);
                     let rhs =
                         MatRef::rows(&wmat[dy * k * cin * cout..(dy + 1) * k * cin * cout], cout);
                     matmul(m, cout, k * cin, wide, cout, dy > 0, lhs, rhs);
@@ -243,18 +272,7 @@ impl<T: Float> Conv2d<T> {
                 );
             }
             Path::Im2col => {
-                let xp = &mut s.a[..self.hp * self.wp * cin];
-                pad_forward(&x.data, cin, &self.rows, &self.cols, xp);
-                im2col(
-                    xp,
-                    self.wp,
-                    cin,
-                    k,
-                    self.stride,
-                    self.ho,
-                    self.wo,
-                    &mut self.cache,
-                );
+                let col = self.columns(x, &mut s.b, &mut s.a);
                 fill_bias(&mut y.data, cout, bias);
                 let kk = k * k * cin;
                 matmul(
@@ -264,7 +282,7 @@ impl<T: Float> Conv2d<T> {
                     &mut y.data,
                     cout,
                     true,
-                    MatRef::rows(&self.cache, kk),
+                    MatRef::rows(col, kk),
                     MatRef::rows(wmat, cout),
                 );
             }
@@ -275,7 +293,7 @@ impl<T: Float> Conv2d<T> {
     /// (written, or added when `accumulate`). `x` is the input of the last forward.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
-        &mut self,
+        &self,
         params: &[T],
         x: &Tensor<T>,
         dy: &Tensor<T>,
@@ -336,8 +354,9 @@ impl<T: Float> Conv2d<T> {
                 // dY in the wide layout, zero in the discarded columns so they add nothing.
                 let dyw = &mut s.a[..m * cout];
                 widen_rows(&dy.data, wo * cout, wp * cout, dyw);
+                let xp = self.pad_input(x, &mut s.c);
                 for dyk in 0..k {
-                    let lhs = MatRef::new(&self.cache, dyk * wp * cin, 1, cin);
+                    let lhs = MatRef::new(xp, dyk * wp * cin, 1, cin);
                     let dwk = &mut dw[dyk * k * cin * cout..(dyk + 1) * k * cin * cout];
                     matmul(
                         k * cin,
@@ -353,7 +372,8 @@ impl<T: Float> Conv2d<T> {
                 if let Some(dx) = dx {
                     // Full correlation of dY (zero-padded by k-1) with the flipped kernel gives the
                     // gradient of the padded input; the padding adjoint folds it back.
-                    flip_transpose(wmat, k, cin, cout, &mut self.wt);
+                    let wt = &mut s.wt[..k * k * cin * cout];
+                    flip_transpose(wmat, k, cin, cout, wt);
                     let q = k - 1;
                     let (hz, wz) = (ho + 2 * q, wo + 2 * q);
                     let dyz = &mut s.b[..(hz * wz + k) * cout];
@@ -363,10 +383,8 @@ impl<T: Float> Conv2d<T> {
                     let dxw = &mut s.c[..mz * cin];
                     for ey in 0..k {
                         let lhs = MatRef::new(dyz, ey * wz * cout, cout, 1);
-                        let rhs = MatRef::rows(
-                            &self.wt[ey * k * cout * cin..(ey + 1) * k * cout * cin],
-                            cin,
-                        );
+                        let rhs =
+                            MatRef::rows(&wt[ey * k * cout * cin..(ey + 1) * k * cout * cin], cin);
                         matmul(mz, cin, k * cout, dxw, cin, ey > 0, lhs, rhs);
                     }
                     pad_backward(
@@ -383,6 +401,7 @@ impl<T: Float> Conv2d<T> {
             Path::Im2col => {
                 let kk = k * k * cin;
                 let m = self.ho * self.wo;
+                let col = self.columns(x, &mut s.b, &mut s.a);
                 matmul(
                     kk,
                     cout,
@@ -390,7 +409,7 @@ impl<T: Float> Conv2d<T> {
                     dw,
                     cout,
                     false,
-                    MatRef::rows_t(&self.cache, kk),
+                    MatRef::rows_t(col, kk),
                     MatRef::rows(&dy.data, cout),
                 );
                 if let Some(dx) = dx {

@@ -4,6 +4,12 @@
 //! allocated when the network is built for one image size, so a training step allocates nothing.
 //! Where an activation feeds several nodes, the first gradient to arrive in backward order is
 //! written and the others are added, which spares a zeroing pass.
+//!
+//! A batch norm whose input only it reads, and whose activation is invertible, runs in place: the
+//! node before it writes straight into the norm's output buffer, and the norm's backward recovers
+//! what it needs from its output (see [`BatchNorm::backward`]). The input keeps its shape but no
+//! storage of its own. In the skip network that spares every convolution output and every
+//! concatenation.
 
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -343,6 +349,39 @@ impl<T: Float> NetBuilder<T> {
         self.push(Op::Filter(f), vec![x], shape)
     }
 
+    /// Where each activation is stored: itself, or (for the input of an in-place batch norm) the
+    /// norm's output.
+    fn storage(&self, output: ActId) -> Vec<ActId> {
+        let mut readers = vec![0usize; self.shapes.len()];
+        for node in &self.nodes {
+            for &i in &node.inputs {
+                readers[i] += 1;
+            }
+        }
+        let mut owner: Vec<ActId> = (0..self.shapes.len()).collect();
+        for node in &self.nodes {
+            let Op::Norm(bn) = &node.op else { continue };
+            let x = node.inputs[0];
+            if x == 0 || x == output || readers[x] != 1 || !bn.invertible() {
+                continue;
+            }
+            // The producer's backward must not read its own output, which the norm overwrites.
+            let handover = matches!(
+                self.nodes[x - 1].op,
+                Op::Conv(_)
+                    | Op::Concat(_)
+                    | Op::Upsample(_)
+                    | Op::LeakyRelu(_)
+                    | Op::Filter(_)
+                    | Op::Dense(_)
+            );
+            if handover {
+                owner[x] = node.output;
+            }
+        }
+        owner
+    }
+
     /// Gradient modes and buffer slots as [`NetBuilder::build`] plans them.
     fn plan(
         &mut self,
@@ -392,16 +431,18 @@ impl<T: Float> NetBuilder<T> {
     /// without allocating; `output` is the output activation.
     pub fn estimate_bytes(&mut self, output: ActId) -> usize {
         let (_, slots) = self.plan(output, false);
+        let owner = self.storage(output);
         let numel = |&(h, w, c): &(usize, usize, usize)| h * w * c;
-        let acts: usize = self.shapes.iter().map(numel).sum();
+        let acts: usize = (0..self.shapes.len())
+            .filter(|&a| owner[a] == a)
+            .map(|a| numel(&self.shapes[a]))
+            .sum();
         let grads: usize = slots.iter().map(numel).sum();
-        let mut scratch = [0usize; 4];
-        let mut caches = 0;
+        let mut scratch = [0usize; 5];
         let mut tables = 0;
         for n in &self.nodes {
             match &n.op {
                 Op::Conv(c) => {
-                    caches += c.cache_len();
                     for (s, v) in scratch.iter_mut().zip(c.scratch_sizes()) {
                         *s = (*s).max(v);
                     }
@@ -411,7 +452,7 @@ impl<T: Float> NetBuilder<T> {
             }
         }
         let t = std::mem::size_of::<T>();
-        (acts + grads + caches + scratch.iter().sum::<usize>() + 4 * self.n_params) * t
+        (acts + grads + scratch.iter().sum::<usize>() + 4 * self.n_params) * t
             + tables * (4 + t)
             + self.shapes.len() * 64
     }
@@ -425,10 +466,24 @@ impl<T: Float> NetBuilder<T> {
             "the output must be the last activation"
         );
         let (grad_slot, slot_shape) = self.plan(output, input_grad);
+        let owner = self.storage(output);
         let acts: Vec<Tensor<T>> = self
             .shapes
             .iter()
-            .map(|&(h, w, c)| Tensor::zeros(h, w, c))
+            .enumerate()
+            .map(|(a, &(h, w, c))| {
+                if owner[a] == a {
+                    Tensor::zeros(h, w, c)
+                } else {
+                    // Shape only: the data lives in the buffer of `owner[a]`.
+                    Tensor {
+                        h,
+                        w,
+                        c,
+                        data: Vec::new(),
+                    }
+                }
+            })
             .collect();
         let grads = slot_shape
             .iter()
@@ -445,6 +500,7 @@ impl<T: Float> NetBuilder<T> {
             acts,
             grads,
             grad_slot,
+            owner,
             params: vec![T::ZERO; self.n_params],
             dparams: vec![T::ZERO; self.n_params],
             info: self.params,
@@ -464,6 +520,9 @@ pub struct Net<T> {
     /// Gradient buffers, indexed through `grad_slot`.
     grads: Vec<Tensor<T>>,
     grad_slot: Vec<usize>,
+    /// The activation whose buffer holds each activation's values (itself, or the output of the
+    /// in-place batch norm that reads it).
+    owner: Vec<ActId>,
     params: Vec<T>,
     dparams: Vec<T>,
     info: Vec<ParamInfo>,
@@ -646,6 +705,7 @@ impl<T: Float> Net<T> {
         let Net {
             nodes,
             acts,
+            owner,
             params,
             scratch,
             profile,
@@ -653,12 +713,17 @@ impl<T: Float> Net<T> {
         } = self;
         for (ni, node) in nodes.iter_mut().enumerate() {
             let t0 = profile.as_ref().map(|_| std::time::Instant::now());
+            // Inputs come before the output, and the output's storage is the output itself or a
+            // later activation.
             let (before, after) = acts.split_at_mut(node.output);
-            let y = &mut after[0];
+            let y = &mut after[owner[node.output] - node.output];
             let x = &before[node.inputs[0]];
             match &mut node.op {
                 Op::Conv(l) => l.forward(params, x, y, scratch),
-                Op::Norm(l) => l.forward(params, x, y),
+                Op::Norm(l) => {
+                    let in_place = owner[node.inputs[0]] == node.output;
+                    l.forward(params, (!in_place).then_some(x), y)
+                }
                 Op::Upsample(l) => l.forward(x, y),
                 Op::Sigmoid(l) => l.forward(x, y),
                 Op::Dense(l) => l.forward(params, x, y),
@@ -688,6 +753,7 @@ impl<T: Float> Net<T> {
             acts,
             grads,
             grad_slot,
+            owner,
             params,
             dparams,
             scratch,
@@ -729,7 +795,8 @@ impl<T: Float> Net<T> {
                 }
                 Op::Norm(l) => {
                     let (dy, dx) = pair(grads, slot_of(0), so);
-                    l.backward(params, x, y, dy, dx, add, dparams);
+                    let in_place = owner[node.inputs[0]] == node.output;
+                    l.backward(params, (!in_place).then_some(x), y, dy, dx, add, dparams);
                 }
                 Op::Upsample(l) => {
                     if let (dy, Some(dx)) = pair(grads, slot_of(0), so) {
@@ -801,14 +868,6 @@ impl<T: Float> Net<T> {
             acts[k] += self.acts[n.output].data.len();
         }
         let grads: usize = self.grads.iter().map(|g| g.data.len()).sum();
-        let caches: usize = self
-            .nodes
-            .iter()
-            .map(|n| match &n.op {
-                Op::Conv(c) => c.cache_len(),
-                _ => 0,
-            })
-            .sum();
         let tables: usize = self
             .nodes
             .iter()
@@ -818,7 +877,7 @@ impl<T: Float> Net<T> {
             })
             .sum();
         let s = &self.scratch;
-        let scratch = s.a.len() + s.b.len() + s.c.len() + s.partial.len();
+        let scratch = s.a.len() + s.b.len() + s.c.len() + s.partial.len() + s.wt.len();
         vec![
             ("network input", acts[0] * t),
             ("conv outputs", acts[1] * t),
@@ -827,7 +886,6 @@ impl<T: Float> Net<T> {
             ("concat outputs", acts[4] * t),
             ("other activations", acts[5] * t),
             ("activation gradients", grads * t),
-            ("conv caches", caches * t),
             ("conv scratch", scratch * t),
             (
                 "parameters, gradients, tables",
