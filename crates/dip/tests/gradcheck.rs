@@ -2,7 +2,8 @@
 //! both padding modes. Loss L = Σ r ⊙ y for a fixed random r, so dL/dy = r.
 
 use dip::engine::{
-    BatchNorm, Concat, Conv2d, ConvScratch, PadMode, Sigmoid, Tensor, Upsample, UpsampleMode,
+    BatchNorm, Concat, Conv2d, ConvScratch, NormGrad, PadMode, Sigmoid, Tensor, Upsample,
+    UpsampleMode,
 };
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -196,7 +197,18 @@ fn batchnorm_gradients_match_finite_differences() {
             let mut dparams = vec![0.0; 2 * c];
             let mut dx = Tensor::zeros(h, w, c);
             let xin = (!from_output).then_some(&x);
-            bn.backward(&params, xin, &y, &dy, Some(&mut dx), false, &mut dparams);
+            if from_output {
+                // In-place mode: the gradient buffer holds dy on entry and dx on return.
+                dx.data.copy_from_slice(&dy.data);
+                bn.backward(&params, xin, &y, NormGrad::InPlace(&mut dx), &mut dparams);
+            } else {
+                let grad = NormGrad::Separate {
+                    dy: &dy,
+                    dx: Some(&mut dx),
+                    accumulate: false,
+                };
+                bn.backward(&params, xin, &y, grad, &mut dparams);
+            }
             let xt = x.clone();
             let label = format!("bn {slope:?} from output {from_output}");
             check(

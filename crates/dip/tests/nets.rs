@@ -489,11 +489,12 @@ fn the_memory_breakdown_adds_up_to_the_memory_plan() {
     assert_eq!(get("network input"), 64 * 64 * 32 * 4);
     // Every batch norm runs in place, so the convolutions and concatenations that feed one keep
     // no buffer of their own: only the last convolution (3 channels, read by the sigmoid) does.
+    // Every upsampling writes straight into the concatenation that reads it.
     assert_eq!(get("conv outputs"), 64 * 64 * 3 * 4);
     assert_eq!(get("concat outputs"), 0);
+    assert_eq!(get("upsample outputs"), 0);
     for name in [
         "batch-norm (+LeakyReLU) outputs",
-        "upsample outputs",
         "activation gradients",
         "conv scratch",
     ] {

@@ -10,6 +10,18 @@ use rayon::prelude::*;
 use super::par::{channel_reduce, for_each_chunk, reduce_chunks, rows_per_task};
 use super::{Float, Tensor};
 
+/// Where the output gradient of [`BatchNorm::backward`] comes from and its input gradient goes.
+pub enum NormGrad<'a, T> {
+    /// `dy` is read; `dx`, when given, is written (or added to, with `accumulate`).
+    Separate {
+        dy: &'a Tensor<T>,
+        dx: Option<&'a mut Tensor<T>>,
+        accumulate: bool,
+    },
+    /// The buffer holds `dy` on entry and `dx` on return.
+    InPlace(&'a mut Tensor<T>),
+}
+
 /// A batch-norm layer (and optional LeakyReLU) over a fixed number of pixels.
 #[derive(Debug)]
 pub struct BatchNorm<T> {
@@ -154,7 +166,7 @@ impl<T: Float> BatchNorm<T> {
         self.slope.is_none_or(|s| s != 0.0)
     }
 
-    /// Writes the gamma/beta gradients and writes (or adds to) `dx`.
+    /// Writes the gamma/beta gradients and the input gradient (see [`NormGrad`]).
     ///
     /// With `x`, the normalised input is `(x − mean)·rstd`. Without (the input's buffer was
     /// handed to the output, see [`BatchNorm::invertible`]), it is recovered from the output by
@@ -167,33 +179,28 @@ impl<T: Float> BatchNorm<T> {
         params: &[T],
         x: Option<&Tensor<T>>,
         y: &Tensor<T>,
-        dy: &Tensor<T>,
-        dx: Option<&mut Tensor<T>>,
-        accumulate: bool,
+        grad: NormGrad<'_, T>,
         dparams: &mut [T],
     ) {
         match x {
-            Some(x) => self.backward_from::<false>(params, &x.data, y, dy, dx, accumulate, dparams),
+            Some(x) => self.backward_from::<false>(params, &x.data, y, grad, dparams),
             None => {
                 assert!(
                     self.invertible(),
                     "a batch norm with ReLU needs its input for backward"
                 );
-                self.backward_from::<true>(params, &y.data, y, dy, dx, accumulate, dparams)
+                self.backward_from::<true>(params, &y.data, y, grad, dparams)
             }
         }
     }
 
     /// `FROM_Y`: `src` is the output and x̂ comes from inverting it; else `src` is the input.
-    #[allow(clippy::too_many_arguments)]
     fn backward_from<const FROM_Y: bool>(
         &mut self,
         params: &[T],
         src: &[T],
         y: &Tensor<T>,
-        dy: &Tensor<T>,
-        dx: Option<&mut Tensor<T>>,
-        accumulate: bool,
+        grad: NormGrad<'_, T>,
         dparams: &mut [T],
     ) {
         let c = self.c;
@@ -217,9 +224,18 @@ impl<T: Float> BatchNorm<T> {
             let u = if FROM_Y && v <= T::ZERO { v * inv_s } else { v };
             u * p + q
         };
-        let (yd, dyd) = (&y.data, &dy.data);
+        let yd = &y.data;
+        let (dyd, dx, accumulate, in_place): (&[T], _, _, _) = match grad {
+            NormGrad::Separate { dy, dx, accumulate } => (&dy.data, dx, accumulate, false),
+            NormGrad::InPlace(g) => (&[], Some(g), false, true),
+        };
         // dz, the gradient through the activation, takes its sign from the output.
         {
+            // In place, the reductions read the output gradient from the buffer itself.
+            let dyd: &[T] = match (&dx, in_place) {
+                (Some(g), true) => &g.data,
+                _ => dyd,
+            };
             let (p, q) = (&self.k2, &self.k3);
             channel_reduce(
                 self.pixels,
@@ -272,6 +288,9 @@ impl<T: Float> BatchNorm<T> {
         }
         let (k1, k2, k3) = (&self.k1, &self.k2, &self.k3);
         let per = task_len(self.pixels, c);
+        // In place, the output gradient is read from the element about to be overwritten; `gsrc`
+        // is then only a stand-in of the right length.
+        let gsrc = if in_place { yd } else { dyd };
         let body = |(ti, dxc): (usize, &mut [T])| {
             let base = ti * per;
             let range = base..base + dxc.len();
@@ -279,7 +298,7 @@ impl<T: Float> BatchNorm<T> {
                 .chunks_exact_mut(c)
                 .zip(src[range.clone()].chunks_exact(c))
                 .zip(yd[range.clone()].chunks_exact(c))
-                .zip(dyd[range].chunks_exact(c))
+                .zip(gsrc[range].chunks_exact(c))
             {
                 for ((((((d, &xv), &yv), &g), &a), &b), &e) in dp
                     .iter_mut()
@@ -290,6 +309,7 @@ impl<T: Float> BatchNorm<T> {
                     .zip(k2)
                     .zip(k3)
                 {
+                    let g = if in_place { *d } else { g };
                     let dz = if yv > T::ZERO { g } else { g * s };
                     let u = if FROM_Y && xv <= T::ZERO {
                         xv * inv_s

@@ -18,7 +18,7 @@ impl Concat {
         self.channels.iter().sum()
     }
 
-    fn offset(&self, which: usize) -> usize {
+    pub(crate) fn offset(&self, which: usize) -> usize {
         self.channels[..which].iter().sum()
     }
 

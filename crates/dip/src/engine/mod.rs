@@ -23,7 +23,7 @@ mod upsample;
 
 pub use activation::LeakyRelu;
 pub use adam::{Adam, AdamConfig};
-pub use batchnorm::BatchNorm;
+pub use batchnorm::{BatchNorm, NormGrad};
 pub use concat::Concat;
 pub use conv::{Conv2d, ConvScratch};
 pub use dense::Dense;

@@ -9,7 +9,8 @@
 //! node before it writes straight into the norm's output buffer, and the norm's backward recovers
 //! what it needs from its output (see [`BatchNorm::backward`]). The input keeps its shape but no
 //! storage of its own. In the skip network that spares every convolution output and every
-//! concatenation.
+//! concatenation. Likewise an upsampling read only by a concatenation writes straight into the
+//! concatenation's channels, and its backward reads its gradient from there.
 
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -18,8 +19,8 @@ use rand_distr::{Distribution, Normal};
 
 use super::conv::{Conv2d, ConvScratch};
 use super::{
-    BatchNorm, Concat, Dense, FilterPad, FixedFilter, Float, LeakyRelu, PadMode, Sigmoid, Tensor,
-    Upsample, UpsampleMode,
+    BatchNorm, Concat, Dense, FilterPad, FixedFilter, Float, LeakyRelu, NormGrad, PadMode, Sigmoid,
+    Tensor, Upsample, UpsampleMode,
 };
 
 /// Index of an activation. 0 is the network input.
@@ -382,6 +383,38 @@ impl<T: Float> NetBuilder<T> {
         owner
     }
 
+    /// Upsamplings whose only reader is a concatenation: `(concatenation output, channel
+    /// offset)` for each such upsampling's output (at most one per concatenation).
+    fn fused_upsamples(&self, output: ActId) -> Vec<Option<(ActId, usize)>> {
+        let mut readers = vec![0usize; self.shapes.len()];
+        for node in &self.nodes {
+            for &i in &node.inputs {
+                readers[i] += 1;
+            }
+        }
+        let mut fused = vec![None; self.shapes.len()];
+        for node in &self.nodes {
+            let Op::Concat(cat) = &node.op else { continue };
+            let pick = node.inputs.iter().enumerate().find(|&(_, &i)| {
+                i != 0
+                    && i != output
+                    && readers[i] == 1
+                    && matches!(self.nodes[i - 1].op, Op::Upsample(_))
+            });
+            if let Some((which, &i)) = pick {
+                fused[i] = Some((node.output, cat.offset(which)));
+            }
+        }
+        fused
+    }
+
+    /// Whether `node` is a batch norm running in place, whose backward then also works in place.
+    fn grad_in_place(node: &Node<T>, owner: &[ActId]) -> bool {
+        matches!(node.op, Op::Norm(_))
+            && owner[node.inputs[0]] == node.output
+            && node.grad_modes[0] == GradMode::Write
+    }
+
     /// Gradient modes and buffer slots as [`NetBuilder::build`] plans them.
     fn plan(
         &mut self,
@@ -415,13 +448,28 @@ impl<T: Float> NetBuilder<T> {
             slot_shape.len() - 1
         };
         grad_slot[output] = alloc(self.shapes[output], &mut free, &mut slot_shape);
+        let owner = self.storage(output);
+        let fused = self.fused_upsamples(output);
         for node in self.nodes.iter().rev() {
+            // An in-place batch norm also turns its output gradient into its input gradient in
+            // place: the input's gradient takes over the output's buffer.
+            if Self::grad_in_place(node, &owner) {
+                grad_slot[node.inputs[0]] = grad_slot[node.output];
+                continue;
+            }
+            // A fused upsampling has no gradient buffer: it reads the concatenation's, which
+            // therefore lives on until the upsampling's backward (the next node back).
             for (&i, &m) in node.inputs.iter().zip(&node.grad_modes) {
-                if m == GradMode::Write {
+                if m == GradMode::Write && fused[i].is_none() {
                     grad_slot[i] = alloc(self.shapes[i], &mut free, &mut slot_shape);
                 }
             }
-            free.push(grad_slot[node.output]);
+            let feeds_fused = node.inputs.iter().any(|&i| fused[i].is_some());
+            match fused[node.output] {
+                Some((cat, _)) => free.push(grad_slot[cat]),
+                None if !feeds_fused => free.push(grad_slot[node.output]),
+                None => {}
+            }
         }
         (grad_slot, slot_shape)
     }
@@ -432,9 +480,10 @@ impl<T: Float> NetBuilder<T> {
     pub fn estimate_bytes(&mut self, output: ActId) -> usize {
         let (_, slots) = self.plan(output, false);
         let owner = self.storage(output);
+        let fused = self.fused_upsamples(output);
         let numel = |&(h, w, c): &(usize, usize, usize)| h * w * c;
         let acts: usize = (0..self.shapes.len())
-            .filter(|&a| owner[a] == a)
+            .filter(|&a| owner[a] == a && fused[a].is_none())
             .map(|a| numel(&self.shapes[a]))
             .sum();
         let grads: usize = slots.iter().map(numel).sum();
@@ -467,15 +516,17 @@ impl<T: Float> NetBuilder<T> {
         );
         let (grad_slot, slot_shape) = self.plan(output, input_grad);
         let owner = self.storage(output);
+        let fused = self.fused_upsamples(output);
         let acts: Vec<Tensor<T>> = self
             .shapes
             .iter()
             .enumerate()
             .map(|(a, &(h, w, c))| {
-                if owner[a] == a {
+                if owner[a] == a && fused[a].is_none() {
                     Tensor::zeros(h, w, c)
                 } else {
-                    // Shape only: the data lives in the buffer of `owner[a]`.
+                    // Shape only: the data lives in the buffer of `owner[a]`, or in the channels
+                    // of the concatenation it is fused into.
                     Tensor {
                         h,
                         w,
@@ -501,6 +552,7 @@ impl<T: Float> NetBuilder<T> {
             grads,
             grad_slot,
             owner,
+            fused,
             params: vec![T::ZERO; self.n_params],
             dparams: vec![T::ZERO; self.n_params],
             info: self.params,
@@ -523,6 +575,9 @@ pub struct Net<T> {
     /// The activation whose buffer holds each activation's values (itself, or the output of the
     /// in-place batch norm that reads it).
     owner: Vec<ActId>,
+    /// For an upsampling written straight into a concatenation: that concatenation's output and
+    /// the channel offset.
+    fused: Vec<Option<(ActId, usize)>>,
     params: Vec<T>,
     dparams: Vec<T>,
     info: Vec<ParamInfo>,
@@ -706,6 +761,7 @@ impl<T: Float> Net<T> {
             nodes,
             acts,
             owner,
+            fused,
             params,
             scratch,
             profile,
@@ -715,8 +771,12 @@ impl<T: Float> Net<T> {
             let t0 = profile.as_ref().map(|_| std::time::Instant::now());
             // Inputs come before the output, and the output's storage is the output itself or a
             // later activation.
+            let store = match fused[node.output] {
+                Some((cat, _)) => owner[cat],
+                None => owner[node.output],
+            };
             let (before, after) = acts.split_at_mut(node.output);
-            let y = &mut after[owner[node.output] - node.output];
+            let y = &mut after[store - node.output];
             let x = &before[node.inputs[0]];
             match &mut node.op {
                 Op::Conv(l) => l.forward(params, x, y, scratch),
@@ -724,7 +784,10 @@ impl<T: Float> Net<T> {
                     let in_place = owner[node.inputs[0]] == node.output;
                     l.forward(params, (!in_place).then_some(x), y)
                 }
-                Op::Upsample(l) => l.forward(x, y),
+                Op::Upsample(l) => match fused[node.output] {
+                    Some((_, offset)) => l.forward_into(x, &mut y.data, y.c, offset),
+                    None => l.forward(x, y),
+                },
                 Op::Sigmoid(l) => l.forward(x, y),
                 Op::Dense(l) => l.forward(params, x, y),
                 Op::LeakyRelu(l) => l.forward(x, y),
@@ -734,7 +797,9 @@ impl<T: Float> Net<T> {
                 Op::Filter(l) => l.forward(x, y),
                 Op::Concat(l) => {
                     for (which, &i) in node.inputs.iter().enumerate() {
-                        l.forward_input(which, &before[i], y);
+                        if fused[i].is_none() {
+                            l.forward_input(which, &before[i], y);
+                        }
                     }
                 }
             }
@@ -754,6 +819,7 @@ impl<T: Float> Net<T> {
             grads,
             grad_slot,
             owner,
+            fused,
             params,
             dparams,
             scratch,
@@ -762,7 +828,11 @@ impl<T: Float> Net<T> {
         } = self;
         for (ni, node) in nodes.iter_mut().enumerate().rev() {
             let t0 = profile.as_ref().map(|_| std::time::Instant::now());
-            let so = grad_slot[node.output];
+            let fused_into = fused[node.output];
+            let so = match fused_into {
+                Some((cat, _)) => grad_slot[cat],
+                None => grad_slot[node.output],
+            };
             let y = &acts[node.output];
             let x = &acts[node.inputs[0]];
             let mode = node.grad_modes[0];
@@ -794,13 +864,26 @@ impl<T: Float> Net<T> {
                     l.backward(params, x, dy, dx, add, dparams, scratch);
                 }
                 Op::Norm(l) => {
-                    let (dy, dx) = pair(grads, slot_of(0), so);
                     let in_place = owner[node.inputs[0]] == node.output;
-                    l.backward(params, (!in_place).then_some(x), y, dy, dx, add, dparams);
+                    let x = (!in_place).then_some(x);
+                    if slot_of(0) == so {
+                        l.backward(params, x, y, NormGrad::InPlace(&mut grads[so]), dparams);
+                    } else {
+                        let (dy, dx) = pair(grads, slot_of(0), so);
+                        let grad = NormGrad::Separate {
+                            dy,
+                            dx,
+                            accumulate: add,
+                        };
+                        l.backward(params, x, y, grad, dparams);
+                    }
                 }
                 Op::Upsample(l) => {
                     if let (dy, Some(dx)) = pair(grads, slot_of(0), so) {
-                        l.backward(dy, dx, add);
+                        match fused_into {
+                            Some((_, offset)) => l.backward_from(&dy.data, dy.c, offset, dx, add),
+                            None => l.backward(dy, dx, add),
+                        }
                     }
                 }
                 Op::Sigmoid(l) => {

@@ -100,8 +100,15 @@ impl<T: Float> Upsample<T> {
     }
 
     pub fn forward(&self, x: &Tensor<T>, y: &mut Tensor<T>) {
+        self.forward_into(x, &mut y.data, self.c, 0);
+    }
+
+    /// Writes the output into channels `offset..offset + c` of `dst`, a tensor of the output's
+    /// size with `channels` channels (the output of a concatenation, say).
+    pub fn forward_into(&self, x: &Tensor<T>, dst: &mut [T], channels: usize, offset: usize) {
         let (c, w, wo) = (self.c, self.w, self.w * self.factor);
-        let row_len = wo * c;
+        assert!(offset + c <= channels);
+        let row_len = wo * channels;
         let ho = self.h * self.factor;
         let per = rows_per_task(ho, row_len);
         let xd = &x.data;
@@ -112,7 +119,8 @@ impl<T: Float> Upsample<T> {
                     &xd[r0 * w * c..(r0 + 1) * w * c],
                     &xd[r1 * w * c..(r1 + 1) * w * c],
                 );
-                for (ox, ypx) in yrow.chunks_exact_mut(c).enumerate() {
+                for (ox, ypx) in yrow.chunks_exact_mut(channels).enumerate() {
+                    let ypx = &mut ypx[offset..offset + c];
                     let [(c0, b0), (c1, b1)] = self.cols.taps[ox];
                     let (p00, p01) = (&x0[c0 * c..c0 * c + c], &x0[c1 * c..c1 * c + c]);
                     let (p10, p11) = (&x1[c0 * c..c0 * c + c], &x1[c1 * c..c1 * c + c]);
@@ -123,15 +131,30 @@ impl<T: Float> Upsample<T> {
                 }
             }
         };
-        for_each_chunk(&mut y.data, per * row_len, body);
+        for_each_chunk(dst, per * row_len, body);
     }
 
     /// Writes (or adds to) `dx`.
     pub fn backward(&self, dy: &Tensor<T>, dx: &mut Tensor<T>, accumulate: bool) {
+        self.backward_from(&dy.data, self.c, 0, dx, accumulate);
+    }
+
+    /// [`Upsample::backward`] with the output gradient in channels `offset..offset + c` of `dy`,
+    /// a tensor with `channels` channels.
+    pub fn backward_from(
+        &self,
+        dy: &[T],
+        channels: usize,
+        offset: usize,
+        dx: &mut Tensor<T>,
+        accumulate: bool,
+    ) {
         let (c, w, wo) = (self.c, self.w, self.w * self.factor);
+        assert!(offset + c <= channels);
         let row_len = w * c;
         let per = rows_per_task(self.h, row_len);
-        let dyd = &dy.data;
+        let dyd = dy;
+        let yrow_len = wo * channels;
         let body = |(ti, chunk): (usize, &mut [T])| {
             for (ri, drow) in chunk.chunks_mut(row_len).enumerate() {
                 let iy = ti * per + ri;
@@ -139,11 +162,12 @@ impl<T: Float> Upsample<T> {
                     drow.fill(T::ZERO);
                 }
                 for &(oy, a) in self.rows.readers(iy) {
-                    let yrow = &dyd[oy * wo * c..(oy + 1) * wo * c];
+                    let yrow = &dyd[oy * yrow_len..(oy + 1) * yrow_len];
                     for (ix, dpx) in drow.chunks_exact_mut(c).enumerate() {
                         for &(ox, b) in self.cols.readers(ix) {
                             let wgt = a * b;
-                            for (d, &g) in dpx.iter_mut().zip(&yrow[ox * c..ox * c + c]) {
+                            let g = &yrow[ox * channels + offset..ox * channels + offset + c];
+                            for (d, &g) in dpx.iter_mut().zip(g) {
                                 *d += wgt * g;
                             }
                         }
