@@ -416,11 +416,7 @@ impl<T: Float> NetBuilder<T> {
     }
 
     /// Gradient modes and buffer slots as [`NetBuilder::build`] plans them.
-    fn plan(
-        &mut self,
-        output: ActId,
-        input_grad: bool,
-    ) -> (Vec<usize>, Vec<(usize, usize, usize)>) {
+    fn plan(&mut self, output: ActId, input_grad: bool) -> (Vec<usize>, Vec<usize>) {
         let mut seen = vec![false; self.shapes.len()];
         for node in self.nodes.iter_mut().rev() {
             for (mode, &i) in node.grad_modes.iter_mut().zip(&node.inputs) {
@@ -436,18 +432,34 @@ impl<T: Float> NetBuilder<T> {
         }
         // Gradient buffers are shared by activations whose gradients are never alive at the
         // same time: one is born at its first contribution and dies after its producer's
-        // backward.
+        // backward. A buffer takes any shape that fits its capacity: the free buffer that fits
+        // best, else the largest free one, grown.
         let mut grad_slot = vec![NO_SLOT; self.shapes.len()];
-        let mut slot_shape: Vec<(usize, usize, usize)> = Vec::new();
+        let mut slot_cap: Vec<usize> = Vec::new();
         let mut free: Vec<usize> = Vec::new();
-        let alloc = |shape, free: &mut Vec<usize>, slot_shape: &mut Vec<_>| -> usize {
-            if let Some(pos) = free.iter().position(|&s| slot_shape[s] == shape) {
-                return free.swap_remove(pos);
-            }
-            slot_shape.push(shape);
-            slot_shape.len() - 1
-        };
-        grad_slot[output] = alloc(self.shapes[output], &mut free, &mut slot_shape);
+        let alloc =
+            |(h, w, c): (usize, usize, usize), free: &mut Vec<usize>, cap: &mut Vec<usize>| {
+                let n = h * w * c;
+                let best = free
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &s)| cap[s] >= n)
+                    .min_by_key(|&(_, &s)| cap[s])
+                    .or_else(|| free.iter().enumerate().max_by_key(|&(_, &s)| cap[s]))
+                    .map(|(pos, _)| pos);
+                match best {
+                    Some(pos) => {
+                        let s = free.swap_remove(pos);
+                        cap[s] = cap[s].max(n);
+                        s
+                    }
+                    None => {
+                        cap.push(n);
+                        cap.len() - 1
+                    }
+                }
+            };
+        grad_slot[output] = alloc(self.shapes[output], &mut free, &mut slot_cap);
         let owner = self.storage(output);
         let fused = self.fused_upsamples(output);
         for node in self.nodes.iter().rev() {
@@ -461,7 +473,7 @@ impl<T: Float> NetBuilder<T> {
             // therefore lives on until the upsampling's backward (the next node back).
             for (&i, &m) in node.inputs.iter().zip(&node.grad_modes) {
                 if m == GradMode::Write && fused[i].is_none() {
-                    grad_slot[i] = alloc(self.shapes[i], &mut free, &mut slot_shape);
+                    grad_slot[i] = alloc(self.shapes[i], &mut free, &mut slot_cap);
                 }
             }
             let feeds_fused = node.inputs.iter().any(|&i| fused[i].is_some());
@@ -471,7 +483,7 @@ impl<T: Float> NetBuilder<T> {
                 None => {}
             }
         }
-        (grad_slot, slot_shape)
+        (grad_slot, slot_cap)
     }
 
     /// Bytes [`NetBuilder::build`] would allocate for the network (activations, gradients,
@@ -486,7 +498,7 @@ impl<T: Float> NetBuilder<T> {
             .filter(|&a| owner[a] == a && fused[a].is_none())
             .map(|a| numel(&self.shapes[a]))
             .sum();
-        let grads: usize = slots.iter().map(numel).sum();
+        let grads: usize = slots.iter().sum();
         let mut scratch = [0usize; 5];
         let mut tables = 0;
         for n in &self.nodes {
@@ -514,7 +526,7 @@ impl<T: Float> NetBuilder<T> {
             self.shapes.len() - 1,
             "the output must be the last activation"
         );
-        let (grad_slot, slot_shape) = self.plan(output, input_grad);
+        let (grad_slot, slot_cap) = self.plan(output, input_grad);
         let owner = self.storage(output);
         let fused = self.fused_upsamples(output);
         let acts: Vec<Tensor<T>> = self
@@ -536,10 +548,8 @@ impl<T: Float> NetBuilder<T> {
                 }
             })
             .collect();
-        let grads = slot_shape
-            .iter()
-            .map(|&(h, w, c)| Tensor::zeros(h, w, c))
-            .collect();
+        // Shaped before each use (see `shape_grad`).
+        let grads = slot_cap.iter().map(|&n| Tensor::zeros(n, 1, 1)).collect();
         let mut scratch = ConvScratch::default();
         for node in &self.nodes {
             if let Op::Conv(c) = &node.op {
@@ -563,6 +573,15 @@ impl<T: Float> NetBuilder<T> {
         net.init_params(seed);
         net
     }
+}
+
+/// Gives a gradient buffer the shape `(h, w, c)`, within the capacity it was planned with (so
+/// without allocating).
+fn shape_grad<T: Float>(g: &mut Tensor<T>, (h, w, c): (usize, usize, usize)) {
+    let n = h * w * c;
+    debug_assert!(n <= g.data.capacity(), "gradient buffer planned too small");
+    g.data.resize(n, T::ZERO);
+    (g.h, g.w, g.c) = (h, w, c);
 }
 
 /// A network built for one input size, with all its buffers.
@@ -732,14 +751,16 @@ impl<T: Float> Net<T> {
     /// The gradient of the loss with respect to the output; write it here before
     /// [`Net::backward`].
     pub fn output_grad_mut(&mut self) -> &mut Tensor<T> {
-        let s = self.grad_slot[self.acts.len() - 1];
-        &mut self.grads[s]
+        self.output_and_grad().1
     }
 
     /// Output and output gradient at once (for the loss).
     pub fn output_and_grad(&mut self) -> (&Tensor<T>, &mut Tensor<T>) {
         let s = self.grad_slot[self.acts.len() - 1];
-        (self.acts.last().expect("output"), &mut self.grads[s])
+        let y = self.acts.last().expect("output");
+        let g = &mut self.grads[s];
+        shape_grad(g, y.shape());
+        (y, g)
     }
 
     /// Gradient with respect to the input, if the network was built to keep it.
@@ -835,6 +856,13 @@ impl<T: Float> Net<T> {
             };
             let y = &acts[node.output];
             let x = &acts[node.inputs[0]];
+            // A gradient buffer takes the shape of the activation whose gradient is written first.
+            for (&i, &m) in node.inputs.iter().zip(&node.grad_modes) {
+                let s = grad_slot[i];
+                if m == GradMode::Write && s != NO_SLOT && s != so {
+                    shape_grad(&mut grads[s], acts[i].shape());
+                }
+            }
             let mode = node.grad_modes[0];
             let add = mode == GradMode::Add;
             // The output gradient and an input gradient live in distinct slots.
@@ -950,7 +978,7 @@ impl<T: Float> Net<T> {
             };
             acts[k] += self.acts[n.output].data.len();
         }
-        let grads: usize = self.grads.iter().map(|g| g.data.len()).sum();
+        let grads: usize = self.grads.iter().map(|g| g.data.capacity()).sum();
         let tables: usize = self
             .nodes
             .iter()
