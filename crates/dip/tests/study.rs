@@ -347,7 +347,11 @@ fn two_recorded_fits_are_compared_at_their_common_steps() {
             .map(|(&p, &q)| (f64::from(p) - f64::from(q)).powi(2))
             .sum::<f64>()
             / n;
-        assert!((t.distance[i] / mse - 1.0).abs() < 1e-9);
+        assert!(
+            (t.distance[i] / mse - 1.0).abs() < 1e-9,
+            "{} vs {mse}",
+            t.distance[i]
+        );
         let d = pair.distance(&x, &y).unwrap();
         for (got, want) in t.per_band[i].iter().zip(&d.per_band) {
             assert!((got - want / n).abs() <= 1e-12 * (1.0 + want / n));

@@ -319,7 +319,14 @@ impl PairAnalyzer {
         self.diff.clear();
         self.diff
             .extend(a.data.iter().zip(&b.data).map(|(&p, &q)| p - q));
-        let total = self.diff.iter().map(|&d| f64::from(d).powi(2)).sum();
+        // In f64 from the inputs: the f32 difference above rounds (by up to half an ulp of each
+        // pixel's difference), which is fine for the spectrum but not for the reference total.
+        let total = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(&p, &q)| (f64::from(p) - f64::from(q)).powi(2))
+            .sum();
         self.fft
             .forward_into(&self.diff, a.channels, &mut self.spec)?;
         let per_band = band_energy(&self.spec, &self.bands)?.total;
