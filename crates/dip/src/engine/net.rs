@@ -350,15 +350,21 @@ impl<T: Float> NetBuilder<T> {
         self.push(Op::Filter(f), vec![x], shape)
     }
 
-    /// Where each activation is stored: itself, or (for the input of an in-place batch norm) the
-    /// norm's output.
-    fn storage(&self, output: ActId) -> Vec<ActId> {
+    /// How many node inputs read each activation.
+    fn readers(&self) -> Vec<usize> {
         let mut readers = vec![0usize; self.shapes.len()];
         for node in &self.nodes {
             for &i in &node.inputs {
                 readers[i] += 1;
             }
         }
+        readers
+    }
+
+    /// Where each activation is stored: itself, or (for the input of an in-place batch norm) the
+    /// norm's output.
+    fn storage(&self, output: ActId) -> Vec<ActId> {
+        let readers = self.readers();
         let mut owner: Vec<ActId> = (0..self.shapes.len()).collect();
         for node in &self.nodes {
             let Op::Norm(bn) = &node.op else { continue };
@@ -386,12 +392,7 @@ impl<T: Float> NetBuilder<T> {
     /// Upsamplings whose only reader is a concatenation: `(concatenation output, channel
     /// offset)` for each such upsampling's output (at most one per concatenation).
     fn fused_upsamples(&self, output: ActId) -> Vec<Option<(ActId, usize)>> {
-        let mut readers = vec![0usize; self.shapes.len()];
-        for node in &self.nodes {
-            for &i in &node.inputs {
-                readers[i] += 1;
-            }
-        }
+        let readers = self.readers();
         let mut fused = vec![None; self.shapes.len()];
         for node in &self.nodes {
             let Op::Concat(cat) = &node.op else { continue };
