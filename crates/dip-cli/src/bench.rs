@@ -53,6 +53,10 @@ pub struct Args {
     /// layer kind, gradients, convolution caches and scratch, parameters, Adam).
     #[arg(long)]
     memory: bool,
+
+    /// With --device cuda: matrix products on TF32 tensor cores.
+    #[arg(long)]
+    tf32: bool,
 }
 
 /// Medians, in seconds, of one size's timed steps.
@@ -88,6 +92,9 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     }
     if args.memory {
         return print_memory(&spec, &sizes);
+    }
+    if let dip::device::Device::Cuda(ordinal) = g.device {
+        return bench_cuda(&spec, &sizes, ordinal, &args);
     }
     if sizes != args.sizes && !g.quiet {
         eprintln!("note: sizes run in increasing order, since peak memory is the process's peak");
@@ -157,6 +164,42 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The GPU table: seconds per step (median, min, max; each step waited for) and the device
+/// memory the network holds.
+#[cfg(feature = "cuda")]
+fn bench_cuda(spec: &SkipSpec, sizes: &[usize], ordinal: usize, args: &Args) -> Result<()> {
+    if args.vs_torch || args.profile {
+        bail!(
+            "--vs-torch and --profile time the CPU; on the GPU, scripts/gpu-check.sh times PyTorch \
+             CUDA beside dip"
+        );
+    }
+    let mode = if args.tf32 { "tf32" } else { "f32" };
+    let mut header = false;
+    for &s in sizes {
+        let (step, min, max, bytes, name) =
+            crate::gpu::time_step(spec, s, ordinal, args.tf32, args.warmup, args.iters)?;
+        if !header {
+            println!("device: {name} (cuda:{ordinal}), {mode}");
+            println!(
+                "{:>6}  {:>10}  {:>8}  {:>8}  {:>12}",
+                "size", "s/step", "min", "max", "device mem"
+            );
+            header = true;
+        }
+        println!(
+            "{s:>6}  {step:>10.5}  {min:>8.5}  {max:>8.5}  {:>8.0} MiB",
+            bytes as f64 / (1u64 << 20) as f64
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_cuda(_: &SkipSpec, _: &[usize], _: usize, _: &Args) -> Result<()> {
+    bail!("{}", dip::device::NO_CUDA_BUILD)
 }
 
 /// Times `warmup + iters` steps of the network at `s × s` on random data.

@@ -114,7 +114,7 @@ pub enum Precision {
 /// Kernel indices, in the order of [`super::KERNEL_NAMES`].
 #[derive(Clone, Copy)]
 #[repr(usize)]
-enum K {
+pub(crate) enum K {
     Im2col,
     Col2im,
     AddBias,
@@ -141,7 +141,7 @@ enum K {
 }
 
 /// A kernel argument.
-enum A {
+pub(crate) enum A {
     P(u64),
     I(i32),
     L(i64),
@@ -157,33 +157,62 @@ fn long(v: usize) -> A {
     A::L(v as i64)
 }
 
-/// A network on the GPU: parameters, Adam's moments, activations, gradients and scratch.
-pub struct GpuNet {
-    info: DeviceInfo,
+/// What the executor needs of a device: kernel launches, the two BLAS calls, copies. The CUDA
+/// device is one; a host emulation (tests) is the other.
+pub(crate) trait Backend {
+    /// Addresses of the f32 and f64 arenas.
+    fn base(&self) -> (u64, u64);
+    fn launch(
+        &self,
+        k: K,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        args: &[A],
+    ) -> Result<(), GpuError>;
+    /// Column-major `C = op(A)·op(B) + beta·C` (cuBLAS's SGEMM with alpha 1).
+    #[allow(clippy::too_many_arguments)]
+    fn sgemm(
+        &self,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: u64,
+        lda: usize,
+        b: u64,
+        ldb: usize,
+        beta: f32,
+        c: u64,
+        ldc: usize,
+    ) -> Result<(), GpuError>;
+    /// Column-major `y = A·x` (`A` is m × n).
+    fn sgemv(&self, m: usize, n: usize, a: u64, lda: usize, x: u64, y: u64)
+    -> Result<(), GpuError>;
+    fn upload(&mut self, off: usize, src: &[f32]) -> Result<(), GpuError>;
+    fn upload64(&mut self, off: usize, src: &[f64]) -> Result<(), GpuError>;
+    fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError>;
+    fn download64(&self, off: usize, n: usize) -> Result<Vec<f64>, GpuError>;
+    fn sync(&self) -> Result<(), GpuError>;
+}
+
+/// The CUDA device.
+struct Cuda {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     funcs: Vec<CudaFunction>,
-    _arena: CudaSlice<f32>,
-    _arena64: CudaSlice<f64>,
-    base: u64,
-    base64: u64,
-    nodes: Vec<GpuNode>,
-    layout: Layout,
-    shapes: Vec<(usize, usize, usize)>,
-    /// Adam's β1, β2 of the first [`GpuNet::adam_step`]; fixed afterwards (they are folded into
-    /// the device-side bias corrections).
-    adam_betas: Option<(f64, f64)>,
+    arena: CudaSlice<f32>,
+    arena64: CudaSlice<f64>,
 }
 
-fn derr(what: &str) -> impl Fn(cudarc::driver::DriverError) -> GpuError + '_ {
-    move |e| GpuError(format!("{what}: {e}"))
-}
-
-impl GpuNet {
-    /// Uploads `net` (its parameters as they are) to CUDA device `ordinal`.
-    pub fn new(net: &Net<f32>, ordinal: usize, precision: Precision) -> Result<Self, GpuError> {
-        let (nodes, layout) = lower(net)?;
-        let info = probe(ordinal)?;
+impl Cuda {
+    fn open(
+        info: &DeviceInfo,
+        precision: Precision,
+        len: usize,
+        len64: usize,
+    ) -> Result<Self, GpuError> {
+        let ordinal = info.ordinal;
         let ctx = catch("CUDA driver", || CudaContext::new(ordinal))?
             .map_err(derr("cannot open the CUDA device"))?;
         // One stream and fixed buffers: the bindings' per-buffer event tracking is not needed,
@@ -225,21 +254,218 @@ impl GpuNet {
         // SAFETY: a live handle.
         check_blas(unsafe { blas::cublasSetMathMode(*blas.handle(), mode) })?;
         let arena = stream
-            .alloc_zeros::<f32>(layout.len)
-            .map_err(|e| out_of_memory(layout.len * 4, &info, e))?;
+            .alloc_zeros::<f32>(len)
+            .map_err(|e| out_of_memory(len * 4, info, e))?;
         let arena64 = stream
-            .alloc_zeros::<f64>(layout.len64)
-            .map_err(|e| out_of_memory(layout.len64 * 8, &info, e))?;
-        let base = arena.device_ptr(&stream).0;
-        let base64 = arena64.device_ptr(&stream).0;
-        let (shapes, _, _) = net.buffer_plan();
-        let mut g = GpuNet {
-            info,
+            .alloc_zeros::<f64>(len64)
+            .map_err(|e| out_of_memory(len64 * 8, info, e))?;
+        Ok(Cuda {
             stream,
             blas,
             funcs,
-            _arena: arena,
-            _arena64: arena64,
+            arena,
+            arena64,
+        })
+    }
+}
+
+impl Backend for Cuda {
+    fn base(&self) -> (u64, u64) {
+        (
+            self.arena.device_ptr(&self.stream).0,
+            self.arena64.device_ptr(&self.stream).0,
+        )
+    }
+
+    fn launch(
+        &self,
+        k: K,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        args: &[A],
+    ) -> Result<(), GpuError> {
+        let f = &self.funcs[k as usize];
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                A::P(v) => b.arg(v),
+                A::I(v) => b.arg(v),
+                A::L(v) => b.arg(v),
+                A::F(v) => b.arg(v),
+                A::D(v) => b.arg(v),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: block,
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the kernel's signature (the host emulation runs the same
+        // launches) and every pointer is inside the arenas (the layout is checked by tests).
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| GpuError(format!("kernel {}: {e}", super::KERNEL_NAMES[k as usize])))
+    }
+
+    fn sgemm(
+        &self,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: u64,
+        lda: usize,
+        b: u64,
+        ldb: usize,
+        beta: f32,
+        c: u64,
+        ldc: usize,
+    ) -> Result<(), GpuError> {
+        let op = |t: bool| {
+            if t {
+                blas::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let alpha = 1.0f32;
+        // SAFETY: device pointers inside the arena; sizes from the layout.
+        check_blas(unsafe {
+            blas::cublasSgemm_v2(
+                *self.blas.handle(),
+                op(ta),
+                op(tb),
+                m as i32,
+                n as i32,
+                k as i32,
+                &alpha,
+                a as *const f32,
+                lda as i32,
+                b as *const f32,
+                ldb as i32,
+                &beta,
+                c as *mut f32,
+                ldc as i32,
+            )
+        })
+    }
+
+    fn sgemv(
+        &self,
+        m: usize,
+        n: usize,
+        a: u64,
+        lda: usize,
+        x: u64,
+        y: u64,
+    ) -> Result<(), GpuError> {
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        // SAFETY: device pointers inside the arena.
+        check_blas(unsafe {
+            blas::cublasSgemv_v2(
+                *self.blas.handle(),
+                blas::cublasOperation_t::CUBLAS_OP_N,
+                m as i32,
+                n as i32,
+                &alpha,
+                a as *const f32,
+                lda as i32,
+                x as *const f32,
+                1,
+                &beta,
+                y as *mut f32,
+                1,
+            )
+        })
+    }
+
+    fn upload(&mut self, off: usize, src: &[f32]) -> Result<(), GpuError> {
+        let mut view = self.arena.slice_mut(off..off + src.len());
+        self.stream
+            .memcpy_htod(src, &mut view)
+            .map_err(derr("copy to the GPU"))
+    }
+
+    fn upload64(&mut self, off: usize, src: &[f64]) -> Result<(), GpuError> {
+        let mut view = self.arena64.slice_mut(off..off + src.len());
+        self.stream
+            .memcpy_htod(src, &mut view)
+            .map_err(derr("copy to the GPU"))
+    }
+
+    fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError> {
+        self.stream
+            .clone_dtoh(&self.arena.slice(off..off + n))
+            .map_err(derr("copy from the GPU"))
+    }
+
+    fn download64(&self, off: usize, n: usize) -> Result<Vec<f64>, GpuError> {
+        self.stream
+            .clone_dtoh(&self.arena64.slice(off..off + n))
+            .map_err(derr("copy from the GPU"))
+    }
+
+    fn sync(&self) -> Result<(), GpuError> {
+        self.stream
+            .synchronize()
+            .map_err(derr("the GPU reported an error"))
+    }
+}
+
+/// A network on the GPU: parameters, Adam's moments, activations, gradients and scratch.
+pub struct GpuNet {
+    info: DeviceInfo,
+    dev: Box<dyn Backend>,
+    base: u64,
+    base64: u64,
+    nodes: Vec<GpuNode>,
+    layout: Layout,
+    shapes: Vec<(usize, usize, usize)>,
+    /// Adam's β1, β2 of the first [`GpuNet::adam_step`]; fixed afterwards (they are folded into
+    /// the device-side bias corrections).
+    adam_betas: Option<(f64, f64)>,
+}
+
+fn derr(what: &str) -> impl Fn(cudarc::driver::DriverError) -> GpuError + '_ {
+    move |e| GpuError(format!("{what}: {e}"))
+}
+
+impl GpuNet {
+    /// Uploads `net` (its parameters as they are) to CUDA device `ordinal`.
+    pub fn new(net: &Net<f32>, ordinal: usize, precision: Precision) -> Result<Self, GpuError> {
+        let (nodes, layout) = lower(net)?;
+        let info = probe(ordinal)?;
+        let dev = Cuda::open(&info, precision, layout.len, layout.len64)?;
+        Self::with_backend(net, info, Box::new(dev), nodes, layout)
+    }
+
+    /// `net` on the host emulation of the GPU, its kernels compiled in `dir` (tests).
+    #[doc(hidden)]
+    pub fn emulated(net: &Net<f32>, dir: &std::path::Path) -> Result<Self, GpuError> {
+        let (nodes, layout) = lower(net)?;
+        let dev = super::emu::Emulator::new(dir, layout.len, layout.len64)?;
+        let info = DeviceInfo {
+            ordinal: 0,
+            name: "host emulation".into(),
+            compute_capability: (0, 0),
+            memory_bytes: 0,
+        };
+        Self::with_backend(net, info, Box::new(dev), nodes, layout)
+    }
+
+    fn with_backend(
+        net: &Net<f32>,
+        info: DeviceInfo,
+        dev: Box<dyn Backend>,
+        nodes: Vec<GpuNode>,
+        layout: Layout,
+    ) -> Result<Self, GpuError> {
+        let (base, base64) = dev.base();
+        let (shapes, _, _) = net.buffer_plan();
+        let mut g = GpuNet {
+            info,
+            dev,
             base,
             base64,
             nodes,
@@ -294,27 +520,7 @@ impl GpuNet {
         block: (u32, u32, u32),
         args: &[A],
     ) -> Result<(), GpuError> {
-        let f = &self.funcs[k as usize];
-        let mut b = self.stream.launch_builder(f);
-        for a in args {
-            match a {
-                A::P(v) => b.arg(v),
-                A::I(v) => b.arg(v),
-                A::L(v) => b.arg(v),
-                A::F(v) => b.arg(v),
-                A::D(v) => b.arg(v),
-            };
-        }
-        let cfg = LaunchConfig {
-            grid_dim: grid,
-            block_dim: block,
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the arguments match the kernel's signature (checked by the GPU tests) and every
-        // pointer is inside the arenas (the layout is checked by the host tests).
-        unsafe { b.launch(cfg) }
-            .map(|_| ())
-            .map_err(|e| GpuError(format!("kernel {}: {e}", super::KERNEL_NAMES[k as usize])))
+        self.dev.launch(k, grid, block, args)
     }
 
     /// An elementwise launch over `n` elements.
@@ -327,24 +533,16 @@ impl GpuNet {
     }
 
     fn upload(&mut self, off: usize, src: &[f32]) -> Result<(), GpuError> {
-        let mut view = self._arena.slice_mut(off..off + src.len());
-        self.stream
-            .memcpy_htod(src, &mut view)
-            .map_err(derr("copy to the GPU"))
+        self.dev.upload(off, src)
     }
 
     fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError> {
-        let view = self._arena.slice(off..off + n);
-        self.stream
-            .clone_dtoh(&view)
-            .map_err(derr("copy from the GPU"))
+        self.dev.download(off, n)
     }
 
     /// Waits for all queued work; reports an error a kernel raised.
     pub fn sync(&self) -> Result<(), GpuError> {
-        self.stream
-            .synchronize()
-            .map_err(derr("the GPU reported an error"))
+        self.dev.sync()
     }
 
     /// Zeroes Adam's moments and step counter.
@@ -352,11 +550,8 @@ impl GpuNet {
         let n = self.layout.n_params;
         self.fill(self.layout.adam_m, n, 0.0)?;
         self.fill(self.layout.adam_v, n, 0.0)?;
-        let s = self.layout.adam_state;
-        let mut view = self._arena64.slice_mut(s..s + 3);
-        self.stream
-            .memcpy_htod(&[0.0f64, 1.0, 1.0], &mut view)
-            .map_err(derr("copy to the GPU"))?;
+        self.dev
+            .upload64(self.layout.adam_state, &[0.0, 1.0, 1.0])?;
         self.adam_betas = None;
         Ok(())
     }
@@ -426,12 +621,7 @@ impl GpuNet {
 
     /// Σ mask·(output − target)² of the last [`GpuNet::loss_and_grad`] (waits for it).
     pub fn loss_sum(&self) -> Result<f64, GpuError> {
-        let s = self.layout.loss;
-        let v = self
-            .stream
-            .clone_dtoh(&self._arena64.slice(s..s + 1))
-            .map_err(derr("copy from the GPU"))?;
-        Ok(v[0])
+        Ok(self.dev.download64(self.layout.loss, 1)?[0])
     }
 
     /// Queues the squared-error loss and writes its gradient, `scale·mask·(output − target)`, as
@@ -520,33 +710,20 @@ impl GpuNet {
         c: usize,
         ldc: usize,
     ) -> Result<(), GpuError> {
-        let op = |t: bool| {
-            if t {
-                blas::cublasOperation_t::CUBLAS_OP_T
-            } else {
-                blas::cublasOperation_t::CUBLAS_OP_N
-            }
-        };
-        let alpha = 1.0f32;
-        // SAFETY: device pointers inside the arena; sizes from the layout.
-        check_blas(unsafe {
-            blas::cublasSgemm_v2(
-                *self.blas.handle(),
-                op(ta),
-                op(tb),
-                m as i32,
-                n as i32,
-                k as i32,
-                &alpha,
-                self.ptr(a) as *const f32,
-                lda as i32,
-                self.ptr(b) as *const f32,
-                ldb as i32,
-                &beta,
-                self.ptr(c) as *mut f32,
-                ldc as i32,
-            )
-        })
+        self.dev.sgemm(
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            self.ptr(a),
+            lda,
+            self.ptr(b),
+            ldb,
+            beta,
+            self.ptr(c),
+            ldc,
+        )
     }
 
     fn act(&self, a: usize) -> usize {
@@ -801,25 +978,15 @@ impl GpuNet {
                         cout,
                     )?;
                     if let Some(b) = bias {
-                        let (alpha, beta) = (1.0f32, 0.0f32);
                         // db[cout] = Σ_m dy[m][cout]: column-major dyᵀ (cout × m) times ones.
-                        // SAFETY: device pointers inside the arena.
-                        check_blas(unsafe {
-                            blas::cublasSgemv_v2(
-                                *self.blas.handle(),
-                                blas::cublasOperation_t::CUBLAS_OP_N,
-                                cout as i32,
-                                m as i32,
-                                &alpha,
-                                self.ptr(dy) as *const f32,
-                                cout as i32,
-                                self.ptr(self.layout.ones) as *const f32,
-                                1,
-                                &beta,
-                                self.ptr(dparams + b) as *mut f32,
-                                1,
-                            )
-                        })?;
+                        self.dev.sgemv(
+                            cout,
+                            m,
+                            self.ptr(dy),
+                            cout,
+                            self.ptr(self.layout.ones),
+                            self.ptr(dparams + b),
+                        )?;
                     }
                     if let Some((dx, add)) = dx_of(0) {
                         // d(a)[m][kdim] = dy · Wᵀ: column-major d(a)ᵀ = W · dyᵀ.

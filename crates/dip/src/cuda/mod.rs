@@ -11,7 +11,9 @@
 //! GEMM on the activation itself); their adjoints are gathers, so results do not depend on
 //! scheduling.
 
+mod emu;
 mod exec;
+pub mod golden;
 pub mod plan;
 
 pub use exec::{DeviceInfo, GpuNet, Precision, probe};
