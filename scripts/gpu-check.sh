@@ -61,22 +61,31 @@ echo "== golden tests on the GPU (TF32)"
 echo "== timing (median seconds per step: forward, loss, backward, Adam)"
 dip_out="$("$dip" bench --device cuda --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
 echo "$dip_out"
+dip_graph="$("$dip" bench --device cuda --graph --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
+echo "$dip_graph"
 dip_tf32="$("$dip" bench --device cuda --tf32 --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
 echo "$dip_tf32"
+dip_tf32_graph="$("$dip" bench --device cuda --tf32 --graph --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
+echo "$dip_tf32_graph"
 torch_out="$("$python" "$here/torch_cuda_time.py" --peer "$peer" --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
 echo "$torch_out"
 torch_tf32="$("$python" "$here/torch_cuda_time.py" --peer "$peer" --sizes "$sizes" --iters "$iters" --warmup "$warmup" --tf32)"
 echo "$torch_tf32"
 
 echo
-printf '%-6s %-6s %12s %12s %10s\n' size mode "dip s/step" "torch s/step" torch/dip
+printf '%-6s %-11s %12s %12s %10s\n' size mode "dip s/step" "torch s/step" torch/dip
 IFS=',' read -ra list <<< "$sizes"
 for s in "${list[@]}"; do
-  for mode in f32 tf32; do
-    if [ "$mode" = f32 ]; then d="$dip_out"; t="$torch_out"; else d="$dip_tf32"; t="$torch_tf32"; fi
+  for mode in f32 f32+graph tf32 tf32+graph; do
+    case "$mode" in
+      f32) d="$dip_out"; t="$torch_out" ;;
+      f32+graph) d="$dip_graph"; t="$torch_out" ;;
+      tf32) d="$dip_tf32"; t="$torch_tf32" ;;
+      tf32+graph) d="$dip_tf32_graph"; t="$torch_tf32" ;;
+    esac
     ds="$(echo "$d" | awk -v s="$s" '$1 == s { print $2 }')"
     ts="$(echo "$t" | tr ' ' '\n' | awk -v s="size=$s" '$0 == s { f = 1 } f && /^median_s=/ { sub("median_s=", ""); print; exit }')"
     ratio="$(awk -v d="$ds" -v t="$ts" 'BEGIN { if (d > 0 && t > 0) printf "%.2f", t / d; else print "n/a" }')"
-    printf '%-6s %-6s %12s %12s %10s\n' "$s" "$mode" "${ds:-n/a}" "${ts:-n/a}" "$ratio"
+    printf '%-6s %-11s %12s %12s %10s\n' "$s" "$mode" "${ds:-n/a}" "${ts:-n/a}" "$ratio"
   done
 done

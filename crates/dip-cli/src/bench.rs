@@ -57,6 +57,10 @@ pub struct Args {
     /// With --device cuda: matrix products on TF32 tensor cores.
     #[arg(long)]
     tf32: bool,
+
+    /// With --device cuda: capture the step into a CUDA graph once and replay it.
+    #[arg(long)]
+    graph: bool,
 }
 
 /// Medians, in seconds, of one size's timed steps.
@@ -176,11 +180,22 @@ fn bench_cuda(spec: &SkipSpec, sizes: &[usize], ordinal: usize, args: &Args) -> 
              CUDA beside dip"
         );
     }
-    let mode = if args.tf32 { "tf32" } else { "f32" };
+    let mode = format!(
+        "{}{}",
+        if args.tf32 { "tf32" } else { "f32" },
+        if args.graph { ", CUDA graph" } else { "" }
+    );
     let mut header = false;
     for &s in sizes {
-        let (step, min, max, bytes, name) =
-            crate::gpu::time_step(spec, s, ordinal, args.tf32, args.warmup, args.iters)?;
+        let (step, min, max, bytes, name) = crate::gpu::time_step(
+            spec,
+            s,
+            ordinal,
+            args.tf32,
+            args.graph,
+            args.warmup,
+            args.iters,
+        )?;
         if !header {
             println!("device: {name} (cuda:{ordinal}), {mode}");
             println!(

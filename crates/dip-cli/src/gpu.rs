@@ -33,6 +33,7 @@ pub struct SelftestArgs {
 
 /// Tolerance of the TF32 mode: products of 10-bit mantissas (unit roundoff about 5e-4) summed
 /// over up to a few thousand terms, through a dozen layers.
+#[cfg(feature = "cuda")]
 pub const TF32_TOL: f64 = 2e-2;
 
 #[cfg(feature = "cuda")]
@@ -67,6 +68,15 @@ pub fn selftest(a: SelftestArgs, g: &Global) -> Result<()> {
             failed.push(case);
         }
     }
+    let d = golden::graph_replay_difference(ordinal, precision).map_err(|e| anyhow!("{e}"))?;
+    let ok = d <= 1e-6;
+    println!(
+        "{} CUDA graph replay of the step vs the direct step (3 steps): {d:.2e}",
+        if ok { "ok  " } else { "FAIL" }
+    );
+    if !ok {
+        failed.push("graph replay".to_string());
+    }
     if failed.is_empty() {
         println!("all golden cases passed");
         Ok(())
@@ -88,6 +98,7 @@ pub fn time_step(
     s: usize,
     ordinal: usize,
     tf32: bool,
+    graph: bool,
     warmup: usize,
     iters: usize,
 ) -> Result<(f64, f64, f64, usize, String)> {
@@ -127,10 +138,18 @@ pub fn time_step(
     gpu.set_target(&target, None).map_err(|e| anyhow!("{e}"))?;
     let scale = 2.0 / (h * w * c) as f32;
     let cfg = AdamConfig::default();
+    if graph {
+        gpu.sync().map_err(|e| anyhow!("{e}"))?;
+        gpu.capture_step(scale, &cfg).map_err(|e| anyhow!("{e}"))?;
+    }
     let mut times = Vec::with_capacity(iters);
     for i in 0..warmup + iters {
         let t0 = std::time::Instant::now();
-        gpu.step(scale, &cfg).map_err(|e| anyhow!("{e}"))?;
+        if graph {
+            gpu.replay_step().map_err(|e| anyhow!("{e}"))?;
+        } else {
+            gpu.step(scale, &cfg).map_err(|e| anyhow!("{e}"))?;
+        }
         gpu.sync().map_err(|e| anyhow!("{e}"))?;
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64());

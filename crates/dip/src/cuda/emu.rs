@@ -254,4 +254,22 @@ impl Backend for Emulator {
     fn sync(&self) -> Result<(), GpuError> {
         Ok(())
     }
+
+    fn begin_capture(&mut self) -> Result<(), GpuError> {
+        Err(GpuError(
+            "the host emulation does not capture graphs".into(),
+        ))
+    }
+
+    fn end_capture(&mut self) -> Result<(), GpuError> {
+        Err(GpuError(
+            "the host emulation does not capture graphs".into(),
+        ))
+    }
+
+    fn replay(&self) -> Result<(), GpuError> {
+        Err(GpuError(
+            "the host emulation does not capture graphs".into(),
+        ))
+    }
 }

@@ -194,6 +194,12 @@ pub(crate) trait Backend {
     fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError>;
     fn download64(&self, off: usize, n: usize) -> Result<Vec<f64>, GpuError>;
     fn sync(&self) -> Result<(), GpuError>;
+    /// Starts recording the launches that follow into a graph instead of running them.
+    fn begin_capture(&mut self) -> Result<(), GpuError>;
+    /// Ends the recording and keeps the graph (replacing any earlier one).
+    fn end_capture(&mut self) -> Result<(), GpuError>;
+    /// Runs the kept graph.
+    fn replay(&self) -> Result<(), GpuError>;
 }
 
 /// The CUDA device.
@@ -203,7 +209,13 @@ struct Cuda {
     funcs: Vec<CudaFunction>,
     arena: CudaSlice<f32>,
     arena64: CudaSlice<f64>,
+    /// cuBLAS's workspace, fixed so that captured GEMMs allocate nothing.
+    _workspace: CudaSlice<u8>,
+    graph: Option<cudarc::driver::CudaGraph>,
 }
+
+/// Bytes of cuBLAS workspace (NVIDIA suggests 32 MiB on Hopper).
+const BLAS_WORKSPACE: usize = 32 << 20;
 
 impl Cuda {
     fn open(
@@ -219,7 +231,10 @@ impl Cuda {
         // and it would get in the way of graph capture.
         // SAFETY: every launch and copy goes to the one stream below.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of its own: the legacy default stream cannot be captured into a graph.
+        let stream = ctx
+            .new_stream()
+            .map_err(derr("cannot create a CUDA stream"))?;
         let (major, minor) = info.compute_capability;
         let ptx = catch("NVRTC", || {
             cudarc::nvrtc::compile_ptx_with_opts(
@@ -259,12 +274,22 @@ impl Cuda {
         let arena64 = stream
             .alloc_zeros::<f64>(len64)
             .map_err(|e| out_of_memory(len64 * 8, info, e))?;
+        let workspace = stream
+            .alloc_zeros::<u8>(BLAS_WORKSPACE)
+            .map_err(|e| out_of_memory(BLAS_WORKSPACE, info, e))?;
+        let ws = workspace.device_ptr(&stream).0;
+        // SAFETY: a live handle and a buffer that lives as long as it.
+        check_blas(unsafe {
+            blas::cublasSetWorkspace_v2(*blas.handle(), ws as *mut std::ffi::c_void, BLAS_WORKSPACE)
+        })?;
         Ok(Cuda {
             stream,
             blas,
             funcs,
             arena,
             arena64,
+            _workspace: workspace,
+            graph: None,
         })
     }
 }
@@ -410,6 +435,33 @@ impl Backend for Cuda {
         self.stream
             .synchronize()
             .map_err(derr("the GPU reported an error"))
+    }
+
+    fn begin_capture(&mut self) -> Result<(), GpuError> {
+        self.stream
+            .begin_capture(
+                cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+            .map_err(derr("cannot start capturing a CUDA graph"))
+    }
+
+    fn end_capture(&mut self) -> Result<(), GpuError> {
+        let g = self
+            .stream
+            .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+            .map_err(derr("cannot capture the step into a CUDA graph"))?
+            .ok_or_else(|| GpuError("the captured CUDA graph is empty".into()))?;
+        g.upload().map_err(derr("cannot upload the CUDA graph"))?;
+        self.graph = Some(g);
+        Ok(())
+    }
+
+    fn replay(&self) -> Result<(), GpuError> {
+        self.graph
+            .as_ref()
+            .ok_or_else(|| GpuError("no captured CUDA graph".into()))?
+            .launch()
+            .map_err(derr("cannot launch the CUDA graph"))
     }
 }
 
@@ -724,6 +776,21 @@ impl GpuNet {
             self.ptr(c),
             ldc,
         )
+    }
+
+    /// Records one [`GpuNet::step`] into a CUDA graph (nothing runs); [`GpuNet::replay_step`]
+    /// then runs it with one launch. The step's arguments are fixed, so each replay is a step
+    /// (Adam's counter advances on the device).
+    pub fn capture_step(&mut self, scale: f32, cfg: &AdamConfig) -> Result<(), GpuError> {
+        self.dev.begin_capture()?;
+        let recorded = self.step(scale, cfg);
+        let ended = self.dev.end_capture();
+        recorded.and(ended)
+    }
+
+    /// Runs the step captured by [`GpuNet::capture_step`] (queued).
+    pub fn replay_step(&self) -> Result<(), GpuError> {
+        self.dev.replay()
     }
 
     fn act(&self, a: usize) -> usize {

@@ -19,6 +19,9 @@ use super::{
 /// Index of an activation. 0 is the network input.
 pub type ActId = usize;
 
+/// `(h, w, c)` of an activation.
+pub(crate) type Shape = (usize, usize, usize);
+
 pub(crate) const NO_SLOT: usize = usize::MAX;
 
 /// One operation of the graph. Few and long-lived: their size does not matter.
@@ -492,7 +495,7 @@ impl<T: Float> Net<T> {
     /// `(h, w, c)` of every activation, the gradient slot of each (`NO_SLOT`: none) and the
     /// length of each slot.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn buffer_plan(&self) -> (Vec<(usize, usize, usize)>, &[usize], Vec<usize>) {
+    pub(crate) fn buffer_plan(&self) -> (Vec<Shape>, &[usize], Vec<usize>) {
         let shapes = self.acts.iter().map(|a| (a.h, a.w, a.c)).collect();
         let slots = self.grads.iter().map(|g| g.data.len()).collect();
         (shapes, &self.grad_slot, slots)
