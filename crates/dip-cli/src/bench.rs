@@ -18,6 +18,7 @@ Examples:
   dip bench
   dip bench --sizes 128,256 --iters 10 --profile
   dip --threads 2 bench --sizes 128,256,512 --vs-torch
+  dip --device cuda bench --sizes 256,512 --graph     (a build with --features cuda)
 
 The PyTorch peer is looked for in ../shared/peer (from the current folder) or in $DIP_PEER_DIR.
 Peak memory is the process's peak (VmHWM), so sizes run from the smallest up.";

@@ -93,3 +93,80 @@ fn golden_cases_on_the_host_emulation() {
         assert!(r.passed(), "{case} failed on the emulation");
     }
 }
+
+/// Layers and graph shapes the golden networks do not have (LeakyReLU on its own, a learned
+/// tensor, zero-insertion and nearest upsampling, an activation read by two nodes, a stride-2
+/// zero-padded convolution), on the host emulation against the CPU engine: forward, gradients,
+/// and parameters after an Adam step.
+#[test]
+fn other_layers_on_the_host_emulation_match_the_cpu() {
+    use dip::engine::{Adam, AdamConfig, NetBuilder, PadMode, Tensor, UpsampleMode};
+    let mut b = NetBuilder::<f32>::new(8, 8, 3);
+    let x = b.input();
+    let a = b.conv(x, 6, 3, 2, PadMode::Zero, true, "down");
+    let r = b.leaky_relu(a, 0.1);
+    let z = b.upsample(r, 2, UpsampleMode::Zeros);
+    let l = b.upsample(r, 2, UpsampleMode::Bilinear);
+    let t = b.learned_tensor((8, 8, 2), 0.5, "learned");
+    let c = b.concat(&[z, l, t, x]);
+    let n = b.batchnorm(c, Some(0.2), "bn");
+    let o = b.conv(n, 3, 3, 1, PadMode::Reflection, true, "out");
+    let u = b.upsample(o, 2, UpsampleMode::Nearest);
+    let y = b.sigmoid(u);
+    let mut net = b.build(y, 11, false);
+    for (i, v) in net.input_mut().data.iter_mut().enumerate() {
+        *v = ((i * 37 % 101) as f32 / 101.0) - 0.3;
+    }
+    let (h, w, ch) = (net.output().h, net.output().w, net.output().c);
+    let target = Tensor {
+        h,
+        w,
+        c: ch,
+        data: (0..h * w * ch)
+            .map(|i| (i * 13 % 29) as f32 / 29.0)
+            .collect(),
+    };
+    let work = tempfile::tempdir().unwrap();
+    let mut gpu = match dip::cuda::GpuNet::emulated(&net, work.path()) {
+        Ok(g) => g,
+        Err(e) if e.0.contains("no host C++ compiler") => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let close = |what: &str, ours: &[f32], want: &[f32]| {
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = ours
+            .iter()
+            .zip(want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-5 * scale.max(1e-6),
+            "{what}: {diff:e} of {scale:e}"
+        );
+    };
+    let scale = 2.0 / (h * w * ch) as f32;
+    net.forward();
+    let (out, grad) = net.output_and_grad();
+    for ((g, &o), &t) in grad.data.iter_mut().zip(&out.data).zip(&target.data) {
+        *g = scale * (o - t);
+    }
+    net.backward();
+    gpu.set_target(&target, None).unwrap();
+    gpu.forward().unwrap();
+    close("output", &gpu.output().unwrap().data, &net.output().data);
+    gpu.loss_and_grad(scale).unwrap();
+    gpu.backward().unwrap();
+    close("gradients", &gpu.grads().unwrap(), net.grads());
+    let cfg = AdamConfig::default();
+    let mut adam = Adam::new(net.num_params(), cfg);
+    let (p, g) = net.params_and_grads();
+    adam.step(p, g);
+    gpu.adam_step(&cfg).unwrap();
+    close(
+        "parameters after Adam",
+        &gpu.params().unwrap(),
+        net.params(),
+    );
+}
