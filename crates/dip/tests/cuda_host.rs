@@ -3,7 +3,95 @@
 //! LD_LIBRARY_PATH) and says it was skipped otherwise.
 #![cfg(feature = "cuda")]
 
-use dip::cuda::{KERNEL_NAMES, compile_kernels, probe};
+use dip::cuda::plan::{GpuOp, GradUse, MAX_BLOCKS, MAX_PARTS, grid_1d, lower, reduction_parts};
+use dip::cuda::{KERNEL_NAMES, KERNELS, compile_kernels, probe};
+use dip::engine::NetBuilder;
+use dip::nets::SkipSpec;
+
+#[test]
+fn every_kernel_is_in_the_source() {
+    for name in KERNEL_NAMES {
+        assert!(
+            KERNELS.contains(&format!("__global__ void {name}(")),
+            "kernel {name} missing from kernels.cu"
+        );
+    }
+    let defined = KERNELS.matches("__global__ void ").count();
+    assert_eq!(
+        defined,
+        KERNEL_NAMES.len(),
+        "a kernel is not in KERNEL_NAMES"
+    );
+}
+
+#[test]
+fn launch_geometry_covers_everything() {
+    assert_eq!(grid_1d(0), 1);
+    assert_eq!(grid_1d(1), 1);
+    assert_eq!(grid_1d(257), 2);
+    assert_eq!(grid_1d(usize::MAX / 2), MAX_BLOCKS as u32);
+    for rows in [1, 63, 64, 65, 1000, 64 * 64, 512 * 512, 1 << 22] {
+        let (per, parts) = reduction_parts(rows);
+        assert!(parts <= MAX_PARTS, "{rows}");
+        assert!(per * parts >= rows, "{rows}");
+        assert!(per * (parts - 1) < rows, "{rows}: an empty block");
+    }
+}
+
+#[test]
+fn lowers_the_standard_network_into_disjoint_aligned_buffers() {
+    let net = SkipSpec::uniform(32, 3, 5, 128, 4)
+        .build::<f32>(64, 64, 0)
+        .unwrap();
+    let (nodes, l) = lower(&net).unwrap();
+    assert!(!nodes.is_empty());
+    let out_len = l.acts.last().unwrap().1;
+    let mut ranges: Vec<(usize, usize)> = vec![
+        (l.params, l.n_params),
+        (l.dparams, l.n_params),
+        (l.adam_m, l.n_params),
+        (l.adam_v, l.n_params),
+        (l.col, l.col_len),
+        (l.ones, l.ones_len),
+        (l.target, out_len),
+        (l.mask, out_len),
+        (l.ema, out_len),
+    ];
+    ranges.extend(l.acts.iter().copied());
+    // Gradient slots are shared between activations of one shape: the same range twice.
+    for (a, g) in l.grads.iter().enumerate() {
+        if let Some(off) = g {
+            ranges.push((*off, l.acts[a].1));
+        }
+    }
+    for n in &nodes {
+        if let GpuOp::Norm { c, stats, .. } = n.op {
+            ranges.push((stats, 5 * c));
+        }
+    }
+    ranges.sort();
+    ranges.dedup();
+    for pair in ranges.windows(2) {
+        assert!(pair[0].0 + pair[0].1 <= pair[1].0, "{pair:?} overlap");
+    }
+    for &(o, _) in &ranges {
+        assert_eq!(o % 64, 0);
+    }
+    assert!(ranges.last().map(|r| r.0 + r.1).unwrap() <= l.len);
+    assert!(l.part + l.part_len <= l.loss && l.adam_state + 3 <= l.len64);
+    // The input gradient is not kept: the first conv skips it.
+    assert_eq!(nodes[0].grads, vec![GradUse::Skip]);
+}
+
+#[test]
+fn refuses_layers_it_cannot_run() {
+    let mut b = NetBuilder::<f32>::new(4, 4, 2);
+    let x = b.input();
+    let y = b.dense(x, (4, 4, 1), true, "fc");
+    let net = b.build(y, 0, false);
+    let e = lower(&net).unwrap_err();
+    assert!(e.0.contains("dense"), "{e}");
+}
 
 #[test]
 fn kernels_compile_with_nvrtc() {
@@ -100,7 +188,7 @@ fn golden_cases_on_the_host_emulation() {
 /// and parameters after an Adam step.
 #[test]
 fn other_layers_on_the_host_emulation_match_the_cpu() {
-    use dip::engine::{Adam, AdamConfig, NetBuilder, PadMode, Tensor, UpsampleMode};
+    use dip::engine::{Adam, AdamConfig, PadMode, Tensor, UpsampleMode};
     let mut b = NetBuilder::<f32>::new(8, 8, 3);
     let x = b.input();
     let a = b.conv(x, 6, 3, 2, PadMode::Zero, true, "down");

@@ -84,24 +84,3 @@ pub fn compile_kernels(arch: Option<&str>) -> Result<String, GpuError> {
     })??;
     Ok(ptx.to_src())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_kernel_is_in_the_source() {
-        for name in KERNEL_NAMES {
-            assert!(
-                KERNELS.contains(&format!("__global__ void {name}(")),
-                "kernel {name} missing from kernels.cu"
-            );
-        }
-        let defined = KERNELS.matches("__global__ void ").count();
-        assert_eq!(
-            defined,
-            KERNEL_NAMES.len(),
-            "a kernel is not in KERNEL_NAMES"
-        );
-    }
-}
