@@ -18,6 +18,7 @@ Examples:
   dip bench
   dip bench --sizes 128,256 --iters 10 --profile
   dip --threads 2 bench --sizes 128,256,512 --vs-torch
+  dip --device cuda bench --sizes 256,512 --graph     (a build with --features cuda)
 
 The PyTorch peer is looked for in ../shared/peer (from the current folder) or in $DIP_PEER_DIR.
 Peak memory is the process's peak (VmHWM), so sizes run from the smallest up.";
@@ -53,6 +54,14 @@ pub struct Args {
     /// layer kind, gradients, convolution caches and scratch, parameters, Adam).
     #[arg(long)]
     memory: bool,
+
+    /// With --device cuda: matrix products on TF32 tensor cores.
+    #[arg(long)]
+    tf32: bool,
+
+    /// With --device cuda: capture the step into a CUDA graph once and replay it.
+    #[arg(long)]
+    graph: bool,
 }
 
 /// Medians, in seconds, of one size's timed steps.
@@ -88,6 +97,9 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     }
     if args.memory {
         return print_memory(&spec, &sizes);
+    }
+    if let dip::device::Device::Cuda(ordinal) = g.device {
+        return bench_cuda(&spec, &sizes, ordinal, &args);
     }
     if sizes != args.sizes && !g.quiet {
         eprintln!("note: sizes run in increasing order, since peak memory is the process's peak");
@@ -157,6 +169,53 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The GPU table: seconds per step (median, min, max; each step waited for) and the device
+/// memory the network holds.
+#[cfg(feature = "cuda")]
+fn bench_cuda(spec: &SkipSpec, sizes: &[usize], ordinal: usize, args: &Args) -> Result<()> {
+    if args.vs_torch || args.profile {
+        bail!(
+            "--vs-torch and --profile time the CPU; on the GPU, scripts/gpu-check.sh times PyTorch \
+             CUDA beside dip"
+        );
+    }
+    let mode = format!(
+        "{}{}",
+        if args.tf32 { "tf32" } else { "f32" },
+        if args.graph { ", CUDA graph" } else { "" }
+    );
+    let mut header = false;
+    for &s in sizes {
+        let (step, min, max, bytes, name) = crate::gpu::time_step(
+            spec,
+            s,
+            ordinal,
+            args.tf32,
+            args.graph,
+            args.warmup,
+            args.iters,
+        )?;
+        if !header {
+            println!("device: {name} (cuda:{ordinal}), {mode}");
+            println!(
+                "{:>6}  {:>10}  {:>8}  {:>8}  {:>12}",
+                "size", "s/step", "min", "max", "device mem"
+            );
+            header = true;
+        }
+        println!(
+            "{s:>6}  {step:>10.5}  {min:>8.5}  {max:>8.5}  {:>8.0} MiB",
+            bytes as f64 / (1u64 << 20) as f64
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_cuda(_: &SkipSpec, _: &[usize], _: usize, _: &Args) -> Result<()> {
+    bail!("{}", dip::device::NO_CUDA_BUILD)
 }
 
 /// Times `warmup + iters` steps of the network at `s × s` on random data.

@@ -15,6 +15,7 @@ mod denoise;
 mod eval;
 mod experiment;
 mod gp;
+mod gpu;
 mod inverse;
 mod output;
 mod progress;
@@ -47,13 +48,18 @@ Examples:
   dip bench --sizes 128,256 --vs-torch        time a training step against PyTorch
   dip gp prior --arch skip -o prior/          the DIP kernel at initialisation";
 
-/// Deep Image Prior restoration on the CPU.
+/// Deep Image Prior restoration on the CPU (bench and selftest also on an NVIDIA GPU).
 #[derive(Parser, Debug)]
 #[command(name = "dip", version, after_help = EXAMPLES)]
 struct Cli {
     /// Worker threads for the numerics [default: all cores].
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
+
+    /// Where the numerics run: cpu, or an NVIDIA GPU (cuda, cuda:N; needs a build with
+    /// --features cuda). The GPU runs `dip bench` and `dip selftest` so far.
+    #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
+    device: String,
 
     /// No progress bar and no notes; results and errors are still printed.
     #[arg(long, short, global = true)]
@@ -94,6 +100,8 @@ enum Command {
     Demo(demo::Args),
     /// Time one training step of the standard network, optionally against PyTorch.
     Bench(bench::Args),
+    /// Run the golden tests (reference tensors) on the device given by --device.
+    Selftest(gpu::SelftestArgs),
     /// Continue an interrupted fit from its checkpoint (bit-identical with the same threads).
     Resume(resume::Args),
     /// The Gaussian-process view: the prior at initialisation, GP regression with its kernel,
@@ -110,6 +118,8 @@ enum Command {
 pub struct Global {
     pub quiet: bool,
     pub threads: usize,
+    /// Where the numerics run (`--device`).
+    pub device: dip::device::Device,
     /// Set by the first Ctrl-C or SIGTERM: a fit then ends after its current step and saves.
     pub cancel: Arc<AtomicBool>,
 }
@@ -180,6 +190,19 @@ fn run(cli: Cli) -> Result<Outcome> {
         }
         _ => cli,
     };
+    let device: dip::device::Device = cli
+        .device
+        .parse::<dip::device::Device>()
+        .and_then(dip::device::Device::check_built)
+        .map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+    if device != dip::device::Device::Cpu
+        && !matches!(cli.command, Command::Bench(_) | Command::Selftest(_))
+    {
+        bail!(
+            "--device {device}: this command runs on the CPU only so far (the GPU runs dip bench \
+             and dip selftest)"
+        );
+    }
     let threads = match cli.threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => n,
@@ -194,6 +217,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     let global = Global {
         quiet: cli.quiet,
         threads,
+        device,
         cancel: install_interrupt_handler()?,
     };
     match cli.command {
@@ -209,6 +233,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Eval(a) => eval::run(a, &global).map(|()| Outcome::Done),
         Command::Demo(a) => demo::run(a, &global),
         Command::Bench(a) => bench::run(a, &global).map(|()| Outcome::Done),
+        Command::Selftest(a) => gpu::selftest(a, &global).map(|()| Outcome::Done),
         Command::Sweep(w) => sweep::run(w, &global),
         Command::Gp(w) => gp::run(w, &global),
         Command::Resume(_) => bail!("internal: a resume resumes a fit, not another resume"),

@@ -3,6 +3,9 @@
 //! Data flows `image → operators → nets (engine) → fit (+ observers) → metrics / report`.
 //! Images and network tensors are both stored channel-last (HWC), values in \[0, 1\].
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod fit;

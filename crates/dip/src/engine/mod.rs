@@ -14,7 +14,7 @@ mod filter;
 mod float;
 mod gemm;
 pub mod lipschitz;
-mod net;
+pub(crate) mod net;
 mod pad;
 mod par;
 mod sigmoid;

@@ -26,7 +26,10 @@ use super::{
 /// Index of an activation. 0 is the network input.
 pub type ActId = usize;
 
-const NO_SLOT: usize = usize::MAX;
+/// `(h, w, c)` of an activation.
+pub(crate) type Shape = (usize, usize, usize);
+
+pub(crate) const NO_SLOT: usize = usize::MAX;
 
 /// One operation of the graph. Few and long-lived: their size does not matter.
 #[derive(Debug)]
@@ -48,18 +51,18 @@ pub enum Op<T> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GradMode {
+pub(crate) enum GradMode {
     Skip,
     Write,
     Add,
 }
 
 #[derive(Debug)]
-struct Node<T> {
-    op: Op<T>,
-    inputs: Vec<ActId>,
-    output: ActId,
-    grad_modes: Vec<GradMode>,
+pub(crate) struct Node<T> {
+    pub(crate) op: Op<T>,
+    pub(crate) inputs: Vec<ActId>,
+    pub(crate) output: ActId,
+    pub(crate) grad_modes: Vec<GradMode>,
 }
 
 /// How a parameter tensor is laid out in the flat buffer.
@@ -617,6 +620,21 @@ pub struct NodeTime {
 }
 
 impl<T: Float> Net<T> {
+    /// The node list, for executors other than [`Net::forward`]/[`Net::backward`] (the GPU).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn nodes(&self) -> &[Node<T>] {
+        &self.nodes
+    }
+
+    /// `(h, w, c)` of every activation, the gradient slot of each (`NO_SLOT`: none) and the
+    /// length of each slot.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn buffer_plan(&self) -> (Vec<Shape>, &[usize], Vec<usize>) {
+        let shapes = self.acts.iter().map(|a| (a.h, a.w, a.c)).collect();
+        let slots = self.grads.iter().map(|g| g.data.len()).collect();
+        (shapes, &self.grad_slot, slots)
+    }
+
     /// Turns per-node timing on (and resets it) or off.
     pub fn set_profiling(&mut self, on: bool) {
         self.profile = on.then(|| vec![[0.0; 2]; self.nodes.len()]);

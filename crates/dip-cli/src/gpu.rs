@@ -1,0 +1,173 @@
+//! `--device cuda`: the golden self-test and the step timing on an NVIDIA GPU. In a build without
+//! the `cuda` feature every entry point says so and fails.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+#[cfg(not(feature = "cuda"))]
+use anyhow::bail;
+use clap::Args as ClapArgs;
+
+use crate::Global;
+
+const SELFTEST_EXAMPLES: &str = "\
+Examples:
+  dip selftest --golden golden/ --device cuda
+  dip selftest --golden golden/ --device cuda:1 --tf32";
+
+#[derive(ClapArgs, Debug)]
+#[command(after_help = SELFTEST_EXAMPLES)]
+pub struct SelftestArgs {
+    /// Folder of golden cases (each a folder with config.json and tensors.npz).
+    #[arg(long, value_name = "DIR")]
+    pub golden: PathBuf,
+
+    /// Relative tolerance [default: 1e-4 in f32, 2e-2 with --tf32].
+    #[arg(long, value_name = "TOL")]
+    pub tol: Option<f64>,
+
+    /// Matrix products on TF32 tensor cores.
+    #[arg(long)]
+    pub tf32: bool,
+}
+
+/// Tolerance of the TF32 mode: products of 10-bit mantissas (unit roundoff about 5e-4) summed
+/// over up to a few thousand terms, through a dozen layers.
+#[cfg(feature = "cuda")]
+pub const TF32_TOL: f64 = 2e-2;
+
+#[cfg(feature = "cuda")]
+pub fn selftest(a: SelftestArgs, g: &Global) -> Result<()> {
+    use anyhow::{anyhow, bail};
+    use dip::cuda::{Precision, golden, probe};
+    let dip::device::Device::Cuda(ordinal) = g.device else {
+        bail!(
+            "dip selftest checks the GPU backend: give --device cuda[:N] (the CPU engine's golden \
+             tests are `cargo test golden`)"
+        );
+    };
+    let info = probe(ordinal).map_err(|e| anyhow!("{e}"))?;
+    let (precision, tol) = if a.tf32 {
+        (Precision::Tf32, a.tol.unwrap_or(TF32_TOL))
+    } else {
+        (Precision::F32, a.tol.unwrap_or(1e-4))
+    };
+    println!(
+        "golden tests on {} (cuda:{ordinal}, compute {}.{}), {:?}, tolerance {tol:e}",
+        info.name, info.compute_capability.0, info.compute_capability.1, precision
+    );
+    let mut failed = Vec::new();
+    for case in golden::cases(&a.golden).map_err(|e| anyhow!("{e}"))? {
+        let r = golden::check_case(&a.golden, &case, ordinal, precision, tol)
+            .map_err(|e| anyhow!("{e}"))?;
+        for (what, err, allowed) in &r.checks {
+            let mark = if err <= allowed { "ok  " } else { "FAIL" };
+            println!("{mark} {case}: {what}: {err:.2e}");
+        }
+        if !r.passed() {
+            failed.push(case);
+        }
+    }
+    let d = golden::graph_replay_difference(ordinal, precision).map_err(|e| anyhow!("{e}"))?;
+    let ok = d <= 1e-6;
+    println!(
+        "{} CUDA graph replay of the step vs the direct step (3 steps): {d:.2e}",
+        if ok { "ok  " } else { "FAIL" }
+    );
+    if !ok {
+        failed.push("graph replay".to_string());
+    }
+    if failed.is_empty() {
+        println!("all golden cases passed");
+        Ok(())
+    } else {
+        bail!("golden cases failed on the GPU: {}", failed.join(", "))
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn selftest(_: SelftestArgs, _: &Global) -> Result<()> {
+    bail!("{}", dip::device::NO_CUDA_BUILD)
+}
+
+/// Seconds per training step of `spec` at `s × s` on the GPU: the median over `iters` steps
+/// (each waited for), after `warmup` steps. Also the device memory the network holds.
+#[cfg(feature = "cuda")]
+pub fn time_step(
+    spec: &dip::nets::SkipSpec,
+    s: usize,
+    ordinal: usize,
+    tf32: bool,
+    graph: bool,
+    warmup: usize,
+    iters: usize,
+) -> Result<(f64, f64, f64, usize, String)> {
+    use anyhow::anyhow;
+    use dip::cuda::{GpuNet, Precision};
+    use dip::engine::{AdamConfig, Net, Tensor};
+    let mut net: Net<f32> = spec.build(s, s, 0)?;
+    let mut state = 0x5EEDu64;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+    };
+    net.input_mut()
+        .data
+        .iter_mut()
+        .for_each(|v| *v = 0.1 * next());
+    let (h, w, c) = {
+        let o = net.output();
+        (o.h, o.w, o.c)
+    };
+    let target = Tensor {
+        h,
+        w,
+        c,
+        data: (0..h * w * c).map(|_| next()).collect(),
+    };
+    let precision = if tf32 {
+        Precision::Tf32
+    } else {
+        Precision::F32
+    };
+    let mut gpu = GpuNet::new(&net, ordinal, precision).map_err(|e| anyhow!("{e}"))?;
+    drop(net);
+    gpu.set_target(&target, None).map_err(|e| anyhow!("{e}"))?;
+    let scale = 2.0 / (h * w * c) as f32;
+    let cfg = AdamConfig::default();
+    if graph {
+        gpu.sync().map_err(|e| anyhow!("{e}"))?;
+        gpu.capture_step(scale, &cfg).map_err(|e| anyhow!("{e}"))?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for i in 0..warmup + iters {
+        let t0 = std::time::Instant::now();
+        if graph {
+            gpu.replay_step().map_err(|e| anyhow!("{e}"))?;
+        } else {
+            gpu.step(scale, &cfg).map_err(|e| anyhow!("{e}"))?;
+        }
+        gpu.sync().map_err(|e| anyhow!("{e}"))?;
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let loss = gpu.loss_sum().map_err(|e| anyhow!("{e}"))?;
+    if !loss.is_finite() {
+        anyhow::bail!("the loss on the GPU is not finite ({loss})");
+    }
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = times.iter().copied().fold(0.0, f64::max);
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    Ok((
+        median,
+        min,
+        max,
+        gpu.memory_bytes(),
+        gpu.device().name.clone(),
+    ))
+}

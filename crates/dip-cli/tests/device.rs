@@ -1,0 +1,60 @@
+//! `--device`: the CPU by default; `cuda` either runs (a GPU is there) or fails with one clear
+//! line and exit code 2 (a build without the feature, or no driver, device or library).
+
+use std::process::Command;
+
+fn dip(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dip"))
+        .args(args)
+        .output()
+        .expect("run dip");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_device_is_refused() {
+    let (code, _, err) = dip(&["--device", "tpu", "bench", "--sizes", "64"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown device"), "{err}");
+}
+
+#[test]
+fn cuda_runs_or_says_clearly_why_not() {
+    let (code, out, err) = dip(&[
+        "--device", "cuda", "bench", "--sizes", "64", "--iters", "1", "--warmup", "0",
+    ]);
+    if code == 0 {
+        eprintln!("a GPU ran the bench:\n{out}");
+        assert!(out.contains("s/step"), "{out}");
+        return;
+    }
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+    if cfg!(feature = "cuda") {
+        assert!(
+            err.contains("driver") || err.contains("device") || err.contains("not found"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("built without CUDA support"), "{err}");
+    }
+    eprintln!("no GPU here: {}", err.trim());
+}
+
+#[test]
+fn fit_commands_stay_on_the_cpu_for_now() {
+    let (code, _, err) = dip(&["--device", "cuda", "demo", "--out", "/nonexistent-dir/x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("CPU only") || err.contains("built without CUDA support"),
+        "{err}"
+    );
+}

@@ -1,0 +1,275 @@
+//! A host emulation of the GPU, for testing the executor where there is no GPU: the same
+//! `kernels.cu`, compiled by the host C++ compiler with a small shim (one OS thread per CUDA
+//! thread where a kernel synchronises its block, a loop otherwise; blocks one after another),
+//! and reference column-major GEMM/GEMV for cuBLAS. Slow, and only as faithful as the shim: it
+//! checks the executor's logic (launch arguments, buffer offsets, GEMM shapes and transposes,
+//! write/add of gradients), not the real device's behaviour.
+
+use std::ffi::c_void;
+use std::path::Path;
+use std::process::Command;
+
+use super::GpuError;
+use super::exec::{A, Backend, K};
+
+/// Kernels that call `__syncthreads()` and so need real threads.
+const SYNCING: &[&str] = &["bn_partial", "bn_bwd_partial", "mse"];
+
+const SHIM: &str = r#"
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <thread>
+#include <utility>
+#include <vector>
+using std::max;
+using std::min;
+struct dim3 { unsigned x = 1, y = 1, z = 1; };
+static thread_local dim3 threadIdx;
+static dim3 blockIdx, blockDim, gridDim;
+static std::barrier<>* emu_barrier = nullptr;
+static inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+"#;
+
+const RUNNER: &str = r#"
+template <class... Ts, std::size_t... I>
+static void emu_call(void (*f)(Ts...), void** args, std::index_sequence<I...>) {
+    f(*static_cast<Ts*>(args[I])...);
+}
+template <class... Ts>
+static void emu_run(void (*f)(Ts...), void** args, dim3 g, dim3 b, bool threads) {
+    gridDim = g;
+    blockDim = b;
+    unsigned n = b.x * b.y * b.z;
+    for (unsigned bz = 0; bz < g.z; bz++)
+    for (unsigned by = 0; by < g.y; by++)
+    for (unsigned bx = 0; bx < g.x; bx++) {
+        blockIdx.x = bx; blockIdx.y = by; blockIdx.z = bz;
+        auto body = [&](unsigned t) {
+            threadIdx.x = t % b.x;
+            threadIdx.y = (t / b.x) % b.y;
+            threadIdx.z = t / (b.x * b.y);
+            emu_call(f, args, std::index_sequence_for<Ts...>{});
+        };
+        if (threads) {
+            std::barrier<> bar(n);
+            emu_barrier = &bar;
+            std::vector<std::thread> pool;
+            for (unsigned t = 0; t < n; t++) pool.emplace_back(body, t);
+            for (auto& th : pool) th.join();
+            emu_barrier = nullptr;
+        } else {
+            for (unsigned t = 0; t < n; t++) body(t);
+        }
+    }
+}
+"#;
+
+type Entry = unsafe extern "C" fn(*mut *mut c_void, u32, u32, u32, u32, u32, u32);
+
+/// The emulated device: host arenas and the kernels compiled for the host.
+pub struct Emulator {
+    _lib: libloading::Library,
+    entries: Vec<Entry>,
+    arena: Vec<f32>,
+    arena64: Vec<f64>,
+}
+
+impl Emulator {
+    /// Compiles the kernels with `c++` (C++20) in `dir`. Fails if there is no compiler.
+    pub fn new(dir: &Path, len: usize, len64: usize) -> Result<Self, GpuError> {
+        let mut src = String::from(SHIM);
+        src.push_str(super::KERNELS);
+        src.push_str(RUNNER);
+        for name in super::KERNEL_NAMES {
+            let threads = SYNCING.contains(name);
+            src.push_str(&format!(
+                "extern \"C\" void emu_{name}(void** a, unsigned gx, unsigned gy, unsigned gz, \
+                 unsigned bx, unsigned by, unsigned bz) {{ emu_run({name}, a, dim3{{gx, gy, gz}}, \
+                 dim3{{bx, by, bz}}, {threads}); }}\n"
+            ));
+        }
+        let cpp = dir.join("dip_kernels_emu.cpp");
+        let so = dir.join("libdip_kernels_emu.so");
+        std::fs::write(&cpp, src).map_err(|e| GpuError(format!("{}: {e}", cpp.display())))?;
+        let out = Command::new("c++")
+            .args(["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-o"])
+            .arg(&so)
+            .arg(&cpp)
+            .output()
+            .map_err(|e| GpuError(format!("no host C++ compiler (c++): {e}")))?;
+        if !out.status.success() {
+            return Err(GpuError(format!(
+                "the kernels do not compile for the host: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        // SAFETY: a library we just built, exporting only the functions named below.
+        let lib = unsafe { libloading::Library::new(&so) }
+            .map_err(|e| GpuError(format!("cannot load {}: {e}", so.display())))?;
+        let entries = super::KERNEL_NAMES
+            .iter()
+            .map(|n| {
+                // SAFETY: the signature is the one generated above.
+                unsafe { lib.get::<Entry>(format!("emu_{n}").as_bytes()) }
+                    .map(|s| *s)
+                    .map_err(|e| GpuError(format!("emu_{n}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Emulator {
+            _lib: lib,
+            entries,
+            arena: vec![f32::NAN; len],
+            arena64: vec![f64::NAN; len64],
+        })
+    }
+}
+
+impl Backend for Emulator {
+    fn base(&self) -> (u64, u64) {
+        (self.arena.as_ptr() as u64, self.arena64.as_ptr() as u64)
+    }
+
+    fn launch(
+        &self,
+        k: K,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        args: &[A],
+    ) -> Result<(), GpuError> {
+        let mut ptrs: Vec<*mut c_void> = args
+            .iter()
+            .map(|a| match a {
+                A::P(v) => v as *const u64 as *mut c_void,
+                A::I(v) => v as *const i32 as *mut c_void,
+                A::L(v) => v as *const i64 as *mut c_void,
+                A::F(v) => v as *const f32 as *mut c_void,
+                A::D(v) => v as *const f64 as *mut c_void,
+            })
+            .collect();
+        // SAFETY: pointers into the arenas, which the kernels write through as a GPU would.
+        unsafe {
+            (self.entries[k as usize])(
+                ptrs.as_mut_ptr(),
+                grid.0,
+                grid.1,
+                grid.2,
+                block.0,
+                block.1,
+                block.2,
+            )
+        };
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sgemm(
+        &self,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: u64,
+        lda: usize,
+        b: u64,
+        ldb: usize,
+        beta: f32,
+        c: u64,
+        ldc: usize,
+    ) -> Result<(), GpuError> {
+        let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
+        for j in 0..n {
+            for i in 0..m {
+                let mut s = 0.0f64;
+                for p in 0..k {
+                    // SAFETY: inside the arena for the shapes the executor passes (checked by
+                    // the comparison with the CPU engine).
+                    let (x, y) = unsafe {
+                        (
+                            *a.add(if ta { p + i * lda } else { i + p * lda }),
+                            *b.add(if tb { j + p * ldb } else { p + j * ldb }),
+                        )
+                    };
+                    s += x as f64 * y as f64;
+                }
+                // SAFETY: as above.
+                unsafe {
+                    let out = c.add(i + j * ldc);
+                    *out = if beta == 0.0 {
+                        s as f32
+                    } else {
+                        s as f32 + beta * *out
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sgemv(
+        &self,
+        m: usize,
+        n: usize,
+        a: u64,
+        lda: usize,
+        x: u64,
+        y: u64,
+    ) -> Result<(), GpuError> {
+        let (a, x, y) = (a as *const f32, x as *const f32, y as *mut f32);
+        for i in 0..m {
+            let mut s = 0.0f64;
+            for j in 0..n {
+                // SAFETY: as in sgemm.
+                s += unsafe { *a.add(i + j * lda) as f64 * *x.add(j) as f64 };
+            }
+            // SAFETY: as in sgemm.
+            unsafe { *y.add(i) = s as f32 };
+        }
+        Ok(())
+    }
+
+    fn upload(&mut self, off: usize, src: &[f32]) -> Result<(), GpuError> {
+        self.arena[off..off + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn upload64(&mut self, off: usize, src: &[f64]) -> Result<(), GpuError> {
+        self.arena64[off..off + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError> {
+        Ok(self.arena[off..off + n].to_vec())
+    }
+
+    fn download64(&self, off: usize, n: usize) -> Result<Vec<f64>, GpuError> {
+        Ok(self.arena64[off..off + n].to_vec())
+    }
+
+    fn sync(&self) -> Result<(), GpuError> {
+        Ok(())
+    }
+
+    fn begin_capture(&mut self) -> Result<(), GpuError> {
+        Err(GpuError(
+            "the host emulation does not capture graphs".into(),
+        ))
+    }
+
+    fn end_capture(&mut self) -> Result<(), GpuError> {
+        Err(GpuError(
+            "the host emulation does not capture graphs".into(),
+        ))
+    }
+
+    fn replay(&self) -> Result<(), GpuError> {
+        Err(GpuError(
+            "the host emulation does not capture graphs".into(),
+        ))
+    }
+}

@@ -1,0 +1,1279 @@
+//! The device side: context, kernels, cuBLAS, the arenas, and forward/backward/Adam over the
+//! lowered node list.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use cudarc::cublas::CudaBlas;
+use cudarc::cublas::sys as blas;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+
+use super::GpuError;
+use super::plan::{BLOCK, GpuNode, GpuOp, GradUse, Layout, RED_Y, grid_1d, lower, reduction_parts};
+use crate::engine::{AdamConfig, Net, Tensor};
+
+/// Runs `f`, turning a panic of the CUDA bindings (a missing library or symbol) into an error.
+pub(crate) fn catch<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, GpuError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown failure");
+        let first = msg.split(". ").next().unwrap_or(msg);
+        GpuError(format!("{what}: {first}"))
+    })
+}
+
+fn driver_present() -> Result<(), GpuError> {
+    // SAFETY: only tries to open the library.
+    if unsafe { cudarc::driver::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(GpuError(
+            "no NVIDIA driver found (libcuda.so could not be loaded): --device cuda needs an \
+             NVIDIA GPU with its driver"
+                .into(),
+        ))
+    }
+}
+
+pub(crate) fn nvrtc_present() -> Result<(), GpuError> {
+    // SAFETY: only tries to open the library.
+    if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(GpuError(
+            "NVRTC (libnvrtc.so) not found: install the CUDA runtime libraries or add their \
+             folder to LD_LIBRARY_PATH"
+                .into(),
+        ))
+    }
+}
+
+fn cublas_present() -> Result<(), GpuError> {
+    // SAFETY: only tries to open the library.
+    if unsafe { cudarc::cublas::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(GpuError(
+            "cuBLAS (libcublas.so) not found: install the CUDA runtime libraries or add their \
+             folder to LD_LIBRARY_PATH"
+                .into(),
+        ))
+    }
+}
+
+/// What [`probe`] found.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub memory_bytes: usize,
+}
+
+/// Checks that CUDA device `ordinal` exists and that the libraries the backend needs load.
+pub fn probe(ordinal: usize) -> Result<DeviceInfo, GpuError> {
+    driver_present()?;
+    let count = catch("CUDA driver", CudaContext::device_count)?
+        .map_err(|e| GpuError(format!("the CUDA driver did not start: {e}")))?;
+    if count <= 0 {
+        return Err(GpuError("no CUDA device found".into()));
+    }
+    if ordinal >= count as usize {
+        return Err(GpuError(format!(
+            "there is no CUDA device {ordinal} (found {count}: cuda:0..cuda:{})",
+            count - 1
+        )));
+    }
+    nvrtc_present()?;
+    cublas_present()?;
+    let ctx = catch("CUDA driver", || CudaContext::new(ordinal))?
+        .map_err(|e| GpuError(format!("cannot open CUDA device {ordinal}: {e}")))?;
+    Ok(DeviceInfo {
+        ordinal,
+        name: ctx.name().unwrap_or_else(|_| "unknown".into()),
+        compute_capability: ctx.compute_capability().unwrap_or((0, 0)),
+        memory_bytes: ctx.total_mem().unwrap_or(0),
+    })
+}
+
+/// Arithmetic of the matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Full f32 (matches the CPU engine to about 1e-5).
+    #[default]
+    F32,
+    /// TF32 tensor cores in cuBLAS (10-bit mantissa products, f32 sums); everything else f32.
+    Tf32,
+}
+
+/// Kernel indices, in the order of [`super::KERNEL_NAMES`].
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub(crate) enum K {
+    Im2col,
+    Col2im,
+    AddBias,
+    Fill,
+    Copy,
+    BnPartial,
+    BnFinalize,
+    BnApply,
+    BnBwdPartial,
+    BnBwdFinalize,
+    BnBwdApply,
+    UpsampleFwd,
+    UpsampleBwd,
+    ConcatFwd,
+    ConcatBwd,
+    SigmoidFwd,
+    SigmoidBwd,
+    LreluFwd,
+    LreluBwd,
+    Mse,
+    AdamTick,
+    Adam,
+    Ema,
+}
+
+/// A kernel argument.
+pub(crate) enum A {
+    P(u64),
+    I(i32),
+    L(i64),
+    F(f32),
+    D(f64),
+}
+
+fn int(v: usize) -> A {
+    A::I(v as i32)
+}
+
+fn long(v: usize) -> A {
+    A::L(v as i64)
+}
+
+/// What the executor needs of a device: kernel launches, the two BLAS calls, copies. The CUDA
+/// device is one; a host emulation (tests) is the other.
+pub(crate) trait Backend {
+    /// Addresses of the f32 and f64 arenas.
+    fn base(&self) -> (u64, u64);
+    fn launch(
+        &self,
+        k: K,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        args: &[A],
+    ) -> Result<(), GpuError>;
+    /// Column-major `C = op(A)·op(B) + beta·C` (cuBLAS's SGEMM with alpha 1).
+    #[allow(clippy::too_many_arguments)]
+    fn sgemm(
+        &self,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: u64,
+        lda: usize,
+        b: u64,
+        ldb: usize,
+        beta: f32,
+        c: u64,
+        ldc: usize,
+    ) -> Result<(), GpuError>;
+    /// Column-major `y = A·x` (`A` is m × n).
+    fn sgemv(&self, m: usize, n: usize, a: u64, lda: usize, x: u64, y: u64)
+    -> Result<(), GpuError>;
+    fn upload(&mut self, off: usize, src: &[f32]) -> Result<(), GpuError>;
+    fn upload64(&mut self, off: usize, src: &[f64]) -> Result<(), GpuError>;
+    fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError>;
+    fn download64(&self, off: usize, n: usize) -> Result<Vec<f64>, GpuError>;
+    fn sync(&self) -> Result<(), GpuError>;
+    /// Starts recording the launches that follow into a graph instead of running them.
+    fn begin_capture(&mut self) -> Result<(), GpuError>;
+    /// Ends the recording and keeps the graph (replacing any earlier one).
+    fn end_capture(&mut self) -> Result<(), GpuError>;
+    /// Runs the kept graph.
+    fn replay(&self) -> Result<(), GpuError>;
+}
+
+/// The CUDA device.
+struct Cuda {
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    funcs: Vec<CudaFunction>,
+    arena: CudaSlice<f32>,
+    arena64: CudaSlice<f64>,
+    /// cuBLAS's workspace, fixed so that captured GEMMs allocate nothing.
+    _workspace: CudaSlice<u8>,
+    graph: Option<cudarc::driver::CudaGraph>,
+}
+
+/// Bytes of cuBLAS workspace (NVIDIA suggests 32 MiB on Hopper).
+const BLAS_WORKSPACE: usize = 32 << 20;
+
+impl Cuda {
+    fn open(
+        info: &DeviceInfo,
+        precision: Precision,
+        len: usize,
+        len64: usize,
+    ) -> Result<Self, GpuError> {
+        let ordinal = info.ordinal;
+        let ctx = catch("CUDA driver", || CudaContext::new(ordinal))?
+            .map_err(derr("cannot open the CUDA device"))?;
+        // One stream and fixed buffers: the bindings' per-buffer event tracking is not needed,
+        // and it would get in the way of graph capture.
+        // SAFETY: every launch and copy goes to the one stream below.
+        unsafe { ctx.disable_event_tracking() };
+        // A stream of its own: the legacy default stream cannot be captured into a graph.
+        let stream = ctx
+            .new_stream()
+            .map_err(derr("cannot create a CUDA stream"))?;
+        let (major, minor) = info.compute_capability;
+        let ptx = catch("NVRTC", || {
+            cudarc::nvrtc::compile_ptx_with_opts(
+                super::KERNELS,
+                cudarc::nvrtc::CompileOptions {
+                    options: vec![
+                        "--std=c++17".into(),
+                        format!("--gpu-architecture=compute_{major}{minor}"),
+                    ],
+                    ..Default::default()
+                },
+            )
+        })?
+        .map_err(|e| GpuError(format!("NVRTC could not compile the kernels: {e}")))?;
+        let module = ctx
+            .load_module(ptx)
+            .map_err(derr("cannot load the compiled kernels"))?;
+        let funcs = super::KERNEL_NAMES
+            .iter()
+            .map(|n| {
+                module
+                    .load_function(n)
+                    .map_err(|e| GpuError(format!("kernel {n}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let blas = catch("cuBLAS", || CudaBlas::new(stream.clone()))?
+            .map_err(|e| GpuError(format!("cuBLAS did not start: {e}")))?;
+        let mode = match precision {
+            Precision::F32 => blas::cublasMath_t::CUBLAS_DEFAULT_MATH,
+            Precision::Tf32 => blas::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+        };
+        // SAFETY: a live handle.
+        check_blas(unsafe { blas::cublasSetMathMode(*blas.handle(), mode) })?;
+        let arena = stream
+            .alloc_zeros::<f32>(len)
+            .map_err(|e| out_of_memory(len * 4, info, e))?;
+        let arena64 = stream
+            .alloc_zeros::<f64>(len64)
+            .map_err(|e| out_of_memory(len64 * 8, info, e))?;
+        let workspace = stream
+            .alloc_zeros::<u8>(BLAS_WORKSPACE)
+            .map_err(|e| out_of_memory(BLAS_WORKSPACE, info, e))?;
+        let ws = workspace.device_ptr(&stream).0;
+        // SAFETY: a live handle and a buffer that lives as long as it.
+        check_blas(unsafe {
+            blas::cublasSetWorkspace_v2(*blas.handle(), ws as *mut std::ffi::c_void, BLAS_WORKSPACE)
+        })?;
+        Ok(Cuda {
+            stream,
+            blas,
+            funcs,
+            arena,
+            arena64,
+            _workspace: workspace,
+            graph: None,
+        })
+    }
+}
+
+impl Backend for Cuda {
+    fn base(&self) -> (u64, u64) {
+        (
+            self.arena.device_ptr(&self.stream).0,
+            self.arena64.device_ptr(&self.stream).0,
+        )
+    }
+
+    fn launch(
+        &self,
+        k: K,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        args: &[A],
+    ) -> Result<(), GpuError> {
+        let f = &self.funcs[k as usize];
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                A::P(v) => b.arg(v),
+                A::I(v) => b.arg(v),
+                A::L(v) => b.arg(v),
+                A::F(v) => b.arg(v),
+                A::D(v) => b.arg(v),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: block,
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the kernel's signature (the host emulation runs the same
+        // launches) and every pointer is inside the arenas (the layout is checked by tests).
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| GpuError(format!("kernel {}: {e}", super::KERNEL_NAMES[k as usize])))
+    }
+
+    fn sgemm(
+        &self,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: u64,
+        lda: usize,
+        b: u64,
+        ldb: usize,
+        beta: f32,
+        c: u64,
+        ldc: usize,
+    ) -> Result<(), GpuError> {
+        let op = |t: bool| {
+            if t {
+                blas::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let alpha = 1.0f32;
+        // SAFETY: device pointers inside the arena; sizes from the layout.
+        check_blas(unsafe {
+            blas::cublasSgemm_v2(
+                *self.blas.handle(),
+                op(ta),
+                op(tb),
+                m as i32,
+                n as i32,
+                k as i32,
+                &alpha,
+                a as *const f32,
+                lda as i32,
+                b as *const f32,
+                ldb as i32,
+                &beta,
+                c as *mut f32,
+                ldc as i32,
+            )
+        })
+    }
+
+    fn sgemv(
+        &self,
+        m: usize,
+        n: usize,
+        a: u64,
+        lda: usize,
+        x: u64,
+        y: u64,
+    ) -> Result<(), GpuError> {
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        // SAFETY: device pointers inside the arena.
+        check_blas(unsafe {
+            blas::cublasSgemv_v2(
+                *self.blas.handle(),
+                blas::cublasOperation_t::CUBLAS_OP_N,
+                m as i32,
+                n as i32,
+                &alpha,
+                a as *const f32,
+                lda as i32,
+                x as *const f32,
+                1,
+                &beta,
+                y as *mut f32,
+                1,
+            )
+        })
+    }
+
+    fn upload(&mut self, off: usize, src: &[f32]) -> Result<(), GpuError> {
+        let mut view = self.arena.slice_mut(off..off + src.len());
+        self.stream
+            .memcpy_htod(src, &mut view)
+            .map_err(derr("copy to the GPU"))
+    }
+
+    fn upload64(&mut self, off: usize, src: &[f64]) -> Result<(), GpuError> {
+        let mut view = self.arena64.slice_mut(off..off + src.len());
+        self.stream
+            .memcpy_htod(src, &mut view)
+            .map_err(derr("copy to the GPU"))
+    }
+
+    fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError> {
+        self.stream
+            .clone_dtoh(&self.arena.slice(off..off + n))
+            .map_err(derr("copy from the GPU"))
+    }
+
+    fn download64(&self, off: usize, n: usize) -> Result<Vec<f64>, GpuError> {
+        self.stream
+            .clone_dtoh(&self.arena64.slice(off..off + n))
+            .map_err(derr("copy from the GPU"))
+    }
+
+    fn sync(&self) -> Result<(), GpuError> {
+        self.stream
+            .synchronize()
+            .map_err(derr("the GPU reported an error"))
+    }
+
+    fn begin_capture(&mut self) -> Result<(), GpuError> {
+        self.stream
+            .begin_capture(
+                cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+            .map_err(derr("cannot start capturing a CUDA graph"))
+    }
+
+    fn end_capture(&mut self) -> Result<(), GpuError> {
+        let g = self
+            .stream
+            .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+            .map_err(derr("cannot capture the step into a CUDA graph"))?
+            .ok_or_else(|| GpuError("the captured CUDA graph is empty".into()))?;
+        g.upload().map_err(derr("cannot upload the CUDA graph"))?;
+        self.graph = Some(g);
+        Ok(())
+    }
+
+    fn replay(&self) -> Result<(), GpuError> {
+        self.graph
+            .as_ref()
+            .ok_or_else(|| GpuError("no captured CUDA graph".into()))?
+            .launch()
+            .map_err(derr("cannot launch the CUDA graph"))
+    }
+}
+
+/// A network on the GPU: parameters, Adam's moments, activations, gradients and scratch.
+pub struct GpuNet {
+    info: DeviceInfo,
+    dev: Box<dyn Backend>,
+    base: u64,
+    base64: u64,
+    nodes: Vec<GpuNode>,
+    layout: Layout,
+    shapes: Vec<(usize, usize, usize)>,
+    /// Adam's β1, β2 of the first [`GpuNet::adam_step`]; fixed afterwards (they are folded into
+    /// the device-side bias corrections).
+    adam_betas: Option<(f64, f64)>,
+}
+
+fn derr(what: &str) -> impl Fn(cudarc::driver::DriverError) -> GpuError + '_ {
+    move |e| GpuError(format!("{what}: {e}"))
+}
+
+impl GpuNet {
+    /// Uploads `net` (its parameters as they are) to CUDA device `ordinal`.
+    pub fn new(net: &Net<f32>, ordinal: usize, precision: Precision) -> Result<Self, GpuError> {
+        let (nodes, layout) = lower(net)?;
+        let info = probe(ordinal)?;
+        let dev = Cuda::open(&info, precision, layout.len, layout.len64)?;
+        Self::with_backend(net, info, Box::new(dev), nodes, layout)
+    }
+
+    /// `net` on the host emulation of the GPU, its kernels compiled in `dir` (tests).
+    #[doc(hidden)]
+    pub fn emulated(net: &Net<f32>, dir: &std::path::Path) -> Result<Self, GpuError> {
+        let (nodes, layout) = lower(net)?;
+        let dev = super::emu::Emulator::new(dir, layout.len, layout.len64)?;
+        let info = DeviceInfo {
+            ordinal: 0,
+            name: "host emulation".into(),
+            compute_capability: (0, 0),
+            memory_bytes: 0,
+        };
+        Self::with_backend(net, info, Box::new(dev), nodes, layout)
+    }
+
+    fn with_backend(
+        net: &Net<f32>,
+        info: DeviceInfo,
+        dev: Box<dyn Backend>,
+        nodes: Vec<GpuNode>,
+        layout: Layout,
+    ) -> Result<Self, GpuError> {
+        let (base, base64) = dev.base();
+        let (shapes, _, _) = net.buffer_plan();
+        let mut g = GpuNet {
+            info,
+            dev,
+            base,
+            base64,
+            nodes,
+            layout,
+            shapes,
+            adam_betas: None,
+        };
+        g.upload(g.layout.params, net.params())?;
+        g.upload(g.layout.acts[0].0, &net.input().data)?;
+        let (ones, ones_len, mask, out_len) = (
+            g.layout.ones,
+            g.layout.ones_len,
+            g.layout.mask,
+            g.output_len(),
+        );
+        g.fill(ones, ones_len, 1.0)?;
+        g.fill(mask, out_len, 1.0)?;
+        g.reset_adam()?;
+        g.sync()?;
+        Ok(g)
+    }
+
+    pub fn device(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Bytes of device memory the network holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.layout.len * 4 + self.layout.len64 * 8
+    }
+
+    fn p(&self, off: usize) -> A {
+        A::P(self.ptr(off))
+    }
+
+    fn ptr(&self, off: usize) -> u64 {
+        self.base + 4 * off as u64
+    }
+
+    fn p64(&self, off: usize) -> A {
+        A::P(self.base64 + 8 * off as u64)
+    }
+
+    fn output_len(&self) -> usize {
+        self.layout.acts.last().map_or(0, |a| a.1)
+    }
+
+    fn launch(
+        &self,
+        k: K,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        args: &[A],
+    ) -> Result<(), GpuError> {
+        self.dev.launch(k, grid, block, args)
+    }
+
+    /// An elementwise launch over `n` elements.
+    fn launch_n(&self, k: K, n: usize, args: &[A]) -> Result<(), GpuError> {
+        self.launch(k, (grid_1d(n), 1, 1), (BLOCK, 1, 1), args)
+    }
+
+    fn fill(&self, off: usize, n: usize, v: f32) -> Result<(), GpuError> {
+        self.launch_n(K::Fill, n, &[self.p(off), long(n), A::F(v)])
+    }
+
+    fn upload(&mut self, off: usize, src: &[f32]) -> Result<(), GpuError> {
+        self.dev.upload(off, src)
+    }
+
+    fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError> {
+        self.dev.download(off, n)
+    }
+
+    /// Waits for all queued work; reports an error a kernel raised.
+    pub fn sync(&self) -> Result<(), GpuError> {
+        self.dev.sync()
+    }
+
+    /// Zeroes Adam's moments and step counter.
+    pub fn reset_adam(&mut self) -> Result<(), GpuError> {
+        let n = self.layout.n_params;
+        self.fill(self.layout.adam_m, n, 0.0)?;
+        self.fill(self.layout.adam_v, n, 0.0)?;
+        self.dev
+            .upload64(self.layout.adam_state, &[0.0, 1.0, 1.0])?;
+        self.adam_betas = None;
+        Ok(())
+    }
+
+    pub fn set_params(&mut self, params: &[f32]) -> Result<(), GpuError> {
+        check_len("parameters", params.len(), self.layout.n_params)?;
+        self.upload(self.layout.params, params)
+    }
+
+    pub fn params(&self) -> Result<Vec<f32>, GpuError> {
+        self.download(self.layout.params, self.layout.n_params)
+    }
+
+    /// Gradients of the last backward, in the layout of [`Net::params`].
+    pub fn grads(&self) -> Result<Vec<f32>, GpuError> {
+        self.download(self.layout.dparams, self.layout.n_params)
+    }
+
+    pub fn set_input(&mut self, x: &Tensor<f32>) -> Result<(), GpuError> {
+        let (off, n) = self.layout.acts[0];
+        check_len("input", x.data.len(), n)?;
+        self.upload(off, &x.data)
+    }
+
+    /// The loss target, and optionally a per-element mask (default: all ones).
+    pub fn set_target(&mut self, y: &Tensor<f32>, mask: Option<&[f32]>) -> Result<(), GpuError> {
+        let n = self.output_len();
+        check_len("target", y.data.len(), n)?;
+        self.upload(self.layout.target, &y.data)?;
+        match mask {
+            Some(m) => {
+                check_len("mask", m.len(), n)?;
+                self.upload(self.layout.mask, m)
+            }
+            None => self.fill(self.layout.mask, n, 1.0),
+        }
+    }
+
+    fn to_tensor(&self, act: usize, data: Vec<f32>) -> Tensor<f32> {
+        let (h, w, c) = self.shapes[act];
+        Tensor { h, w, c, data }
+    }
+
+    /// The output of the last forward (waits for it).
+    pub fn output(&self) -> Result<Tensor<f32>, GpuError> {
+        let (off, n) = *self.layout.acts.last().expect("an output");
+        let data = self.download(off, n)?;
+        Ok(self.to_tensor(self.layout.acts.len() - 1, data))
+    }
+
+    /// The moving average kept by [`GpuNet::ema_update`].
+    pub fn ema(&self) -> Result<Tensor<f32>, GpuError> {
+        let data = self.download(self.layout.ema, self.output_len())?;
+        Ok(self.to_tensor(self.layout.acts.len() - 1, data))
+    }
+
+    /// `ema = β·ema + (1 − β)·output` on the device (β = 0 copies the output).
+    pub fn ema_update(&mut self, beta: f32) -> Result<(), GpuError> {
+        let n = self.output_len();
+        let out = self.layout.acts.last().expect("an output").0;
+        self.launch_n(
+            K::Ema,
+            n,
+            &[self.p(self.layout.ema), self.p(out), long(n), A::F(beta)],
+        )
+    }
+
+    /// Σ mask·(output − target)² of the last [`GpuNet::loss_and_grad`] (waits for it).
+    pub fn loss_sum(&self) -> Result<f64, GpuError> {
+        Ok(self.dev.download64(self.layout.loss, 1)?[0])
+    }
+
+    /// Queues the squared-error loss and writes its gradient, `scale·mask·(output − target)`, as
+    /// the output gradient (`scale` = 2/n gives the mean squared error's).
+    pub fn loss_and_grad(&mut self, scale: f32) -> Result<(), GpuError> {
+        let last = self.layout.acts.len() - 1;
+        let (out, n) = self.layout.acts[last];
+        let dout = self.layout.grads[last].ok_or_else(|| GpuError("no output gradient".into()))?;
+        self.launch(
+            K::Mse,
+            (1, 1, 1),
+            (1024, 1, 1),
+            &[
+                self.p(out),
+                self.p(self.layout.target),
+                self.p(self.layout.mask),
+                self.p(dout),
+                self.p64(self.layout.loss),
+                long(n),
+                A::F(scale),
+            ],
+        )
+    }
+
+    /// Queues one Adam step on the parameters with the gradients of the last backward.
+    pub fn adam_step(&mut self, cfg: &AdamConfig) -> Result<(), GpuError> {
+        match self.adam_betas {
+            None => self.adam_betas = Some((cfg.beta1, cfg.beta2)),
+            Some(b) if b != (cfg.beta1, cfg.beta2) => {
+                return Err(GpuError(
+                    "Adam's betas changed during a fit (reset Adam first)".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        let l = &self.layout;
+        self.launch(
+            K::AdamTick,
+            (1, 1, 1),
+            (1, 1, 1),
+            &[self.p64(l.adam_state), A::D(cfg.beta1), A::D(cfg.beta2)],
+        )?;
+        self.launch_n(
+            K::Adam,
+            l.n_params,
+            &[
+                self.p(l.params),
+                self.p(l.dparams),
+                self.p(l.adam_m),
+                self.p(l.adam_v),
+                long(l.n_params),
+                self.p64(l.adam_state),
+                A::D(cfg.lr),
+                A::F(cfg.beta1 as f32),
+                A::F(cfg.beta2 as f32),
+                A::F(cfg.eps as f32),
+                A::F(cfg.weight_decay as f32),
+                A::F((1.0 - cfg.beta1) as f32),
+                A::F((1.0 - cfg.beta2) as f32),
+            ],
+        )
+    }
+
+    /// One training step: forward, squared-error loss against the target (scaled by `scale`),
+    /// backward and Adam. Only queues work.
+    pub fn step(&mut self, scale: f32, cfg: &AdamConfig) -> Result<(), GpuError> {
+        self.forward()?;
+        self.loss_and_grad(scale)?;
+        self.backward()?;
+        self.adam_step(cfg)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sgemm(
+        &self,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: usize,
+        lda: usize,
+        b: usize,
+        ldb: usize,
+        beta: f32,
+        c: usize,
+        ldc: usize,
+    ) -> Result<(), GpuError> {
+        self.dev.sgemm(
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            self.ptr(a),
+            lda,
+            self.ptr(b),
+            ldb,
+            beta,
+            self.ptr(c),
+            ldc,
+        )
+    }
+
+    /// Records one [`GpuNet::step`] into a CUDA graph (nothing runs); [`GpuNet::replay_step`]
+    /// then runs it with one launch. The step's arguments are fixed, so each replay is a step
+    /// (Adam's counter advances on the device).
+    pub fn capture_step(&mut self, scale: f32, cfg: &AdamConfig) -> Result<(), GpuError> {
+        self.dev.begin_capture()?;
+        let recorded = self.step(scale, cfg);
+        let ended = self.dev.end_capture();
+        recorded.and(ended)
+    }
+
+    /// Runs the step captured by [`GpuNet::capture_step`] (queued).
+    pub fn replay_step(&self) -> Result<(), GpuError> {
+        self.dev.replay()
+    }
+
+    fn act(&self, a: usize) -> usize {
+        self.layout.acts[a].0
+    }
+
+    /// Runs every node on the current input (queued).
+    pub fn forward(&mut self) -> Result<(), GpuError> {
+        let params = self.layout.params;
+        for node in &self.nodes {
+            let x = self.act(node.inputs[0]);
+            let y = self.act(node.output);
+            let ny = self.layout.acts[node.output].1;
+            match &node.op {
+                &GpuOp::Conv {
+                    cin,
+                    cout,
+                    k,
+                    stride,
+                    pad,
+                    reflect,
+                    h,
+                    w,
+                    ho,
+                    wo,
+                    weight,
+                    bias,
+                } => {
+                    let m = ho * wo;
+                    let kdim = k * k * cin;
+                    let a = if k == 1 && stride == 1 {
+                        x
+                    } else {
+                        let col = self.layout.col;
+                        self.launch_n(
+                            K::Im2col,
+                            m * kdim,
+                            &[
+                                self.p(x),
+                                self.p(col),
+                                int(h),
+                                int(w),
+                                int(cin),
+                                int(ho),
+                                int(wo),
+                                int(k),
+                                int(stride),
+                                int(pad),
+                                A::I(reflect as i32),
+                            ],
+                        )?;
+                        col
+                    };
+                    // Row-major y[m][cout] = a[m][kdim] · W[kdim][cout], i.e. column-major
+                    // yᵀ = Wᵀ · aᵀ.
+                    self.sgemm(
+                        false,
+                        false,
+                        cout,
+                        m,
+                        kdim,
+                        params + weight,
+                        cout,
+                        a,
+                        kdim,
+                        0.0,
+                        y,
+                        cout,
+                    )?;
+                    if let Some(b) = bias {
+                        self.launch_n(
+                            K::AddBias,
+                            m * cout,
+                            &[self.p(y), self.p(params + b), long(m * cout), int(cout)],
+                        )?;
+                    }
+                }
+                &GpuOp::Norm {
+                    c,
+                    rows,
+                    gamma,
+                    beta,
+                    eps,
+                    neg_slope,
+                    stats,
+                } => {
+                    let (per, parts) = reduction_parts(rows);
+                    let part = self.layout.part;
+                    self.launch(
+                        K::BnPartial,
+                        (c.div_ceil(32) as u32, parts as u32, 1),
+                        (32, RED_Y, 1),
+                        &[self.p(x), self.p64(part), int(rows), int(c), int(per)],
+                    )?;
+                    self.launch(
+                        K::BnFinalize,
+                        (c.div_ceil(128) as u32, 1, 1),
+                        (128, 1, 1),
+                        &[
+                            self.p64(part),
+                            int(parts),
+                            int(rows),
+                            int(c),
+                            self.p(params + gamma),
+                            self.p(params + beta),
+                            self.p(stats),
+                            A::D(eps),
+                        ],
+                    )?;
+                    self.launch_n(
+                        K::BnApply,
+                        ny,
+                        &[
+                            self.p(x),
+                            self.p(y),
+                            self.p(stats),
+                            long(ny),
+                            int(c),
+                            A::F(neg_slope),
+                        ],
+                    )?;
+                }
+                &GpuOp::Upsample {
+                    h,
+                    w,
+                    c,
+                    factor,
+                    mode,
+                } => self.launch_n(
+                    K::UpsampleFwd,
+                    ny,
+                    &[
+                        self.p(x),
+                        self.p(y),
+                        int(h),
+                        int(w),
+                        int(c),
+                        int(factor),
+                        A::I(mode),
+                    ],
+                )?,
+                GpuOp::Concat { channels } => {
+                    let ctot: usize = channels.iter().sum();
+                    let pixels = ny / ctot.max(1);
+                    let mut off = 0;
+                    for (&i, &ci) in node.inputs.iter().zip(channels) {
+                        self.launch_n(
+                            K::ConcatFwd,
+                            pixels * ci,
+                            &[
+                                self.p(self.act(i)),
+                                self.p(y),
+                                long(pixels),
+                                int(ci),
+                                int(ctot),
+                                int(off),
+                            ],
+                        )?;
+                        off += ci;
+                    }
+                }
+                GpuOp::Sigmoid => {
+                    self.launch_n(K::SigmoidFwd, ny, &[self.p(x), self.p(y), long(ny)])?
+                }
+                &GpuOp::LeakyRelu { slope } => self.launch_n(
+                    K::LreluFwd,
+                    ny,
+                    &[self.p(x), self.p(y), long(ny), A::F(slope)],
+                )?,
+                &GpuOp::Learned { offset, len } => self.launch_n(
+                    K::Copy,
+                    len,
+                    &[self.p(params + offset), self.p(y), long(len), A::I(0)],
+                )?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Backpropagates the output gradient into the parameter gradients (queued).
+    pub fn backward(&mut self) -> Result<(), GpuError> {
+        let l = &self.layout;
+        let (params, dparams) = (l.params, l.dparams);
+        for node in self.nodes.iter().rev() {
+            let x = self.act(node.inputs[0]);
+            let y = self.act(node.output);
+            let ny = self.layout.acts[node.output].1;
+            let nx = self.layout.acts[node.inputs[0]].1;
+            let dy = self.layout.grads[node.output]
+                .ok_or_else(|| GpuError("a node's output has no gradient buffer".into()))?;
+            // The input gradient's buffer and whether to add to it, or None to skip it.
+            let dx_of = |j: usize| -> Option<(usize, i32)> {
+                match node.grads[j] {
+                    GradUse::Skip => None,
+                    g => self.layout.grads[node.inputs[j]].map(|o| (o, (g == GradUse::Add) as i32)),
+                }
+            };
+            match &node.op {
+                &GpuOp::Conv {
+                    cin,
+                    cout,
+                    k,
+                    stride,
+                    pad,
+                    reflect,
+                    h,
+                    w,
+                    ho,
+                    wo,
+                    weight,
+                    bias,
+                } => {
+                    let m = ho * wo;
+                    let kdim = k * k * cin;
+                    let direct = k == 1 && stride == 1;
+                    let col = self.layout.col;
+                    let a = if direct {
+                        x
+                    } else {
+                        self.launch_n(
+                            K::Im2col,
+                            m * kdim,
+                            &[
+                                self.p(x),
+                                self.p(col),
+                                int(h),
+                                int(w),
+                                int(cin),
+                                int(ho),
+                                int(wo),
+                                int(k),
+                                int(stride),
+                                int(pad),
+                                A::I(reflect as i32),
+                            ],
+                        )?;
+                        col
+                    };
+                    // dW[kdim][cout] = aᵀ · dy: column-major dWᵀ = dyᵀ · a.
+                    self.sgemm(
+                        false,
+                        true,
+                        cout,
+                        kdim,
+                        m,
+                        dy,
+                        cout,
+                        a,
+                        kdim,
+                        0.0,
+                        dparams + weight,
+                        cout,
+                    )?;
+                    if let Some(b) = bias {
+                        // db[cout] = Σ_m dy[m][cout]: column-major dyᵀ (cout × m) times ones.
+                        self.dev.sgemv(
+                            cout,
+                            m,
+                            self.ptr(dy),
+                            cout,
+                            self.ptr(self.layout.ones),
+                            self.ptr(dparams + b),
+                        )?;
+                    }
+                    if let Some((dx, add)) = dx_of(0) {
+                        // d(a)[m][kdim] = dy · Wᵀ: column-major d(a)ᵀ = W · dyᵀ.
+                        if direct {
+                            self.sgemm(
+                                true,
+                                false,
+                                kdim,
+                                m,
+                                cout,
+                                params + weight,
+                                cout,
+                                dy,
+                                cout,
+                                add as f32,
+                                dx,
+                                kdim,
+                            )?;
+                        } else {
+                            self.sgemm(
+                                true,
+                                false,
+                                kdim,
+                                m,
+                                cout,
+                                params + weight,
+                                cout,
+                                dy,
+                                cout,
+                                0.0,
+                                col,
+                                kdim,
+                            )?;
+                            self.launch_n(
+                                K::Col2im,
+                                nx,
+                                &[
+                                    self.p(col),
+                                    self.p(dx),
+                                    int(h),
+                                    int(w),
+                                    int(cin),
+                                    int(ho),
+                                    int(wo),
+                                    int(k),
+                                    int(stride),
+                                    int(pad),
+                                    A::I(reflect as i32),
+                                    A::I(add),
+                                ],
+                            )?;
+                        }
+                    }
+                }
+                &GpuOp::Norm {
+                    c,
+                    rows,
+                    gamma,
+                    beta,
+                    neg_slope,
+                    stats,
+                    ..
+                } => {
+                    let (per, parts) = reduction_parts(rows);
+                    let part = self.layout.part;
+                    self.launch(
+                        K::BnBwdPartial,
+                        (c.div_ceil(32) as u32, parts as u32, 1),
+                        (32, RED_Y, 1),
+                        &[
+                            self.p(x),
+                            self.p(y),
+                            self.p(dy),
+                            self.p(stats),
+                            self.p64(part),
+                            int(rows),
+                            int(c),
+                            int(per),
+                            A::F(neg_slope),
+                        ],
+                    )?;
+                    self.launch(
+                        K::BnBwdFinalize,
+                        (c.div_ceil(128) as u32, 1, 1),
+                        (128, 1, 1),
+                        &[
+                            self.p64(part),
+                            int(parts),
+                            int(rows),
+                            int(c),
+                            self.p(params + gamma),
+                            self.p(stats),
+                            self.p(dparams + gamma),
+                            self.p(dparams + beta),
+                        ],
+                    )?;
+                    if let Some((dx, add)) = dx_of(0) {
+                        self.launch_n(
+                            K::BnBwdApply,
+                            nx,
+                            &[
+                                self.p(x),
+                                self.p(y),
+                                self.p(dy),
+                                self.p(stats),
+                                self.p(dx),
+                                long(nx),
+                                int(c),
+                                A::F(neg_slope),
+                                A::I(add),
+                            ],
+                        )?;
+                    }
+                }
+                &GpuOp::Upsample {
+                    h,
+                    w,
+                    c,
+                    factor,
+                    mode,
+                } => {
+                    if let Some((dx, add)) = dx_of(0) {
+                        self.launch_n(
+                            K::UpsampleBwd,
+                            nx,
+                            &[
+                                self.p(dy),
+                                self.p(dx),
+                                int(h),
+                                int(w),
+                                int(c),
+                                int(factor),
+                                A::I(mode),
+                                A::I(add),
+                            ],
+                        )?;
+                    }
+                }
+                GpuOp::Concat { channels } => {
+                    let ctot: usize = channels.iter().sum();
+                    let pixels = ny / ctot.max(1);
+                    let mut off = 0;
+                    for (j, &ci) in channels.iter().enumerate() {
+                        if let Some((dx, add)) = dx_of(j) {
+                            self.launch_n(
+                                K::ConcatBwd,
+                                pixels * ci,
+                                &[
+                                    self.p(dy),
+                                    self.p(dx),
+                                    long(pixels),
+                                    int(ci),
+                                    int(ctot),
+                                    int(off),
+                                    A::I(add),
+                                ],
+                            )?;
+                        }
+                        off += ci;
+                    }
+                }
+                GpuOp::Sigmoid => {
+                    if let Some((dx, add)) = dx_of(0) {
+                        self.launch_n(
+                            K::SigmoidBwd,
+                            nx,
+                            &[self.p(y), self.p(dy), self.p(dx), long(nx), A::I(add)],
+                        )?;
+                    }
+                }
+                &GpuOp::LeakyRelu { slope } => {
+                    if let Some((dx, add)) = dx_of(0) {
+                        self.launch_n(
+                            K::LreluBwd,
+                            nx,
+                            &[
+                                self.p(x),
+                                self.p(dy),
+                                self.p(dx),
+                                long(nx),
+                                A::F(slope),
+                                A::I(add),
+                            ],
+                        )?;
+                    }
+                }
+                &GpuOp::Learned { offset, len } => self.launch_n(
+                    K::Copy,
+                    len,
+                    &[self.p(dy), self.p(dparams + offset), long(len), A::I(0)],
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<(), GpuError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(GpuError(format!(
+            "{what} has {got} values, the network on the GPU expects {want}"
+        )))
+    }
+}
+
+fn check_blas(s: blas::cublasStatus_t) -> Result<(), GpuError> {
+    if s == blas::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        Err(GpuError(format!("cuBLAS failed: {s:?}")))
+    }
+}
+
+fn out_of_memory(bytes: usize, info: &DeviceInfo, e: cudarc::driver::DriverError) -> GpuError {
+    GpuError(format!(
+        "cannot allocate {:.2} GiB on {} ({:.1} GiB in all): {e}",
+        bytes as f64 / (1u64 << 30) as f64,
+        info.name,
+        info.memory_bytes as f64 / (1u64 << 30) as f64
+    ))
+}

@@ -1,0 +1,395 @@
+// Kernels of the GPU executor, compiled at run time with NVRTC (no CUDA headers needed).
+//
+// Tensors are single images, channel-last (HWC), f32. Elementwise kernels use grid-stride loops,
+// so any grid size is correct. Per-channel reductions (batch norm) write partial sums per block of
+// rows in f64 and a second kernel adds them up in a fixed order: results do not depend on
+// scheduling. Gradient kernels either write or add to their destination (`add`), as the CPU
+// engine does for activations that feed several nodes.
+
+typedef long long i64;
+
+#define GRID_LOOP(i, n) \
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)blockDim.x * gridDim.x)
+
+// Number of threads along y in the channel-reduction blocks (32 channels along x).
+#define RED_Y 8
+
+// Source index of padded position `i` (padding `p` each side, axis of length `n`): -1 for a zero.
+__device__ __forceinline__ int pad_src(int i, int n, int p, int reflect) {
+    int t = i - p;
+    if (reflect) {
+        if (t < 0) t = -t;
+        else if (t >= n) t = 2 * (n - 1) - t;
+        return t;
+    }
+    return (t >= 0 && t < n) ? t : -1;
+}
+
+// The padded positions whose source is `y`: at most three (itself and two reflections).
+__device__ __forceinline__ int pad_readers(int y, int n, int p, int reflect, int* c) {
+    int m = 0;
+    c[m++] = y + p;
+    if (reflect) {
+        if (y >= 1 && y <= p) c[m++] = p - y;
+        int t = 2 * (n - 1) - y;
+        if (y <= n - 2 && t <= n - 1 + p) c[m++] = t + p;
+    }
+    return m;
+}
+
+__device__ __forceinline__ void store(float* d, i64 i, float v, int add) {
+    d[i] = add ? d[i] + v : v;
+}
+
+// col[m][(ky*k + kx)*cin + ci] = padded x at (oy*s + ky, ox*s + kx, ci), m = oy*wo + ox.
+extern "C" __global__ void im2col(const float* x, float* col, int h, int w, int cin, int ho,
+                                  int wo, int k, int s, int p, int reflect) {
+    i64 n = (i64)ho * wo * k * k * cin;
+    GRID_LOOP(i, n) {
+        int ci = (int)(i % cin);
+        i64 r = i / cin;
+        int kk = (int)(r % (k * k));
+        i64 m = r / (k * k);
+        int ky = kk / k, kx = kk % k;
+        int oy = (int)(m / wo), ox = (int)(m % wo);
+        int sy = pad_src(oy * s + ky, h, p, reflect);
+        int sx = pad_src(ox * s + kx, w, p, reflect);
+        col[i] = (sy < 0 || sx < 0) ? 0.0f : x[((i64)sy * w + sx) * cin + ci];
+    }
+}
+
+// The adjoint of im2col, as a gather (no atomics): every input element sums the column entries
+// that read it, through the padding.
+extern "C" __global__ void col2im(const float* col, float* dx, int h, int w, int cin, int ho,
+                                  int wo, int k, int s, int p, int reflect, int add) {
+    i64 n = (i64)h * w * cin;
+    i64 kcin = (i64)k * k * cin;
+    GRID_LOOP(i, n) {
+        int ci = (int)(i % cin);
+        i64 r = i / cin;
+        int x0 = (int)(r % w), y0 = (int)(r / w);
+        int cy[3], cx[3];
+        int ny = pad_readers(y0, h, p, reflect, cy);
+        int nx = pad_readers(x0, w, p, reflect, cx);
+        float acc = 0.0f;
+        for (int a = 0; a < ny; a++) {
+            for (int ky = 0; ky < k; ky++) {
+                int ty = cy[a] - ky;
+                if (ty < 0 || ty % s != 0 || ty / s >= ho) continue;
+                int oy = ty / s;
+                for (int b = 0; b < nx; b++) {
+                    for (int kx = 0; kx < k; kx++) {
+                        int tx = cx[b] - kx;
+                        if (tx < 0 || tx % s != 0 || tx / s >= wo) continue;
+                        int ox = tx / s;
+                        acc += col[((i64)oy * wo + ox) * kcin + (ky * k + kx) * cin + ci];
+                    }
+                }
+            }
+        }
+        store(dx, i, acc, add);
+    }
+}
+
+extern "C" __global__ void add_bias(float* y, const float* b, i64 n, int c) {
+    GRID_LOOP(i, n) { y[i] += b[i % c]; }
+}
+
+extern "C" __global__ void fill(float* y, i64 n, float v) {
+    GRID_LOOP(i, n) { y[i] = v; }
+}
+
+extern "C" __global__ void copy(const float* x, float* y, i64 n, int add) {
+    GRID_LOOP(i, n) { store(y, i, x[i], add); }
+}
+
+// Per-channel partial sums over a block of rows: part[2*blk][ch] = Σ x, part[2*blk+1][ch] = Σ x².
+// Grid (ceil(c/32), parts), block (32, RED_Y).
+extern "C" __global__ void bn_partial(const float* x, double* part, int rows, int c, int per) {
+    int ch = blockIdx.x * 32 + threadIdx.x;
+    int r0 = blockIdx.y * per;
+    int r1 = min(rows, r0 + per);
+    double s = 0.0, q = 0.0;
+    if (ch < c) {
+        for (int r = r0 + threadIdx.y; r < r1; r += RED_Y) {
+            double v = x[(i64)r * c + ch];
+            s += v;
+            q += v * v;
+        }
+    }
+    __shared__ double ss[RED_Y][32], sq[RED_Y][32];
+    ss[threadIdx.y][threadIdx.x] = s;
+    sq[threadIdx.y][threadIdx.x] = q;
+    __syncthreads();
+    if (threadIdx.y == 0 && ch < c) {
+        for (int j = 1; j < RED_Y; j++) {
+            s += ss[j][threadIdx.x];
+            q += sq[j][threadIdx.x];
+        }
+        part[(i64)(2 * blockIdx.y) * c + ch] = s;
+        part[(i64)(2 * blockIdx.y + 1) * c + ch] = q;
+    }
+}
+
+// stats: [mean c][rstd c][k1 c][k2 c][k3 c]. y = act(x*k1 + k2), k1 = rstd*gamma.
+extern "C" __global__ void bn_finalize(const double* part, int parts, int rows, int c,
+                                       const float* gamma, const float* beta, float* stats,
+                                       double eps) {
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    double s = 0.0, q = 0.0;
+    for (int b = 0; b < parts; b++) {
+        s += part[(i64)(2 * b) * c + ch];
+        q += part[(i64)(2 * b + 1) * c + ch];
+    }
+    double mean = s / rows;
+    double var = q / rows - mean * mean;
+    if (var < 0.0) var = 0.0;
+    float rstd = (float)(1.0 / sqrt(var + eps));
+    float k1 = rstd * gamma[ch];
+    stats[ch] = (float)mean;
+    stats[c + ch] = rstd;
+    stats[2 * c + ch] = k1;
+    stats[3 * c + ch] = beta[ch] - (float)mean * k1;
+}
+
+extern "C" __global__ void bn_apply(const float* x, float* y, const float* stats, i64 n, int c,
+                                    float neg_slope) {
+    GRID_LOOP(i, n) {
+        int ch = (int)(i % c);
+        float v = x[i] * stats[2 * c + ch] + stats[3 * c + ch];
+        y[i] = v < 0.0f ? v * neg_slope : v;
+    }
+}
+
+// Backward partial sums: Σ dz and Σ dz·(x − mean), dz = dy through the activation (sign of y).
+extern "C" __global__ void bn_bwd_partial(const float* x, const float* y, const float* dy,
+                                          const float* stats, double* part, int rows, int c,
+                                          int per, float neg_slope) {
+    int ch = blockIdx.x * 32 + threadIdx.x;
+    int r0 = blockIdx.y * per;
+    int r1 = min(rows, r0 + per);
+    double s = 0.0, q = 0.0;
+    if (ch < c) {
+        float mean = stats[ch];
+        for (int r = r0 + threadIdx.y; r < r1; r += RED_Y) {
+            i64 i = (i64)r * c + ch;
+            float g = dy[i];
+            float dz = y[i] > 0.0f ? g : g * neg_slope;
+            s += dz;
+            q += (double)dz * (double)(x[i] - mean);
+        }
+    }
+    __shared__ double ss[RED_Y][32], sq[RED_Y][32];
+    ss[threadIdx.y][threadIdx.x] = s;
+    sq[threadIdx.y][threadIdx.x] = q;
+    __syncthreads();
+    if (threadIdx.y == 0 && ch < c) {
+        for (int j = 1; j < RED_Y; j++) {
+            s += ss[j][threadIdx.x];
+            q += sq[j][threadIdx.x];
+        }
+        part[(i64)(2 * blockIdx.y) * c + ch] = s;
+        part[(i64)(2 * blockIdx.y + 1) * c + ch] = q;
+    }
+}
+
+// dbeta = Σ dz, dgamma = rstd·Σ dz·(x − mean); dx = k1·dz + k2·(x − mean) + k3.
+extern "C" __global__ void bn_bwd_finalize(const double* part, int parts, int rows, int c,
+                                           const float* gamma, float* stats, float* dgamma,
+                                           float* dbeta) {
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    double s = 0.0, q = 0.0;
+    for (int b = 0; b < parts; b++) {
+        s += part[(i64)(2 * b) * c + ch];
+        q += part[(i64)(2 * b + 1) * c + ch];
+    }
+    float rstd = stats[c + ch];
+    float dg = (float)q * rstd;
+    dbeta[ch] = (float)s;
+    dgamma[ch] = dg;
+    float a = gamma[ch] * rstd;
+    float inv_n = 1.0f / (float)rows;
+    stats[2 * c + ch] = a;
+    stats[3 * c + ch] = -a * rstd * dg * inv_n;
+    stats[4 * c + ch] = -a * (float)s * inv_n;
+}
+
+extern "C" __global__ void bn_bwd_apply(const float* x, const float* y, const float* dy,
+                                        const float* stats, float* dx, i64 n, int c,
+                                        float neg_slope, int add) {
+    GRID_LOOP(i, n) {
+        int ch = (int)(i % c);
+        float g = dy[i];
+        float dz = y[i] > 0.0f ? g : g * neg_slope;
+        float v = stats[2 * c + ch] * dz + stats[3 * c + ch] * (x[i] - stats[ch]) + stats[4 * c + ch];
+        store(dx, i, v, add);
+    }
+}
+
+// Upsampling taps along one axis (PyTorch's conventions): output index `o` reads `i0` with
+// weight `w0` and `i1` with weight `w1`. mode 0 nearest, 1 bilinear (align_corners=false),
+// 2 zero insertion.
+__device__ __forceinline__ void taps(int mode, int o, int f, int n, int* i0, int* i1, float* w0,
+                                     float* w1) {
+    if (mode == 1) {
+        float src = ((float)o + 0.5f) / (float)f - 0.5f;
+        if (src < 0.0f) src = 0.0f;
+        int a = (int)floorf(src);
+        *i0 = a;
+        *i1 = a + 1 < n ? a + 1 : a;
+        *w1 = src - (float)a;
+        *w0 = 1.0f - *w1;
+    } else {
+        *i0 = o / f;
+        *i1 = o / f;
+        *w0 = (mode == 2 && o % f != 0) ? 0.0f : 1.0f;
+        *w1 = 0.0f;
+    }
+}
+
+// Weight with which output index `o` reads source index `s`.
+__device__ __forceinline__ float tap_weight(int mode, int o, int f, int n, int s) {
+    int i0, i1;
+    float w0, w1;
+    taps(mode, o, f, n, &i0, &i1, &w0, &w1);
+    return (i0 == s ? w0 : 0.0f) + (i1 == s ? w1 : 0.0f);
+}
+
+extern "C" __global__ void upsample_fwd(const float* x, float* y, int h, int w, int c, int f,
+                                        int mode) {
+    int ho = h * f, wo = w * f;
+    i64 n = (i64)ho * wo * c;
+    GRID_LOOP(i, n) {
+        int ch = (int)(i % c);
+        i64 r = i / c;
+        int ox = (int)(r % wo), oy = (int)(r / wo);
+        int y0, y1, x0, x1;
+        float a0, a1, b0, b1;
+        taps(mode, oy, f, h, &y0, &y1, &a0, &a1);
+        taps(mode, ox, f, w, &x0, &x1, &b0, &b1);
+        float v = a0 * (b0 * x[((i64)y0 * w + x0) * c + ch] + b1 * x[((i64)y0 * w + x1) * c + ch]);
+        if (a1 != 0.0f)
+            v += a1 * (b0 * x[((i64)y1 * w + x0) * c + ch] + b1 * x[((i64)y1 * w + x1) * c + ch]);
+        y[i] = v;
+    }
+}
+
+// Gather: source pixel (sy, sx) sums the outputs that read it. Outputs reading source index s lie
+// within [(s − 1)·f, (s + 2)·f) for every mode.
+extern "C" __global__ void upsample_bwd(const float* dy, float* dx, int h, int w, int c, int f,
+                                        int mode, int add) {
+    int ho = h * f, wo = w * f;
+    i64 n = (i64)h * w * c;
+    GRID_LOOP(i, n) {
+        int ch = (int)(i % c);
+        i64 r = i / c;
+        int sx = (int)(r % w), sy = (int)(r / w);
+        int oy0 = max(0, (sy - 1) * f), oy1 = min(ho, (sy + 2) * f);
+        int ox0 = max(0, (sx - 1) * f), ox1 = min(wo, (sx + 2) * f);
+        float acc = 0.0f;
+        for (int oy = oy0; oy < oy1; oy++) {
+            float wy = tap_weight(mode, oy, f, h, sy);
+            if (wy == 0.0f) continue;
+            float row = 0.0f;
+            for (int ox = ox0; ox < ox1; ox++) {
+                float wx = tap_weight(mode, ox, f, w, sx);
+                if (wx != 0.0f) row += wx * dy[((i64)oy * wo + ox) * c + ch];
+            }
+            acc += wy * row;
+        }
+        store(dx, i, acc, add);
+    }
+}
+
+// Channels [off, off + ci) of the `ctot`-channel y are the `ci`-channel x.
+extern "C" __global__ void concat_fwd(const float* x, float* y, i64 pixels, int ci, int ctot,
+                                      int off) {
+    i64 n = pixels * ci;
+    GRID_LOOP(i, n) {
+        i64 p = i / ci;
+        y[p * ctot + off + (int)(i % ci)] = x[i];
+    }
+}
+
+extern "C" __global__ void concat_bwd(const float* dy, float* dx, i64 pixels, int ci, int ctot,
+                                      int off, int add) {
+    i64 n = pixels * ci;
+    GRID_LOOP(i, n) {
+        i64 p = i / ci;
+        store(dx, i, dy[p * ctot + off + (int)(i % ci)], add);
+    }
+}
+
+extern "C" __global__ void sigmoid_fwd(const float* x, float* y, i64 n) {
+    GRID_LOOP(i, n) { y[i] = 1.0f / (1.0f + expf(-x[i])); }
+}
+
+extern "C" __global__ void sigmoid_bwd(const float* y, const float* dy, float* dx, i64 n, int add) {
+    GRID_LOOP(i, n) { store(dx, i, dy[i] * y[i] * (1.0f - y[i]), add); }
+}
+
+extern "C" __global__ void lrelu_fwd(const float* x, float* y, i64 n, float slope) {
+    GRID_LOOP(i, n) {
+        float v = x[i];
+        y[i] = v > 0.0f ? v : slope * v;
+    }
+}
+
+extern "C" __global__ void lrelu_bwd(const float* x, const float* dy, float* dx, i64 n,
+                                     float slope, int add) {
+    GRID_LOOP(i, n) { store(dx, i, x[i] > 0.0f ? dy[i] : slope * dy[i], add); }
+}
+
+// Mean squared error over `mask`ed elements (mask may be null: all of them), as the fit loop's
+// loss: dout = scale·mask·(out − target). One block; the loss (Σ mask·d²) goes to loss[0].
+extern "C" __global__ void mse(const float* out, const float* target, const float* mask,
+                               float* dout, double* loss, i64 n, float scale) {
+    __shared__ double acc[1024];
+    double s = 0.0;
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
+        float d = out[i] - target[i];
+        float m = mask ? mask[i] : 1.0f;
+        s += (double)(m * d) * (double)d;
+        dout[i] = scale * m * d;
+    }
+    acc[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k /= 2) {
+        if (threadIdx.x < k) acc[threadIdx.x] += acc[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) loss[0] = acc[0];
+}
+
+// Adam's step counter and bias corrections live on the device, so that a captured step replays
+// correctly: state = [t, β1^t, β2^t].
+extern "C" __global__ void adam_tick(double* state, double b1, double b2) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) {
+        state[0] += 1.0;
+        state[1] *= b1;
+        state[2] *= b2;
+    }
+}
+
+// As the CPU: p −= lr/(1−β1^t) · m / (sqrt(v)/sqrt(1−β2^t) + eps), m as torch's lerp.
+extern "C" __global__ void adam(float* p, const float* g, float* m, float* v, i64 n,
+                                const double* state, double lr, float b1, float b2, float eps,
+                                float wd, float w1, float w2) {
+    float step_size = (float)(lr / (1.0 - state[1]));
+    float bc2_sqrt = (float)sqrt(1.0 - state[2]);
+    GRID_LOOP(i, n) {
+        float gi = wd != 0.0f ? g[i] + wd * p[i] : g[i];
+        float mi = m[i] + w1 * (gi - m[i]);
+        float vi = v[i] * b2 + w2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+    }
+}
+
+// Exponential moving average: avg = β·avg + (1 − β)·x.
+extern "C" __global__ void ema(float* avg, const float* x, i64 n, float beta) {
+    GRID_LOOP(i, n) { avg[i] = beta * avg[i] + (1.0f - beta) * x[i]; }
+}

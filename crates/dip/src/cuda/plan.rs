@@ -1,0 +1,278 @@
+//! Host side of the GPU executor: the network's node list lowered to what the kernels need, and
+//! the layout of every buffer in two device arenas (f32 and f64). Nothing here touches a GPU, so
+//! it is tested on any machine.
+
+use crate::engine::net::{GradMode, NO_SLOT};
+use crate::engine::{Net, Op, PadMode, UpsampleMode};
+
+use super::GpuError;
+
+/// Elements are aligned to 64 (256 bytes) within an arena.
+const ALIGN: usize = 64;
+
+/// Threads per block of the elementwise kernels.
+pub const BLOCK: u32 = 256;
+/// Most blocks an elementwise launch uses (the kernels loop over the rest).
+pub const MAX_BLOCKS: usize = 1 << 16;
+/// Threads along y in the per-channel reduction blocks (`RED_Y` in the kernels).
+pub const RED_Y: u32 = 8;
+/// Most row blocks a per-channel reduction is split into.
+pub const MAX_PARTS: usize = 256;
+
+/// Blocks for an elementwise kernel over `n` elements.
+pub fn grid_1d(n: usize) -> u32 {
+    n.div_ceil(BLOCK as usize).clamp(1, MAX_BLOCKS) as u32
+}
+
+/// Rows per block and number of blocks of a per-channel reduction over `rows` rows.
+pub fn reduction_parts(rows: usize) -> (usize, usize) {
+    let per = rows.div_ceil(MAX_PARTS).max(64);
+    (per, rows.div_ceil(per).max(1))
+}
+
+/// One layer, with the offsets its kernels need (parameter offsets are relative to the
+/// parameter block).
+#[derive(Debug, Clone)]
+pub enum GpuOp {
+    Conv {
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        reflect: bool,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        weight: usize,
+        bias: Option<usize>,
+    },
+    Norm {
+        c: usize,
+        rows: usize,
+        gamma: usize,
+        beta: usize,
+        eps: f64,
+        neg_slope: f32,
+        /// Offset of this layer's `[mean][rstd][k1][k2][k3]` (5·c) in the f32 arena.
+        stats: usize,
+    },
+    Upsample {
+        h: usize,
+        w: usize,
+        c: usize,
+        factor: usize,
+        /// 0 nearest, 1 bilinear, 2 zero insertion (as the kernels).
+        mode: i32,
+    },
+    Concat {
+        channels: Vec<usize>,
+    },
+    Sigmoid,
+    LeakyRelu {
+        slope: f32,
+    },
+    Learned {
+        offset: usize,
+        len: usize,
+    },
+}
+
+/// How a node's backward treats the gradient of one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradUse {
+    Skip,
+    Write,
+    Add,
+}
+
+#[derive(Debug, Clone)]
+pub struct GpuNode {
+    pub op: GpuOp,
+    pub inputs: Vec<usize>,
+    pub output: usize,
+    pub grads: Vec<GradUse>,
+}
+
+/// Offsets (in elements) of every buffer in the f32 and f64 arenas.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub n_params: usize,
+    pub params: usize,
+    pub dparams: usize,
+    pub adam_m: usize,
+    pub adam_v: usize,
+    /// Offset and length of each activation.
+    pub acts: Vec<(usize, usize)>,
+    /// Offset of each activation's gradient buffer (shared slots, as the CPU plans them), or
+    /// `None`.
+    pub grads: Vec<Option<usize>>,
+    /// im2col / column-gradient scratch, shared by all convolutions.
+    pub col: usize,
+    pub col_len: usize,
+    /// A vector of ones (bias gradients as one matrix-vector product).
+    pub ones: usize,
+    pub ones_len: usize,
+    /// Loss target, mask (all ones unless set) and the output's moving average.
+    pub target: usize,
+    pub mask: usize,
+    pub ema: usize,
+    pub len: usize,
+    /// f64 arena: per-channel partial sums, the loss, Adam's `[t, β1^t, β2^t]`.
+    pub part: usize,
+    pub part_len: usize,
+    pub loss: usize,
+    pub adam_state: usize,
+    pub len64: usize,
+}
+
+struct Bump(usize);
+
+impl Bump {
+    fn take(&mut self, n: usize) -> usize {
+        let at = self.0;
+        self.0 += n.div_ceil(ALIGN).max(1) * ALIGN;
+        at
+    }
+}
+
+/// Lowers `net` for the GPU: the node list and the buffer layout. Layers the GPU backend does
+/// not run yet are refused with their name.
+pub fn lower(net: &Net<f32>) -> Result<(Vec<GpuNode>, Layout), GpuError> {
+    let (shapes, grad_slot, slot_lens) = net.buffer_plan();
+    let n_params = net.num_params();
+    let mut f32s = Bump(0);
+    let params = f32s.take(n_params);
+    let dparams = f32s.take(n_params);
+    let adam_m = f32s.take(n_params);
+    let adam_v = f32s.take(n_params);
+    let acts: Vec<(usize, usize)> = shapes
+        .iter()
+        .map(|&(h, w, c)| (f32s.take(h * w * c), h * w * c))
+        .collect();
+    let slot_offsets: Vec<usize> = slot_lens.iter().map(|&n| f32s.take(n)).collect();
+    let grads = grad_slot
+        .iter()
+        .map(|&s| (s != NO_SLOT).then(|| slot_offsets[s]))
+        .collect();
+
+    let mut nodes = Vec::with_capacity(net.nodes().len());
+    let (mut col_len, mut ones_len, mut part_len) = (0usize, 1usize, 0usize);
+    for node in net.nodes() {
+        let op = match &node.op {
+            Op::Conv(l) => {
+                let m = l.ho * l.wo;
+                if !(l.k == 1 && l.stride == 1) {
+                    col_len = col_len.max(m * l.k * l.k * l.cin);
+                }
+                ones_len = ones_len.max(m);
+                GpuOp::Conv {
+                    cin: l.cin,
+                    cout: l.cout,
+                    k: l.k,
+                    stride: l.stride,
+                    pad: (l.k - 1) / 2,
+                    reflect: l.pad_mode == PadMode::Reflection,
+                    h: l.h,
+                    w: l.w,
+                    ho: l.ho,
+                    wo: l.wo,
+                    weight: l.weight,
+                    bias: l.bias,
+                }
+            }
+            Op::Norm(l) => {
+                let (_, parts) = reduction_parts(l.pixels);
+                part_len = part_len.max(2 * parts * l.c);
+                GpuOp::Norm {
+                    c: l.c,
+                    rows: l.pixels,
+                    gamma: l.gamma,
+                    beta: l.beta,
+                    eps: l.eps,
+                    neg_slope: l.slope.unwrap_or(1.0) as f32,
+                    stats: f32s.take(5 * l.c),
+                }
+            }
+            Op::Upsample(l) => GpuOp::Upsample {
+                h: l.h,
+                w: l.w,
+                c: l.c,
+                factor: l.factor,
+                mode: match l.mode {
+                    UpsampleMode::Nearest => 0,
+                    UpsampleMode::Bilinear => 1,
+                    UpsampleMode::Zeros => 2,
+                },
+            },
+            Op::Concat(l) => GpuOp::Concat {
+                channels: l.channels.clone(),
+            },
+            Op::Sigmoid(_) => GpuOp::Sigmoid,
+            Op::LeakyRelu(l) => GpuOp::LeakyRelu { slope: l.slope },
+            Op::Learned { offset, len } => GpuOp::Learned {
+                offset: *offset,
+                len: *len,
+            },
+            Op::Dense(_) => return Err(unsupported("fully connected (dense)")),
+            Op::Filter(_) => return Err(unsupported("fixed-filter")),
+        };
+        let grads = node
+            .grad_modes
+            .iter()
+            .map(|m| match m {
+                GradMode::Skip => GradUse::Skip,
+                GradMode::Write => GradUse::Write,
+                GradMode::Add => GradUse::Add,
+            })
+            .collect();
+        nodes.push(GpuNode {
+            op,
+            inputs: node.inputs.clone(),
+            output: node.output,
+            grads,
+        });
+    }
+    let col = f32s.take(col_len);
+    let ones = f32s.take(ones_len);
+    let out_len = acts.last().map_or(0, |a| a.1);
+    let target = f32s.take(out_len);
+    let mask = f32s.take(out_len);
+    let ema = f32s.take(out_len);
+    let mut f64s = Bump(0);
+    let part = f64s.take(part_len);
+    let loss = f64s.take(1);
+    let adam_state = f64s.take(3);
+    Ok((
+        nodes,
+        Layout {
+            n_params,
+            params,
+            dparams,
+            adam_m,
+            adam_v,
+            acts,
+            grads,
+            col,
+            col_len,
+            ones,
+            ones_len,
+            target,
+            mask,
+            ema,
+            len: f32s.0,
+            part,
+            part_len,
+            loss,
+            adam_state,
+            len64: f64s.0,
+        },
+    ))
+}
+
+fn unsupported(what: &str) -> GpuError {
+    GpuError(format!(
+        "the GPU backend does not run {what} layers yet; use --device cpu for this network"
+    ))
+}

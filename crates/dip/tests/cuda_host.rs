@@ -1,0 +1,260 @@
+//! Host-side checks of the GPU backend (feature `cuda`): they need no GPU. The NVRTC check runs
+//! where libnvrtc loads (for example from the `nvidia-cuda-nvrtc` Python wheel on
+//! LD_LIBRARY_PATH) and says it was skipped otherwise.
+#![cfg(feature = "cuda")]
+
+use dip::cuda::plan::{GpuOp, GradUse, MAX_BLOCKS, MAX_PARTS, grid_1d, lower, reduction_parts};
+use dip::cuda::{KERNEL_NAMES, KERNELS, compile_kernels, probe};
+use dip::engine::NetBuilder;
+use dip::nets::SkipSpec;
+
+#[test]
+fn every_kernel_is_in_the_source() {
+    for name in KERNEL_NAMES {
+        assert!(
+            KERNELS.contains(&format!("__global__ void {name}(")),
+            "kernel {name} missing from kernels.cu"
+        );
+    }
+    let defined = KERNELS.matches("__global__ void ").count();
+    assert_eq!(
+        defined,
+        KERNEL_NAMES.len(),
+        "a kernel is not in KERNEL_NAMES"
+    );
+}
+
+#[test]
+fn launch_geometry_covers_everything() {
+    assert_eq!(grid_1d(0), 1);
+    assert_eq!(grid_1d(1), 1);
+    assert_eq!(grid_1d(257), 2);
+    assert_eq!(grid_1d(usize::MAX / 2), MAX_BLOCKS as u32);
+    for rows in [1, 63, 64, 65, 1000, 64 * 64, 512 * 512, 1 << 22] {
+        let (per, parts) = reduction_parts(rows);
+        assert!(parts <= MAX_PARTS, "{rows}");
+        assert!(per * parts >= rows, "{rows}");
+        assert!(per * (parts - 1) < rows, "{rows}: an empty block");
+    }
+}
+
+#[test]
+fn lowers_the_standard_network_into_disjoint_aligned_buffers() {
+    let net = SkipSpec::uniform(32, 3, 5, 128, 4)
+        .build::<f32>(64, 64, 0)
+        .unwrap();
+    let (nodes, l) = lower(&net).unwrap();
+    assert!(!nodes.is_empty());
+    let out_len = l.acts.last().unwrap().1;
+    let mut ranges: Vec<(usize, usize)> = vec![
+        (l.params, l.n_params),
+        (l.dparams, l.n_params),
+        (l.adam_m, l.n_params),
+        (l.adam_v, l.n_params),
+        (l.col, l.col_len),
+        (l.ones, l.ones_len),
+        (l.target, out_len),
+        (l.mask, out_len),
+        (l.ema, out_len),
+    ];
+    ranges.extend(l.acts.iter().copied());
+    // Gradient slots are shared between activations of one shape: the same range twice.
+    for (a, g) in l.grads.iter().enumerate() {
+        if let Some(off) = g {
+            ranges.push((*off, l.acts[a].1));
+        }
+    }
+    for n in &nodes {
+        if let GpuOp::Norm { c, stats, .. } = n.op {
+            ranges.push((stats, 5 * c));
+        }
+    }
+    ranges.sort();
+    ranges.dedup();
+    for pair in ranges.windows(2) {
+        assert!(pair[0].0 + pair[0].1 <= pair[1].0, "{pair:?} overlap");
+    }
+    for &(o, _) in &ranges {
+        assert_eq!(o % 64, 0);
+    }
+    assert!(ranges.last().map(|r| r.0 + r.1).unwrap() <= l.len);
+    assert!(l.part + l.part_len <= l.loss && l.adam_state + 3 <= l.len64);
+    // The input gradient is not kept: the first conv skips it.
+    assert_eq!(nodes[0].grads, vec![GradUse::Skip]);
+}
+
+#[test]
+fn refuses_layers_it_cannot_run() {
+    let mut b = NetBuilder::<f32>::new(4, 4, 2);
+    let x = b.input();
+    let y = b.dense(x, (4, 4, 1), true, "fc");
+    let net = b.build(y, 0, false);
+    let e = lower(&net).unwrap_err();
+    assert!(e.0.contains("dense"), "{e}");
+}
+
+#[test]
+fn kernels_compile_with_nvrtc() {
+    let ptx = match compile_kernels(Some("compute_80")) {
+        Ok(p) => p,
+        Err(e) if e.0.contains("not found") => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    for name in KERNEL_NAMES {
+        assert!(
+            ptx.contains(&format!(".entry {name}(")),
+            "kernel {name} missing from the PTX"
+        );
+    }
+    // The other architectures the backend targets compile too.
+    for arch in ["compute_90", "compute_100"] {
+        compile_kernels(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
+    }
+}
+
+#[test]
+fn a_missing_device_is_a_clear_error() {
+    match probe(0) {
+        Ok(d) => eprintln!("skipped: found {} (cuda:{})", d.name, d.ordinal),
+        Err(e) => {
+            let m = e.to_string();
+            assert!(!m.contains('\n'), "one line: {m}");
+            assert!(
+                m.contains("driver") || m.contains("device") || m.contains("not found"),
+                "{m}"
+            );
+            eprintln!("no GPU here: {m}");
+        }
+    }
+    match probe(1000) {
+        Ok(_) => panic!("a thousandth device"),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+/// The golden tests on the GPU, where there is one (skipped, saying so, where not).
+#[test]
+fn golden_cases_on_the_gpu() {
+    if let Err(e) = probe(0) {
+        eprintln!("skipped (no usable GPU): {e}");
+        return;
+    }
+    let dir = std::env::var("DIP_GOLDEN_DIR").map_or_else(
+        |_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
+        std::path::PathBuf::from,
+    );
+    for case in dip::cuda::golden::cases(&dir).unwrap() {
+        let r =
+            dip::cuda::golden::check_case(&dir, &case, 0, dip::cuda::Precision::F32, 1e-4).unwrap();
+        for (what, err, allowed) in &r.checks {
+            eprintln!("{case}: {what}: {err:.2e} (allowed {allowed:.0e})");
+        }
+        assert!(r.passed(), "{case} failed on the GPU");
+    }
+}
+
+/// The executor on the host emulation of the GPU (the kernels compiled by the host C++
+/// compiler, reference GEMMs for cuBLAS) against the golden tensors: launch arguments, buffer
+/// offsets, GEMM shapes and transposes, gradient write/add. Skipped, saying so, without `c++`.
+#[test]
+fn golden_cases_on_the_host_emulation() {
+    let dir = std::env::var("DIP_GOLDEN_DIR").map_or_else(
+        |_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
+        std::path::PathBuf::from,
+    );
+    let work = tempfile::tempdir().unwrap();
+    for case in dip::cuda::golden::cases(&dir).unwrap() {
+        let r = match dip::cuda::golden::check_case_emulated(&dir, &case, 1e-4, work.path()) {
+            Ok(r) => r,
+            Err(e) if e.0.contains("no host C++ compiler") => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        for (what, err, allowed) in &r.checks {
+            eprintln!("{case}: {what}: {err:.2e} (allowed {allowed:.0e})");
+        }
+        assert!(r.passed(), "{case} failed on the emulation");
+    }
+}
+
+/// Layers and graph shapes the golden networks do not have (LeakyReLU on its own, a learned
+/// tensor, zero-insertion and nearest upsampling, an activation read by two nodes, a stride-2
+/// zero-padded convolution), on the host emulation against the CPU engine: forward, gradients,
+/// and parameters after an Adam step.
+#[test]
+fn other_layers_on_the_host_emulation_match_the_cpu() {
+    use dip::engine::{Adam, AdamConfig, PadMode, Tensor, UpsampleMode};
+    let mut b = NetBuilder::<f32>::new(8, 8, 3);
+    let x = b.input();
+    let a = b.conv(x, 6, 3, 2, PadMode::Zero, true, "down");
+    let r = b.leaky_relu(a, 0.1);
+    let z = b.upsample(r, 2, UpsampleMode::Zeros);
+    let l = b.upsample(r, 2, UpsampleMode::Bilinear);
+    let t = b.learned_tensor((8, 8, 2), 0.5, "learned");
+    let c = b.concat(&[z, l, t, x]);
+    let n = b.batchnorm(c, Some(0.2), "bn");
+    let o = b.conv(n, 3, 3, 1, PadMode::Reflection, true, "out");
+    let u = b.upsample(o, 2, UpsampleMode::Nearest);
+    let y = b.sigmoid(u);
+    let mut net = b.build(y, 11, false);
+    for (i, v) in net.input_mut().data.iter_mut().enumerate() {
+        *v = ((i * 37 % 101) as f32 / 101.0) - 0.3;
+    }
+    let (h, w, ch) = (net.output().h, net.output().w, net.output().c);
+    let target = Tensor {
+        h,
+        w,
+        c: ch,
+        data: (0..h * w * ch)
+            .map(|i| (i * 13 % 29) as f32 / 29.0)
+            .collect(),
+    };
+    let work = tempfile::tempdir().unwrap();
+    let mut gpu = match dip::cuda::GpuNet::emulated(&net, work.path()) {
+        Ok(g) => g,
+        Err(e) if e.0.contains("no host C++ compiler") => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let close = |what: &str, ours: &[f32], want: &[f32]| {
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = ours
+            .iter()
+            .zip(want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-5 * scale.max(1e-6),
+            "{what}: {diff:e} of {scale:e}"
+        );
+    };
+    let scale = 2.0 / (h * w * ch) as f32;
+    net.forward();
+    let (out, grad) = net.output_and_grad();
+    for ((g, &o), &t) in grad.data.iter_mut().zip(&out.data).zip(&target.data) {
+        *g = scale * (o - t);
+    }
+    net.backward();
+    gpu.set_target(&target, None).unwrap();
+    gpu.forward().unwrap();
+    close("output", &gpu.output().unwrap().data, &net.output().data);
+    gpu.loss_and_grad(scale).unwrap();
+    gpu.backward().unwrap();
+    close("gradients", &gpu.grads().unwrap(), net.grads());
+    let cfg = AdamConfig::default();
+    let mut adam = Adam::new(net.num_params(), cfg);
+    let (p, g) = net.params_and_grads();
+    adam.step(p, g);
+    gpu.adam_step(&cfg).unwrap();
+    close(
+        "parameters after Adam",
+        &gpu.params().unwrap(),
+        net.params(),
+    );
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The GPU check: the golden tests on the GPU (f32 and TF32), then seconds per training step of
+# `dip bench --device cuda` beside PyTorch CUDA timing the same network on the same card.
+#
+# Run on a machine with an NVIDIA GPU, its driver and the CUDA runtime libraries (NVRTC and
+# cuBLAS; those of a CUDA-enabled PyTorch install are found on their own), with:
+#   - a release binary built elsewhere with `cargo build --release -p dip-cli --features cuda`
+#   - a copy of the PyTorch peer script (torch_dip.py) and of the golden folder
+#
+#   scripts/gpu-check.sh --dip ./dip --peer ./torch_dip.py --golden ./golden [--sizes 256,512]
+#
+# Prints the self-test results and a table: size, dip s/step, torch s/step, torch/dip.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+dip="$here/../target/release/dip"
+peer=""
+golden=""
+sizes="256,512"
+iters=20
+warmup=5
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dip) dip="$2"; shift 2 ;;
+    --peer) peer="$2"; shift 2 ;;
+    --golden) golden="$2"; shift 2 ;;
+    --sizes) sizes="$2"; shift 2 ;;
+    --iters) iters="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "error: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$dip" ] || { echo "error: no dip binary at $dip (give --dip)" >&2; exit 2; }
+[ -f "$peer" ] || { echo "error: give --peer path/to/torch_dip.py" >&2; exit 2; }
+[ -d "$golden" ] || { echo "error: give --golden path/to/golden" >&2; exit 2; }
+python="${PYTHON:-python3}"
+
+# NVRTC and cuBLAS: add the folders of PyTorch's CUDA wheels to the library path, after any
+# the caller set.
+libdirs="$("$python" - <<'PY' 2>/dev/null || true
+import glob, os, site, sys
+roots = site.getsitepackages() + [site.getusersitepackages()]
+found = []
+for r in roots:
+    for pat in ("nvidia/*/lib", "nvidia/*/*/lib", "torch/lib"):
+        for d in glob.glob(os.path.join(r, pat)):
+            if glob.glob(os.path.join(d, "libnvrtc.so*")) or glob.glob(os.path.join(d, "libcublas.so*")):
+                found.append(d)
+print(":".join(dict.fromkeys(found)))
+PY
+)"
+if [ -n "$libdirs" ]; then
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$libdirs"
+fi
+
+echo "== golden tests on the GPU (f32)"
+"$dip" selftest --device cuda --golden "$golden"
+echo "== golden tests on the GPU (TF32)"
+"$dip" selftest --device cuda --golden "$golden" --tf32
+
+echo "== timing (median seconds per step: forward, loss, backward, Adam)"
+dip_out="$("$dip" bench --device cuda --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
+echo "$dip_out"
+dip_graph="$("$dip" bench --device cuda --graph --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
+echo "$dip_graph"
+dip_tf32="$("$dip" bench --device cuda --tf32 --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
+echo "$dip_tf32"
+dip_tf32_graph="$("$dip" bench --device cuda --tf32 --graph --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
+echo "$dip_tf32_graph"
+torch_out="$("$python" "$here/torch_cuda_time.py" --peer "$peer" --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
+echo "$torch_out"
+torch_tf32="$("$python" "$here/torch_cuda_time.py" --peer "$peer" --sizes "$sizes" --iters "$iters" --warmup "$warmup" --tf32)"
+echo "$torch_tf32"
+
+echo
+printf '%-6s %-11s %12s %12s %10s\n' size mode "dip s/step" "torch s/step" torch/dip
+IFS=',' read -ra list <<< "$sizes"
+for s in "${list[@]}"; do
+  for mode in f32 f32+graph tf32 tf32+graph; do
+    case "$mode" in
+      f32) d="$dip_out"; t="$torch_out" ;;
+      f32+graph) d="$dip_graph"; t="$torch_out" ;;
+      tf32) d="$dip_tf32"; t="$torch_tf32" ;;
+      tf32+graph) d="$dip_tf32_graph"; t="$torch_tf32" ;;
+    esac
+    ds="$(echo "$d" | awk -v s="$s" '$1 == s { print $2 }')"
+    ts="$(echo "$t" | tr ' ' '\n' | awk -v s="size=$s" '$0 == s { f = 1 } f && /^median_s=/ { sub("median_s=", ""); print; exit }')"
+    ratio="$(awk -v d="$ds" -v t="$ts" 'BEGIN { if (d > 0 && t > 0) printf "%.2f", t / d; else print "n/a" }')"
+    printf '%-6s %-11s %12s %12s %10s\n' "$s" "$mode" "${ds:-n/a}" "${ts:-n/a}" "$ratio"
+  done
+done
