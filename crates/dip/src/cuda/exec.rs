@@ -514,7 +514,7 @@ impl GpuNet {
         layout: Layout,
     ) -> Result<Self, GpuError> {
         let (base, base64) = dev.base();
-        let (shapes, _, _) = net.buffer_plan();
+        let (shapes, _) = net.buffer_plan();
         let mut g = GpuNet {
             info,
             dev,

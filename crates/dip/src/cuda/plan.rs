@@ -2,7 +2,7 @@
 //! the layout of every buffer in two device arenas (f32 and f64). Nothing here touches a GPU, so
 //! it is tested on any machine.
 
-use crate::engine::net::{GradMode, NO_SLOT};
+use crate::engine::net::GradMode;
 use crate::engine::{Net, Op, PadMode, UpsampleMode};
 
 use super::GpuError;
@@ -140,7 +140,7 @@ impl Bump {
 /// Lowers `net` for the GPU: the node list and the buffer layout. Layers the GPU backend does
 /// not run yet are refused with their name.
 pub fn lower(net: &Net<f32>) -> Result<(Vec<GpuNode>, Layout), GpuError> {
-    let (shapes, grad_slot, slot_lens) = net.buffer_plan();
+    let (shapes, needs_grad) = net.buffer_plan();
     let n_params = net.num_params();
     let mut f32s = Bump(0);
     let params = f32s.take(n_params);
@@ -151,10 +151,12 @@ pub fn lower(net: &Net<f32>) -> Result<(Vec<GpuNode>, Layout), GpuError> {
         .iter()
         .map(|&(h, w, c)| (f32s.take(h * w * c), h * w * c))
         .collect();
-    let slot_offsets: Vec<usize> = slot_lens.iter().map(|&n| f32s.take(n)).collect();
-    let grads = grad_slot
+    // One gradient buffer per activation that has a gradient: device memory is not what the
+    // GPU is short of, and no buffer is then shared or aliased.
+    let grads = shapes
         .iter()
-        .map(|&s| (s != NO_SLOT).then(|| slot_offsets[s]))
+        .zip(&needs_grad)
+        .map(|(&(h, w, c), &needed)| needed.then(|| f32s.take(h * w * c)))
         .collect();
 
     let mut nodes = Vec::with_capacity(net.nodes().len());

@@ -29,7 +29,7 @@ pub type ActId = usize;
 /// `(h, w, c)` of an activation.
 pub(crate) type Shape = (usize, usize, usize);
 
-pub(crate) const NO_SLOT: usize = usize::MAX;
+const NO_SLOT: usize = usize::MAX;
 
 /// One operation of the graph. Few and long-lived: their size does not matter.
 #[derive(Debug)]
@@ -626,13 +626,20 @@ impl<T: Float> Net<T> {
         &self.nodes
     }
 
-    /// `(h, w, c)` of every activation, the gradient slot of each (`NO_SLOT`: none) and the
-    /// length of each slot.
+    /// `(h, w, c)` of every activation, and whether backward computes its gradient (the output,
+    /// and every activation some node propagates a gradient to). The CPU shares and aliases its
+    /// gradient buffers (see the module notes); another executor plans its own.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn buffer_plan(&self) -> (Vec<Shape>, &[usize], Vec<usize>) {
+    pub(crate) fn buffer_plan(&self) -> (Vec<Shape>, Vec<bool>) {
         let shapes = self.acts.iter().map(|a| (a.h, a.w, a.c)).collect();
-        let slots = self.grads.iter().map(|g| g.data.len()).collect();
-        (shapes, &self.grad_slot, slots)
+        let mut needs_grad = vec![false; self.acts.len()];
+        needs_grad[self.acts.len() - 1] = true;
+        for node in &self.nodes {
+            for (&i, &m) in node.inputs.iter().zip(&node.grad_modes) {
+                needs_grad[i] |= m != GradMode::Skip;
+            }
+        }
+        (shapes, needs_grad)
     }
 
     /// Turns per-node timing on (and resets it) or off.
