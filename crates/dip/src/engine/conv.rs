@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{MatRef, matmul};
+use super::gemm::{MatRef, Precision, matmul_in};
 use super::pad::{AxisMap, PadMode, pad_backward, pad_forward};
 use super::par::{channel_reduce, for_each_chunk, reduce_chunks, rows_per_task};
 use super::{Float, Tensor};
@@ -80,6 +80,8 @@ pub struct Conv2d<T> {
     /// Shifted path: zero padding of the output gradient by k-1.
     zrows: AxisMap,
     zcols: AxisMap,
+    /// Number format of the GEMM inputs.
+    pub precision: Precision,
 }
 
 impl<T: Float> Conv2d<T> {
@@ -159,6 +161,7 @@ impl<T: Float> Conv2d<T> {
             wt,
             zrows,
             zcols,
+            precision: Precision::F32,
         }
     }
 
@@ -207,12 +210,14 @@ impl<T: Float> Conv2d<T> {
         debug_assert_eq!((x.h, x.w, x.c), (self.h, self.w, self.cin));
         debug_assert_eq!((y.h, y.w, y.c), (self.ho, self.wo, self.cout));
         let (k, cin, cout) = (self.k, self.cin, self.cout);
+        let prec = self.precision;
         let wmat = &params[self.weight..self.weight + self.weight_len()];
         let bias = self.bias.map(|b| &params[b..b + cout]);
         match self.path {
             Path::Direct => {
                 fill_bias(&mut y.data, cout, bias);
-                matmul(
+                matmul_in(
+                    prec,
                     x.pixels(),
                     cout,
                     cin,
@@ -231,7 +236,7 @@ impl<T: Float> Conv2d<T> {
                     let lhs = MatRef::new(&self.cache, dy * self.wp * cin, cin, 1);
                     let rhs =
                         MatRef::rows(&wmat[dy * k * cin * cout..(dy + 1) * k * cin * cout], cout);
-                    matmul(m, cout, k * cin, wide, cout, dy > 0, lhs, rhs);
+                    matmul_in(prec, m, cout, k * cin, wide, cout, dy > 0, lhs, rhs);
                 }
                 compact_rows(
                     wide,
@@ -257,7 +262,8 @@ impl<T: Float> Conv2d<T> {
                 );
                 fill_bias(&mut y.data, cout, bias);
                 let kk = k * k * cin;
-                matmul(
+                matmul_in(
+                    prec,
                     self.ho * self.wo,
                     cout,
                     kk,
@@ -285,6 +291,7 @@ impl<T: Float> Conv2d<T> {
         s: &mut ConvScratch<T>,
     ) {
         let (k, cin, cout) = (self.k, self.cin, self.cout);
+        let prec = self.precision;
         let wlen = self.weight_len();
         if let Some(b) = self.bias {
             let pixels = dy.pixels();
@@ -307,7 +314,8 @@ impl<T: Float> Conv2d<T> {
         let dw = &mut dparams[self.weight..self.weight + wlen];
         match self.path {
             Path::Direct => {
-                matmul(
+                matmul_in(
+                    prec,
                     cin,
                     cout,
                     x.pixels(),
@@ -318,7 +326,8 @@ impl<T: Float> Conv2d<T> {
                     MatRef::rows(&dy.data, cout),
                 );
                 if let Some(dx) = dx {
-                    matmul(
+                    matmul_in(
+                        prec,
                         x.pixels(),
                         cin,
                         cout,
@@ -339,7 +348,8 @@ impl<T: Float> Conv2d<T> {
                 for dyk in 0..k {
                     let lhs = MatRef::new(&self.cache, dyk * wp * cin, 1, cin);
                     let dwk = &mut dw[dyk * k * cin * cout..(dyk + 1) * k * cin * cout];
-                    matmul(
+                    matmul_in(
+                        prec,
                         k * cin,
                         cout,
                         m,
@@ -367,7 +377,7 @@ impl<T: Float> Conv2d<T> {
                             &self.wt[ey * k * cout * cin..(ey + 1) * k * cout * cin],
                             cin,
                         );
-                        matmul(mz, cin, k * cout, dxw, cin, ey > 0, lhs, rhs);
+                        matmul_in(prec, mz, cin, k * cout, dxw, cin, ey > 0, lhs, rhs);
                     }
                     pad_backward(
                         dxw,
@@ -383,7 +393,8 @@ impl<T: Float> Conv2d<T> {
             Path::Im2col => {
                 let kk = k * k * cin;
                 let m = self.ho * self.wo;
-                matmul(
+                matmul_in(
+                    prec,
                     kk,
                     cout,
                     m,
@@ -395,7 +406,8 @@ impl<T: Float> Conv2d<T> {
                 );
                 if let Some(dx) = dx {
                     let dcol = &mut s.a[..m * kk];
-                    matmul(
+                    matmul_in(
+                        prec,
                         m,
                         kk,
                         cout,
