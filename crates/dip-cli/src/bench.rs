@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use dip::engine::{Adam, AdamConfig, Net};
+use dip::engine::{Adam, AdamConfig, GemmTime, Net, Precision};
 use dip::nets::SkipSpec;
 
 use crate::Global;
@@ -19,6 +19,7 @@ Examples:
   dip bench --sizes 128,256 --iters 10 --profile
   dip --threads 2 bench --sizes 128,256,512 --vs-torch
   dip --device cuda bench --sizes 256,512 --graph     (a build with --features cuda)
+  dip --threads 2 bench --sizes 256 --precision f32,bf16 --vs-torch --profile
 
 The PyTorch peer is looked for in ../shared/peer (from the current folder) or in $DIP_PEER_DIR.
 Peak memory is the process's peak (VmHWM), so sizes run from the smallest up.";
@@ -50,6 +51,11 @@ pub struct Args {
     #[arg(long)]
     profile: bool,
 
+    /// Number formats of the convolution GEMM inputs to time, each its own row: f32, bf16
+    /// (needs AVX-512-BF16, else it runs in f32). The PyTorch peer always runs in f32.
+    #[arg(long, value_name = "P,P,...", value_delimiter = ',', default_values_t = [Precision::F32])]
+    precision: Vec<Precision>,
+
     /// Time nothing: print what the planned memory of each size is made of (activations by
     /// layer kind, gradients, convolution caches and scratch, parameters, Adam).
     #[arg(long)]
@@ -75,6 +81,8 @@ struct Timing {
     adam: f64,
     /// Per-layer times, slowest first (with `--profile`).
     layers: Vec<dip::engine::NodeTime>,
+    /// Per-step GEMM times by shape, slowest first (with `--profile`).
+    gemms: Vec<GemmTime>,
     /// The network's buffers (activations, gradients, caches, parameters) and Adam's moments,
     /// as planned: what the step needs besides the program and the GEMM packing buffers.
     planned_bytes: usize,
@@ -111,14 +119,20 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         None
     };
 
+    let mut precisions = args.precision.clone();
+    precisions.dedup();
+    for &p in &precisions {
+        crate::recipe::precision_notice(p);
+    }
     println!(
         "standard skip network {IN_CHANNELS} -> {OUT_CHANNELS} channels, {} thread(s), median of {} steps after {} warm-up",
         g.threads, args.iters, args.warmup
     );
     match &torch {
         Some(_) => println!(
-            "{:>6}  {:>13}  {:>15}  {:>9}  {:>12}  {:>14}  {:>16}",
+            "{:>6}  {:>4}  {:>13}  {:>15}  {:>9}  {:>12}  {:>14}  {:>16}",
             "size",
+            "prec",
             "dip s/step",
             "torch s/step",
             "dip/torch",
@@ -127,44 +141,72 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             "torch peak RSS"
         ),
         None => println!(
-            "{:>6}  {:>10}  {:>8}  {:>8}  {:>12}  {:>14}",
-            "size", "s/step", "min", "max", "planned", "peak RSS"
+            "{:>6}  {:>4}  {:>10}  {:>8}  {:>8}  {:>12}  {:>14}",
+            "size", "prec", "s/step", "min", "max", "planned", "peak RSS"
         ),
     }
     for &s in &sizes {
-        // On a pool thread, as a fit runs: parallel work then goes to the thread's own queue.
-        let t = rayon::scope(|_| time_dip(&spec, s, &args))?;
-        let rss = peak_rss_mib().map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
-        let planned = format!("{:.0} MiB", t.planned_bytes as f64 / (1u64 << 20) as f64);
-        match &torch {
-            Some(peer) => {
-                let (ts, trss) = peer.time(s, g.threads, &args)?;
-                let trss = trss.map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
-                println!(
-                    "{s:>6}  {:>13.4}  {ts:>15.4}  {:>9.2}  {planned:>12}  {rss:>14}  {trss:>16}",
-                    t.step,
-                    t.step / ts
-                );
+        let mut torch_time = None;
+        for &p in &precisions {
+            // On a pool thread, as a fit runs: parallel work then goes to the thread's own queue.
+            let t = rayon::scope(|_| time_dip(&spec, s, p, &args))?;
+            let rss = peak_rss_mib().map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
+            let planned = format!("{:.0} MiB", t.planned_bytes as f64 / (1u64 << 20) as f64);
+            match &torch {
+                Some(peer) => {
+                    if torch_time.is_none() {
+                        torch_time = Some(peer.time(s, g.threads, &args)?);
+                    }
+                    let (ts, trss) = torch_time.unwrap_or_default();
+                    let trss = trss.map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
+                    println!(
+                        "{s:>6}  {p:>4}  {:>13.4}  {ts:>15.4}  {:>9.2}  {planned:>12}  {rss:>14}  {trss:>16}",
+                        t.step,
+                        t.step / ts
+                    );
+                }
+                None => println!(
+                    "{s:>6}  {p:>4}  {:>10.4}  {:>8.4}  {:>8.4}  {planned:>12}  {rss:>14}",
+                    t.step, t.min, t.max
+                ),
             }
-            None => println!(
-                "{s:>6}  {:>10.4}  {:>8.4}  {:>8.4}  {planned:>12}  {rss:>14}",
-                t.step, t.min, t.max
-            ),
-        }
-        if args.profile {
-            println!(
-                "        forward {:.4}  loss {:.4}  backward {:.4}  adam {:.4}  (s, medians)",
-                t.forward, t.loss, t.backward, t.adam
-            );
-            println!("        slowest layers (s per step, forward + backward):");
-            for n in t.layers.iter().take(12) {
+            if args.profile {
                 println!(
-                    "        {:>8.4} = {:.4} + {:.4}  {}",
-                    n.forward + n.backward,
-                    n.forward,
-                    n.backward,
-                    n.label
+                    "        forward {:.4}  loss {:.4}  backward {:.4}  adam {:.4}  (s, medians)",
+                    t.forward, t.loss, t.backward, t.adam
                 );
+                println!("        slowest layers (s per step, forward + backward):");
+                for n in t.layers.iter().take(12) {
+                    println!(
+                        "        {:>8.4} = {:.4} + {:.4}  {}",
+                        n.forward + n.backward,
+                        n.forward,
+                        n.backward,
+                        n.label
+                    );
+                }
+                let total: f64 = t.gemms.iter().map(|g| g.seconds).sum();
+                let flops: f64 = t
+                    .gemms
+                    .iter()
+                    .map(|g| 2.0 * (g.m * g.n * g.k * g.calls) as f64)
+                    .sum();
+                println!(
+                    "        GEMMs: {total:.4} s per step, {:.1} GFLOP/s overall; slowest shapes (m x n x k):",
+                    flops / total / 1e9
+                );
+                for g in t.gemms.iter().take(10) {
+                    println!(
+                        "        {:>8.4} s  {:>6.1} GFLOP/s  {:>2} x  {} x {} x {}  ({})",
+                        g.seconds,
+                        g.gflops(),
+                        g.calls,
+                        g.m,
+                        g.n,
+                        g.k,
+                        g.precision
+                    );
+                }
             }
         }
     }
@@ -219,8 +261,9 @@ fn bench_cuda(_: &SkipSpec, _: &[usize], _: usize, _: &Args) -> Result<()> {
 }
 
 /// Times `warmup + iters` steps of the network at `s × s` on random data.
-fn time_dip(spec: &SkipSpec, s: usize, args: &Args) -> Result<Timing> {
+fn time_dip(spec: &SkipSpec, s: usize, precision: Precision, args: &Args) -> Result<Timing> {
     let mut net: Net<f32> = spec.build(s, s, 0)?;
+    net.set_precision(precision);
     let mut rng = SplitMix64(0x5EED);
     net.input_mut()
         .data
@@ -253,12 +296,21 @@ fn time_dip(spec: &SkipSpec, s: usize, args: &Args) -> Result<Timing> {
         }
     }
     let mut layers = Vec::new();
+    let mut gemms = Vec::new();
     if args.profile {
         net.set_profiling(true);
+        dip::engine::set_gemm_timing(true);
         for _ in 0..args.iters {
             net.forward();
             net.backward();
         }
+        dip::engine::set_gemm_timing(false);
+        gemms = dip::engine::gemm_times();
+        for g in &mut gemms {
+            g.seconds /= args.iters as f64;
+            g.calls /= args.iters;
+        }
+        gemms.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         layers = net.profile();
         for n in &mut layers {
             n.forward /= args.iters as f64;
@@ -281,6 +333,7 @@ fn time_dip(spec: &SkipSpec, s: usize, args: &Args) -> Result<Timing> {
         backward,
         adam,
         layers,
+        gemms,
     })
 }
 

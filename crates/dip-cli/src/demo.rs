@@ -4,6 +4,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use dip::engine::Precision;
 use dip::fit::FitConfig;
 use dip::image::{self, BitDepth};
 use dip::nets::{Arch, SkipSpec};
@@ -47,6 +48,11 @@ pub struct Args {
     /// Training steps.
     #[arg(long, value_name = "N", default_value_t = DEMO_ITERS)]
     iters: usize,
+
+    /// Number format of the convolution GEMM inputs: f32, or bf16 (needs AVX-512-BF16, else
+    /// the fit runs in f32).
+    #[arg(long, value_name = "P", default_value_t = Precision::F32)]
+    precision: Precision,
 }
 
 pub fn run(args: Args, g: &Global) -> Result<Outcome> {
@@ -54,10 +60,12 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
         iters: args.iters,
         seed: DEMO_SEED,
         observe_every: OBSERVE_EVERY,
+        precision: args.precision,
         cancel: Some(g.cancel.clone()),
         ..FitConfig::default()
     };
     cfg.validate()?;
+    crate::recipe::precision_notice(cfg.precision);
     fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the folder", args.out.display()))?;
     check_folder_writable(&args.out, &args.out)?;

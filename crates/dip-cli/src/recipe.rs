@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use dip::engine::Precision;
 use dip::fit::{InputKind, Loss};
 use dip::recipe::Recipe;
 use toml::{Table, Value};
@@ -103,6 +104,11 @@ pub struct RecipeArgs {
     /// [default: the memory available now].
     #[arg(long, value_name = "GIB")]
     pub max_memory: Option<f64>,
+
+    /// Number format of the convolution GEMM inputs: f32, or bf16 (operands rounded to bfloat16,
+    /// sums and weights in f32; needs AVX-512-BF16, else the fit runs in f32) [default: f32].
+    #[arg(long, value_name = "P")]
+    pub precision: Option<Precision>,
 }
 
 /// Fit settings each architecture brings with `--arch`, from the code that introduced it.
@@ -317,6 +323,10 @@ impl RecipeArgs {
                 InputArg::Meshgrid => InputKind::Meshgrid,
             };
         }
+        if let Some(v) = self.precision {
+            f.precision = v;
+        }
+        precision_notice(f.precision);
         // A bad value that comes from the settings file is reported with the file and its key;
         // any other is left to the checks of the run, which name the flags.
         if let Some((path, file_recipe)) = from_file
@@ -347,6 +357,13 @@ pub fn run_presets(args: PresetsArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line on stderr when bf16 was asked for on a CPU that cannot run it.
+pub fn precision_notice(p: Precision) {
+    if p != p.effective() {
+        eprintln!("notice: this CPU has no AVX-512-BF16; precision bf16 runs in f32");
+    }
 }
 
 #[cfg(test)]

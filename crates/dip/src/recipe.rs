@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::PadMode;
+use crate::engine::{PadMode, Precision};
 use crate::fit::{FitConfig, InputKind, Loss};
 use crate::nets::{Arch, ConvGen2Spec, DecoderSpec, LinearSpec, ReluNetSpec, SkipSpec, Upsampler};
 use crate::{Error, Result};
@@ -140,6 +140,10 @@ pub struct FitRecipe {
     /// the coordinate-MLP recipe.
     #[serde(default)]
     pub pixel_batch: Option<usize>,
+    /// Number format of the convolution GEMM inputs: `f32`, or `bf16` (rounded operands, f32
+    /// sums; needs AVX-512-BF16, else the fit runs in f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// Everything a run needs besides the images.
@@ -316,6 +320,7 @@ impl Recipe {
             input: f.input,
             lipschitz: f.lipschitz,
             pixel_batch: f.pixel_batch,
+            precision: f.precision,
             ..FitConfig::default()
         };
         cfg.validate()?;

@@ -6,7 +6,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dip::engine::{Adam, AdamConfig};
+use dip::engine::{Adam, AdamConfig, Precision};
 use dip::nets::SkipSpec;
 
 struct Counting;
@@ -40,9 +40,17 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn a_training_step_allocates_nothing_after_the_first() {
+    // One precision after the other: the counters are process-wide.
+    for precision in [Precision::F32, Precision::Bf16] {
+        steps_allocate_nothing(precision);
+    }
+}
+
+fn steps_allocate_nothing(precision: Precision) {
     // Large enough that the elementwise passes and the GEMMs go parallel.
     let spec = SkipSpec::uniform(8, 3, 3, 32, 4);
     let mut net = spec.build::<f32>(64, 64, 0).unwrap();
+    net.set_precision(precision);
     net.input_mut()
         .data
         .iter_mut()
@@ -62,7 +70,7 @@ fn a_training_step_allocates_nothing_after_the_first() {
         adam.step(p, g);
         let n = ALLOCATIONS.load(Ordering::SeqCst) - before;
         if count {
-            assert_eq!(n, 0, "a training step allocated {n} times");
+            assert_eq!(n, 0, "a {precision} training step allocated {n} times");
         }
     };
     // Steps run on a pool thread, as the fit loop runs them: jobs injected from outside the pool
@@ -76,7 +84,7 @@ fn a_training_step_allocates_nothing_after_the_first() {
         }
         let g = GEMM_ALLOCATIONS.load(Ordering::SeqCst) - gemm_before;
         println!(
-            "the gemm crate allocated {} times per step (its packing buffers)",
+            "{precision}: GEMMs allocated {} times per step (packing buffers)",
             g / 3
         );
     });

@@ -22,7 +22,7 @@ use std::marker::PhantomData;
 
 use rayon::prelude::*;
 
-use super::gemm::{MatRef, matmul};
+use super::gemm::{MatRef, Precision, matmul_in};
 use super::pad::{AxisMap, PadMode, pad_backward, pad_forward};
 use super::par::{channel_reduce, for_each_chunk, reduce_chunks, rows_per_task};
 use super::{Float, Tensor};
@@ -90,6 +90,8 @@ pub struct Conv2d<T> {
     zrows: AxisMap,
     zcols: AxisMap,
     _float: PhantomData<T>,
+    /// Number format of the GEMM inputs.
+    pub precision: Precision,
 }
 
 impl<T: Float> Conv2d<T> {
@@ -158,6 +160,7 @@ impl<T: Float> Conv2d<T> {
             zrows,
             zcols,
             _float: PhantomData,
+            precision: Precision::F32,
         }
     }
 
@@ -236,12 +239,14 @@ impl<T: Float> Conv2d<T> {
         debug_assert_eq!((x.h, x.w, x.c), (self.h, self.w, self.cin));
         debug_assert_eq!((y.h, y.w, y.c), (self.ho, self.wo, self.cout));
         let (k, cin, cout) = (self.k, self.cin, self.cout);
+        let prec = self.precision;
         let wmat = &params[self.weight..self.weight + self.weight_len()];
         let bias = self.bias.map(|b| &params[b..b + cout]);
         match self.path {
             Path::Direct => {
                 fill_bias(&mut y.data, cout, bias);
-                matmul(
+                matmul_in(
+                    prec,
                     x.pixels(),
                     cout,
                     cin,
@@ -260,7 +265,7 @@ impl<T: Float> Conv2d<T> {
                     let lhs = MatRef::new(xp, dy * self.wp * cin, cin, 1);
                     let rhs =
                         MatRef::rows(&wmat[dy * k * cin * cout..(dy + 1) * k * cin * cout], cout);
-                    matmul(m, cout, k * cin, wide, cout, dy > 0, lhs, rhs);
+                    matmul_in(prec, m, cout, k * cin, wide, cout, dy > 0, lhs, rhs);
                 }
                 compact_rows(
                     wide,
@@ -275,7 +280,8 @@ impl<T: Float> Conv2d<T> {
                 let col = self.columns(x, &mut s.b, &mut s.a);
                 fill_bias(&mut y.data, cout, bias);
                 let kk = k * k * cin;
-                matmul(
+                matmul_in(
+                    prec,
                     self.ho * self.wo,
                     cout,
                     kk,
@@ -303,6 +309,7 @@ impl<T: Float> Conv2d<T> {
         s: &mut ConvScratch<T>,
     ) {
         let (k, cin, cout) = (self.k, self.cin, self.cout);
+        let prec = self.precision;
         let wlen = self.weight_len();
         if let Some(b) = self.bias {
             let pixels = dy.pixels();
@@ -325,7 +332,8 @@ impl<T: Float> Conv2d<T> {
         let dw = &mut dparams[self.weight..self.weight + wlen];
         match self.path {
             Path::Direct => {
-                matmul(
+                matmul_in(
+                    prec,
                     cin,
                     cout,
                     x.pixels(),
@@ -336,7 +344,8 @@ impl<T: Float> Conv2d<T> {
                     MatRef::rows(&dy.data, cout),
                 );
                 if let Some(dx) = dx {
-                    matmul(
+                    matmul_in(
+                        prec,
                         x.pixels(),
                         cin,
                         cout,
@@ -358,7 +367,8 @@ impl<T: Float> Conv2d<T> {
                 for dyk in 0..k {
                     let lhs = MatRef::new(xp, dyk * wp * cin, 1, cin);
                     let dwk = &mut dw[dyk * k * cin * cout..(dyk + 1) * k * cin * cout];
-                    matmul(
+                    matmul_in(
+                        prec,
                         k * cin,
                         cout,
                         m,
@@ -385,7 +395,7 @@ impl<T: Float> Conv2d<T> {
                         let lhs = MatRef::new(dyz, ey * wz * cout, cout, 1);
                         let rhs =
                             MatRef::rows(&wt[ey * k * cout * cin..(ey + 1) * k * cout * cin], cin);
-                        matmul(mz, cin, k * cout, dxw, cin, ey > 0, lhs, rhs);
+                        matmul_in(prec, mz, cin, k * cout, dxw, cin, ey > 0, lhs, rhs);
                     }
                     pad_backward(
                         dxw,
@@ -402,7 +412,8 @@ impl<T: Float> Conv2d<T> {
                 let kk = k * k * cin;
                 let m = self.ho * self.wo;
                 let col = self.columns(x, &mut s.b, &mut s.a);
-                matmul(
+                matmul_in(
+                    prec,
                     kk,
                     cout,
                     m,
@@ -414,7 +425,8 @@ impl<T: Float> Conv2d<T> {
                 );
                 if let Some(dx) = dx {
                     let dcol = &mut s.a[..m * kk];
-                    matmul(
+                    matmul_in(
+                        prec,
                         m,
                         kk,
                         cout,

@@ -7,6 +7,7 @@
 mod activation;
 mod adam;
 mod batchnorm;
+pub mod bf16;
 mod concat;
 mod conv;
 mod dense;
@@ -31,6 +32,7 @@ pub use filter::{FilterPad, FixedFilter};
 pub use float::Float;
 #[doc(hidden)]
 pub use gemm::in_gemm;
+pub use gemm::{GemmTime, Precision, gemm_times, set_gemm_timing};
 pub use net::{ActId, Net, NetBuilder, NodeTime, Op, ParamInfo, ParamKind};
 pub use pad::PadMode;
 pub use sigmoid::Sigmoid;

@@ -18,6 +18,7 @@ use rand_pcg::Pcg64Mcg;
 use rand_distr::{Distribution, Normal};
 
 use super::conv::{Conv2d, ConvScratch};
+use super::gemm::Precision;
 use super::{
     BatchNorm, Concat, Dense, FilterPad, FixedFilter, Float, LeakyRelu, NormGrad, PadMode, Sigmoid,
     Tensor, Upsample, UpsampleMode,
@@ -640,6 +641,29 @@ impl<T: Float> Net<T> {
             }
         }
         (shapes, needs_grad)
+    }
+
+    /// Sets the number format of every convolution's GEMM inputs and returns the one in effect:
+    /// `Bf16` falls back to `F32` on a CPU without AVX-512-BF16 (see [`Precision::effective`]).
+    pub fn set_precision(&mut self, precision: Precision) -> Precision {
+        let p = precision.effective();
+        for node in &mut self.nodes {
+            if let Op::Conv(l) = &mut node.op {
+                l.precision = p;
+            }
+        }
+        p
+    }
+
+    /// The number format of the convolution GEMM inputs.
+    pub fn precision(&self) -> Precision {
+        self.nodes
+            .iter()
+            .find_map(|n| match &n.op {
+                Op::Conv(l) => Some(l.precision),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// Turns per-node timing on (and resets it) or off.

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::checkpoint::{FitState, SnapshotState};
 use super::observer::{Control, Observer, StepInfo};
-use crate::engine::{Adam, AdamConfig, Net};
+use crate::engine::{Adam, AdamConfig, Net, Precision};
 use crate::image::{self, Image, Padding};
 use crate::metrics::psnr;
 use crate::nets::{Arch, NetInput};
@@ -82,6 +82,10 @@ pub struct FitConfig {
     /// posterior mean and spread of the outputs sampled after a burn-in.
     #[serde(default)]
     pub sgld: Option<SgldConfig>,
+    /// Number format of the convolution GEMM inputs (bf16 falls back to f32 on a CPU without
+    /// AVX-512-BF16).
+    #[serde(default)]
+    pub precision: Precision,
     /// Set from elsewhere (a signal handler) to end the run after the current step; the report
     /// then says `interrupted` and holds everything up to that step.
     #[serde(skip)]
@@ -131,6 +135,7 @@ impl Default for FitConfig {
             pixel_batch: None,
             max_memory: None,
             sgld: None,
+            precision: Precision::F32,
             cancel: None,
             checkpoint: None,
             resume: None,
@@ -546,6 +551,7 @@ fn fit_on_pool(
         )));
     }
     let mut net: Net<f32> = builder.build(out_act, cfg.seed, false);
+    net.set_precision(cfg.precision);
     // Pixel batches: how often each observation pixel is drawn this step.
     let obs_pixels = observation.width * observation.height;
     let mut counts = vec![
