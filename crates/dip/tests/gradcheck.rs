@@ -322,3 +322,43 @@ fn concat_and_sigmoid_gradients() {
         dot(&y.data, &r)
     });
 }
+
+#[test]
+fn conv_weight_gradient_over_more_pixels_than_one_gemm_chunk() {
+    // The weight gradient's reduction over pixels is split into GEMMs of 65536 wide-layout rows;
+    // 260×258 gives 260·260 = 67600 rows, so two chunks. Checked against the textbook sum.
+    let (h, w, cin, cout, k) = (260, 258, 1, 2, 3);
+    let mut rng = Pcg64Mcg::seed_from_u64(11);
+    let nw = k * k * cin * cout;
+    let params = random(&mut rng, nw + cout);
+    let x = Tensor::from_vec(h, w, cin, random(&mut rng, h * w * cin));
+    let dy = Tensor::from_vec(h, w, cout, random(&mut rng, h * w * cout));
+    let mut conv = Conv2d::<f64>::new(h, w, cin, cout, k, 1, PadMode::Zero, 0, Some(nw));
+    let mut s = ConvScratch::default();
+    s.reserve(conv.scratch_sizes());
+    let mut y = Tensor::zeros(h, w, cout);
+    conv.forward(&params, &x, &mut y, &mut s);
+    let mut dparams = vec![0.0; nw + cout];
+    conv.backward(&params, &x, &dy, None, false, &mut dparams, &mut s);
+    for ky in 0..k {
+        for kx in 0..k {
+            for co in 0..cout {
+                let mut want = 0.0;
+                for i in 0..h {
+                    for j in 0..w {
+                        let (si, sj) = (i + ky, j + kx);
+                        if si < 1 || sj < 1 || si > h || sj > w {
+                            continue;
+                        }
+                        want += x.data[(si - 1) * w + (sj - 1)] * dy.data[(i * w + j) * cout + co];
+                    }
+                }
+                let got = dparams[(ky * k + kx) * cout + co];
+                assert!(
+                    (got - want).abs() < 1e-9 * (1.0 + want.abs()),
+                    "dW[{ky}][{kx}][{co}]: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
