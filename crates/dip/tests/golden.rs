@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 
-use dip::engine::{Adam, AdamConfig, Float, Net, PadMode, Tensor};
+use dip::engine::{Adam, AdamConfig, Float, Net, PadMode, Tensor, first_step_allowance};
 use dip::nets::SkipSpec;
 use dip::nets::Upsampler;
 use ndarray::{ArrayD, IxDyn, OwnedRepr};
@@ -248,18 +248,8 @@ fn check_case<T: Float>(name: &str, tol: f64) {
         // lr·g/(|g| + eps), whose slope is lr·eps/(|g| + eps)², so δ moves it by at most that
         // much (two steps if δ can flip the sign).
         let grad = t[&format!("grad/{p}")].as_slice().unwrap();
-        let grad_max = grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let delta = tol
-            * if grad_max < unresolved {
-                gmax
-            } else {
-                grad_max
-            };
-        let scale = want.iter().fold(lr, |m, v| m.max(v.abs()));
-        for (j, ((a, b), g)) in ours.iter().zip(want).zip(grad).enumerate() {
-            let gmin = (g.abs() - delta).max(0.0);
-            let propagated = (lr * delta * eps / (gmin + eps).powi(2)).min(2.0 * lr);
-            let allowed = tol * scale + propagated;
+        let allowance = first_step_allowance(grad, want, tol, gmax, unresolved, lr, eps);
+        for (j, ((a, b), allowed)) in ours.iter().zip(want).zip(allowance).enumerate() {
             assert!(
                 (a - b).abs() <= allowed,
                 "{name}: {p}[{j}] after one Adam step: {a} vs {b}, allowed error {allowed:e}"

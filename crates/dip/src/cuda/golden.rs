@@ -14,7 +14,7 @@ use ndarray_npy::NpzReader;
 use serde_json::Value;
 
 use super::{GpuError, GpuNet, Precision};
-use crate::engine::{AdamConfig, Net, PadMode, Tensor};
+use crate::engine::{AdamConfig, Net, PadMode, Tensor, first_step_allowance};
 use crate::nets::{SkipSpec, Upsampler};
 
 /// The outcome of one case: the worst error of each check, relative to its allowance.
@@ -299,18 +299,8 @@ fn check_with(
         let want = flat(get(&format!("param_after_adam_step/{p}"))?);
         let grad = flat(get(&format!("grad/{p}"))?);
         let ours = reference_of(&net, &stepped, i);
-        let grad_max = grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let delta = tol
-            * if grad_max < unresolved {
-                gmax
-            } else {
-                grad_max
-            };
-        let scale = want.iter().fold(lr, |m, v| m.max(v.abs()));
-        for ((a, b), g) in ours.iter().zip(&want).zip(&grad) {
-            let gmin = (g.abs() - delta).max(0.0);
-            let propagated = (lr * delta * eps / (gmin + eps).powi(2)).min(2.0 * lr);
-            let allowed = tol * scale + propagated;
+        let allowance = first_step_allowance(&grad, &want, tol, gmax, unresolved, lr, eps);
+        for ((a, b), allowed) in ours.iter().zip(&want).zip(allowance) {
             let r = (a - b).abs() / allowed;
             if r >= worst.0 {
                 worst = (r, p.clone());

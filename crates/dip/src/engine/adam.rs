@@ -81,3 +81,36 @@ impl<T: Float> Adam<T> {
             .for_each(body);
     }
 }
+
+/// Per element, how far the first Adam step (zero moments) may land from a reference step when
+/// the gradient it used is known only to within `δ = tol · scale_g`, where `scale_g` is the
+/// largest |reference gradient|, or `floor_scale` when that is under `unresolved` (gradients that
+/// are zero but for rounding). The step is `lr·g/(|g| + eps)`, whose slope is
+/// `lr·eps/(|g| + eps)²`, so δ moves it by at most that much at `|g| − δ` (two steps if δ can flip
+/// the sign); on top comes `tol` relative to the largest |reference parameter| (at least `lr`).
+/// Used by the reference-tensor checks on the CPU and on the GPU.
+pub fn first_step_allowance(
+    grad: &[f64],
+    reference: &[f64],
+    tol: f64,
+    floor_scale: f64,
+    unresolved: f64,
+    lr: f64,
+    eps: f64,
+) -> Vec<f64> {
+    let grad_max = grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let delta = tol
+        * if grad_max < unresolved {
+            floor_scale
+        } else {
+            grad_max
+        };
+    let scale = reference.iter().fold(lr, |m, v| m.max(v.abs()));
+    grad.iter()
+        .map(|g| {
+            let gmin = (g.abs() - delta).max(0.0);
+            let propagated = (lr * delta * eps / (gmin + eps).powi(2)).min(2.0 * lr);
+            tol * scale + propagated
+        })
+        .collect()
+}

@@ -23,7 +23,7 @@ mod tensor;
 mod upsample;
 
 pub use activation::LeakyRelu;
-pub use adam::{Adam, AdamConfig};
+pub use adam::{Adam, AdamConfig, first_step_allowance};
 pub use batchnorm::{BatchNorm, NormGrad};
 pub use concat::Concat;
 pub use conv::{Conv2d, ConvScratch};
