@@ -56,6 +56,11 @@ fn lowers_the_standard_network_into_disjoint_aligned_buffers() {
         (l.target, out_len),
         (l.mask, out_len),
         (l.ema, out_len),
+        (l.z, l.acts[0].1),
+        (l.snap_params, l.n_params),
+        (l.snap_m, l.n_params),
+        (l.snap_v, l.n_params),
+        (l.snap_ema, out_len),
     ];
     ranges.extend(l.acts.iter().copied());
     // Gradient slots are shared between activations of one shape: the same range twice.
@@ -78,7 +83,8 @@ fn lowers_the_standard_network_into_disjoint_aligned_buffers() {
         assert_eq!(o % 64, 0);
     }
     assert!(ranges.last().map(|r| r.0 + r.1).unwrap() <= l.len);
-    assert!(l.part + l.part_len <= l.loss && l.adam_state + 3 <= l.len64);
+    assert!(l.part + l.part_len <= l.loss && l.loss + 2 <= l.adam_state);
+    assert!(l.adam_state + 3 <= l.len64);
     // The input gradient is not kept: the first conv skips it.
     assert_eq!(nodes[0].grads, vec![GradUse::Skip]);
 }

@@ -13,7 +13,7 @@ use super::GpuError;
 use super::exec::{A, Backend, K};
 
 /// Kernels that call `__syncthreads()` and so need real threads.
-const SYNCING: &[&str] = &["bn_partial", "bn_bwd_partial", "mse"];
+const SYNCING: &[&str] = &["bn_partial", "bn_bwd_partial", "data_loss"];
 
 const SHIM: &str = r#"
 #include <algorithm>

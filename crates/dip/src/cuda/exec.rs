@@ -134,7 +134,8 @@ pub(crate) enum K {
     SigmoidBwd,
     LreluFwd,
     LreluBwd,
-    Mse,
+    DataLoss,
+    AddGauss,
     AdamTick,
     Adam,
     Ema,
@@ -155,6 +156,21 @@ fn int(v: usize) -> A {
 
 fn long(v: usize) -> A {
     A::L(v as i64)
+}
+
+fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The key of the normals a fit with `seed` draws on the device at `step` for `stream` (0 the
+/// input perturbation, 1 + k the SGLD noise of the k-th noisy weight tensor): distinct for
+/// distinct triples, and the same on every run.
+pub fn noise_key(seed: u64, step: u64, stream: u64) -> u64 {
+    mix64(mix64(mix64(seed ^ 0x6a09_e667_f3bc_c908) ^ step) ^ stream.wrapping_add(0x3c6e_f372))
 }
 
 /// What the executor needs of a device: kernel launches, the two BLAS calls, copies. The CUDA
@@ -628,7 +644,8 @@ impl GpuNet {
         self.upload(off, &x.data)
     }
 
-    /// The loss target, and optionally a per-element mask (default: all ones).
+    /// The loss target, and optionally the diagonal of the forward operator `a` (the data term
+    /// compares `a·output` with the target; default all ones: denoising).
     pub fn set_target(&mut self, y: &Tensor<f32>, mask: Option<&[f32]>) -> Result<(), GpuError> {
         let n = self.output_len();
         check_len("target", y.data.len(), n)?;
@@ -664,6 +681,10 @@ impl GpuNet {
     pub fn ema_update(&mut self, beta: f32) -> Result<(), GpuError> {
         let n = self.output_len();
         let out = self.layout.acts.last().expect("an output").0;
+        if beta == 0.0 {
+            // A copy, not 0·ema + output: the average may not hold numbers yet.
+            return self.copy(out, self.layout.ema, n);
+        }
         self.launch_n(
             K::Ema,
             n,
@@ -671,19 +692,34 @@ impl GpuNet {
         )
     }
 
-    /// Σ mask·(output − target)² of the last [`GpuNet::loss_and_grad`] (waits for it).
+    /// Σ d² of the last [`GpuNet::loss_and_grad`] or [`GpuNet::data_term`], d = a·output −
+    /// target (waits for it).
     pub fn loss_sum(&self) -> Result<f64, GpuError> {
-        Ok(self.dev.download64(self.layout.loss, 1)?[0])
+        Ok(self.loss_sums()?.0)
     }
 
-    /// Queues the squared-error loss and writes its gradient, `scale·mask·(output − target)`, as
-    /// the output gradient (`scale` = 2/n gives the mean squared error's).
+    /// `(Σ d², Σ |d|)` of the last data term (waits for it).
+    pub fn loss_sums(&self) -> Result<(f64, f64), GpuError> {
+        let l = self.dev.download64(self.layout.loss, 2)?;
+        Ok((l[0], l[1]))
+    }
+
+    /// Queues the squared-error loss and writes its gradient, `scale·a·(a·output − target)`, as
+    /// the output gradient (`scale` = 2/n gives the mean squared error's; `a` is the diagonal
+    /// operator of [`GpuNet::set_target`]).
     pub fn loss_and_grad(&mut self, scale: f32) -> Result<(), GpuError> {
+        self.data_term(scale, false)
+    }
+
+    /// Queues the data term of the diagonal operator `a` and target of [`GpuNet::set_target`],
+    /// d = a·output − target: its sums `[Σ d², Σ |d|]` and, as the output gradient,
+    /// `scale·a·d` (squared error) or `scale·a·sign(d)` (`l1`, absolute error).
+    pub fn data_term(&mut self, scale: f32, l1: bool) -> Result<(), GpuError> {
         let last = self.layout.acts.len() - 1;
         let (out, n) = self.layout.acts[last];
         let dout = self.layout.grads[last].ok_or_else(|| GpuError("no output gradient".into()))?;
         self.launch(
-            K::Mse,
+            K::DataLoss,
             (1, 1, 1),
             (1024, 1, 1),
             &[
@@ -694,8 +730,174 @@ impl GpuNet {
                 self.p64(self.layout.loss),
                 long(n),
                 A::F(scale),
+                int(l1 as usize),
             ],
         )
+    }
+
+    /// Makes `z` the network's fixed input (and its current input).
+    pub fn set_fixed_input(&mut self, z: &[f32]) -> Result<(), GpuError> {
+        let (off, n) = self.layout.acts[0];
+        check_len("input", z.len(), n)?;
+        self.upload(self.layout.z, z)?;
+        self.upload(off, z)
+    }
+
+    /// Queues `input = z + sd·N(0, 1)`, the normals drawn from `key` (see [`noise_key`]).
+    pub fn perturb_input(&mut self, key: u64, sd: f32) -> Result<(), GpuError> {
+        let (off, n) = self.layout.acts[0];
+        self.add_gauss(self.layout.z, off, n, key, sd)
+    }
+
+    /// Queues `params[offset..offset + len] += sd·N(0, 1)`, the normals drawn from `key`.
+    pub fn perturb_params(
+        &mut self,
+        offset: usize,
+        len: usize,
+        key: u64,
+        sd: f32,
+    ) -> Result<(), GpuError> {
+        if offset + len > self.layout.n_params {
+            return Err(GpuError(format!(
+                "parameters {offset}..{} are outside the {} of the network",
+                offset + len,
+                self.layout.n_params
+            )));
+        }
+        let at = self.layout.params + offset;
+        self.add_gauss(at, at, len, key, sd)
+    }
+
+    fn add_gauss(
+        &self,
+        base: usize,
+        dst: usize,
+        n: usize,
+        key: u64,
+        sd: f32,
+    ) -> Result<(), GpuError> {
+        self.launch_n(
+            K::AddGauss,
+            n,
+            &[
+                self.p(base),
+                self.p(dst),
+                long(n),
+                A::L(key as i64),
+                A::F(sd),
+            ],
+        )
+    }
+
+    /// The network's current input (waits for it).
+    pub fn input(&self) -> Result<Tensor<f32>, GpuError> {
+        let (off, n) = self.layout.acts[0];
+        let data = self.download(off, n)?;
+        Ok(self.to_tensor(0, data))
+    }
+
+    /// Replaces the moving average.
+    pub fn set_ema(&mut self, ema: &[f32]) -> Result<(), GpuError> {
+        check_len("moving average", ema.len(), self.output_len())?;
+        self.upload(self.layout.ema, ema)
+    }
+
+    /// Adam's first and second moments (waits for them).
+    pub fn moments(&self) -> Result<(Vec<f32>, Vec<f32>), GpuError> {
+        let n = self.layout.n_params;
+        Ok((
+            self.download(self.layout.adam_m, n)?,
+            self.download(self.layout.adam_v, n)?,
+        ))
+    }
+
+    /// Replaces Adam's moments, and its step count with `t` (the bias corrections are rebuilt
+    /// as the device builds them, one product per step, so a restored run continues exactly).
+    pub fn set_adam(
+        &mut self,
+        m: &[f32],
+        v: &[f32],
+        t: u64,
+        beta1: f64,
+        beta2: f64,
+    ) -> Result<(), GpuError> {
+        let n = self.layout.n_params;
+        check_len("Adam moment", m.len(), n)?;
+        check_len("Adam moment", v.len(), n)?;
+        self.upload(self.layout.adam_m, m)?;
+        self.upload(self.layout.adam_v, v)?;
+        let (mut b1, mut b2) = (1.0f64, 1.0f64);
+        for _ in 0..t {
+            b1 *= beta1;
+            b2 *= beta2;
+        }
+        self.dev
+            .upload64(self.layout.adam_state, &[t as f64, b1, b2])?;
+        self.adam_betas = (t > 0).then_some((beta1, beta2));
+        Ok(())
+    }
+
+    /// Adam's step count (waits for it).
+    pub fn adam_t(&self) -> Result<u64, GpuError> {
+        Ok(self.dev.download64(self.layout.adam_state, 1)?[0] as u64)
+    }
+
+    fn copy(&self, from: usize, to: usize, n: usize) -> Result<(), GpuError> {
+        self.launch_n(K::Copy, n, &[self.p(from), self.p(to), long(n), int(0)])
+    }
+
+    /// Keeps the parameters and Adam's moments on the device (queued), for
+    /// [`GpuNet::restore`]; returns Adam's state, which the caller keeps (waits for it).
+    pub fn save(&mut self) -> Result<[f64; 3], GpuError> {
+        let l = &self.layout;
+        let n = l.n_params;
+        self.copy(l.params, l.snap_params, n)?;
+        self.copy(l.adam_m, l.snap_m, n)?;
+        self.copy(l.adam_v, l.snap_v, n)?;
+        let s = self.dev.download64(l.adam_state, 3)?;
+        Ok([s[0], s[1], s[2]])
+    }
+
+    /// Keeps the moving average on the device (queued), for [`GpuNet::restore`].
+    pub fn save_ema(&mut self) -> Result<(), GpuError> {
+        self.copy(self.layout.ema, self.layout.snap_ema, self.output_len())
+    }
+
+    /// Goes back to what [`GpuNet::save`] and [`GpuNet::save_ema`] kept, with Adam's state
+    /// `adam` (queued).
+    pub fn restore(&mut self, adam: [f64; 3]) -> Result<(), GpuError> {
+        let l = &self.layout;
+        let (n, e) = (l.n_params, self.output_len());
+        self.copy(l.snap_params, l.params, n)?;
+        self.copy(l.snap_m, l.adam_m, n)?;
+        self.copy(l.snap_v, l.adam_v, n)?;
+        self.copy(l.snap_ema, l.ema, e)?;
+        self.dev.upload64(self.layout.adam_state, &adam)
+    }
+
+    /// What [`GpuNet::save`] kept: parameters and Adam's two moments (waits for them).
+    pub fn saved(&self) -> Result<[Vec<f32>; 3], GpuError> {
+        let n = self.layout.n_params;
+        Ok([
+            self.download(self.layout.snap_params, n)?,
+            self.download(self.layout.snap_m, n)?,
+            self.download(self.layout.snap_v, n)?,
+        ])
+    }
+
+    /// Replaces what [`GpuNet::save`] kept (a resumed fit's snapshot).
+    pub fn set_saved(&mut self, params: &[f32], m: &[f32], v: &[f32]) -> Result<(), GpuError> {
+        let n = self.layout.n_params;
+        for (what, x) in [
+            ("parameters", params),
+            ("Adam moment", m),
+            ("Adam moment", v),
+        ] {
+            check_len(what, x.len(), n)?;
+        }
+        self.upload(self.layout.snap_params, params)?;
+        self.upload(self.layout.snap_m, m)?;
+        self.upload(self.layout.snap_v, v)
     }
 
     /// Queues one Adam step on the parameters with the gradients of the last backward.

@@ -344,23 +344,59 @@ extern "C" __global__ void lrelu_bwd(const float* x, const float* dy, float* dx,
 
 // Mean squared error over `mask`ed elements (mask may be null: all of them), as the fit loop's
 // loss: dout = scale·mask·(out − target). One block; the loss (Σ mask·d²) goes to loss[0].
-extern "C" __global__ void mse(const float* out, const float* target, const float* mask,
-                               float* dout, double* loss, i64 n, float scale) {
-    __shared__ double acc[1024];
-    double s = 0.0;
+// The data term of a diagonal forward operator `a` (all ones when denoising, the mask when
+// inpainting, zero on padding): d = a·out − target, loss = [Σ d², Σ |d|], and the gradient with
+// respect to out, scale·a·d (l1 = 0) or scale·a·sign(d) (l1 = 1; 0 at d = 0, as PyTorch). One
+// block; the sums run in a fixed order.
+extern "C" __global__ void data_loss(const float* out, const float* target, const float* a,
+                                     float* dout, double* loss, i64 n, float scale, int l1) {
+    __shared__ double acc[2][1024];
+    double s = 0.0, t = 0.0;
     for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
-        float d = out[i] - target[i];
-        float m = mask ? mask[i] : 1.0f;
-        s += (double)(m * d) * (double)d;
-        dout[i] = scale * m * d;
+        float ai = a[i];
+        float d = ai * out[i] - target[i];
+        s += (double)d * (double)d;
+        t += (double)fabsf(d);
+        float g = l1 ? (d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f)) : d;
+        dout[i] = scale * ai * g;
     }
-    acc[threadIdx.x] = s;
+    acc[0][threadIdx.x] = s;
+    acc[1][threadIdx.x] = t;
     __syncthreads();
     for (int k = blockDim.x / 2; k > 0; k /= 2) {
-        if (threadIdx.x < k) acc[threadIdx.x] += acc[threadIdx.x + k];
+        if (threadIdx.x < k) {
+            acc[0][threadIdx.x] += acc[0][threadIdx.x + k];
+            acc[1][threadIdx.x] += acc[1][threadIdx.x + k];
+        }
         __syncthreads();
     }
-    if (threadIdx.x == 0) loss[0] = acc[0];
+    if (threadIdx.x == 0) {
+        loss[0] = acc[0][0];
+        loss[1] = acc[1][0];
+    }
+}
+
+// A counter-based Gaussian: the splitmix64 finaliser of (key, index) gives two 24-bit uniforms
+// and Box–Muller one standard normal. The numbers depend on (key, i) only, not on the launch.
+__device__ __forceinline__ unsigned long long mix64(unsigned long long x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+__device__ __forceinline__ float gauss(unsigned long long key, i64 i) {
+    unsigned long long r = mix64(key + (unsigned long long)(i + 1) * 0x9e3779b97f4a7c15ULL);
+    float u1 = (float)((r >> 40) + 1) * (1.0f / 16777216.0f);
+    float u2 = (float)((r >> 16) & 0xffffffULL) * (1.0f / 16777216.0f);
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530717958647692f * u2);
+}
+
+// x = base + sd·N(0, 1), the normals drawn from `key` (x may be base).
+extern "C" __global__ void add_gauss(const float* base, float* x, i64 n, i64 key, float sd) {
+    GRID_LOOP(i, n) { x[i] = base[i] + sd * gauss((unsigned long long)key, i); }
 }
 
 // Adam's step counter and bias corrections live on the device, so that a captured step replays

@@ -16,7 +16,7 @@ mod exec;
 pub mod golden;
 pub mod plan;
 
-pub use exec::{DeviceInfo, GpuNet, Precision, probe};
+pub use exec::{DeviceInfo, GpuNet, Precision, noise_key, probe};
 
 /// The kernel source, compiled at run time.
 pub const KERNELS: &str = include_str!("kernels.cu");
@@ -42,7 +42,8 @@ pub const KERNEL_NAMES: &[&str] = &[
     "sigmoid_bwd",
     "lrelu_fwd",
     "lrelu_bwd",
-    "mse",
+    "data_loss",
+    "add_gauss",
     "adam_tick",
     "adam",
     "ema",

@@ -114,12 +114,22 @@ pub struct Layout {
     /// A vector of ones (bias gradients as one matrix-vector product).
     pub ones: usize,
     pub ones_len: usize,
-    /// Loss target, mask (all ones unless set) and the output's moving average.
+    /// Loss target, the diagonal forward operator (all ones unless set) and the output's moving
+    /// average.
     pub target: usize,
     pub mask: usize,
     pub ema: usize,
+    /// The network's fixed input, from which each step's perturbed input is made.
+    pub z: usize,
+    /// A fit's last good state (parameters, Adam's moments, the moving average), kept on the
+    /// device for a divergence rollback.
+    pub snap_params: usize,
+    pub snap_m: usize,
+    pub snap_v: usize,
+    pub snap_ema: usize,
     pub len: usize,
-    /// f64 arena: per-channel partial sums, the loss, Adam's `[t, β1^t, β2^t]`.
+    /// f64 arena: per-channel partial sums, the loss sums `[Σ d², Σ |d|]`, Adam's
+    /// `[t, β1^t, β2^t]`.
     pub part: usize,
     pub part_len: usize,
     pub loss: usize,
@@ -242,9 +252,14 @@ pub fn lower(net: &Net<f32>) -> Result<(Vec<GpuNode>, Layout), GpuError> {
     let target = f32s.take(out_len);
     let mask = f32s.take(out_len);
     let ema = f32s.take(out_len);
+    let z = f32s.take(acts.first().map_or(0, |a| a.1));
+    let snap_params = f32s.take(n_params);
+    let snap_m = f32s.take(n_params);
+    let snap_v = f32s.take(n_params);
+    let snap_ema = f32s.take(out_len);
     let mut f64s = Bump(0);
     let part = f64s.take(part_len);
-    let loss = f64s.take(1);
+    let loss = f64s.take(2);
     let adam_state = f64s.take(3);
     Ok((
         nodes,
@@ -263,6 +278,11 @@ pub fn lower(net: &Net<f32>) -> Result<(Vec<GpuNode>, Layout), GpuError> {
             target,
             mask,
             ema,
+            z,
+            snap_params,
+            snap_m,
+            snap_v,
+            snap_ema,
             len: f32s.0,
             part,
             part_len,
