@@ -89,3 +89,16 @@ for s in "${list[@]}"; do
     printf '%-6s %-11s %12s %12s %10s\n' "$s" "$mode" "${ds:-n/a}" "${ts:-n/a}" "$ratio"
   done
 done
+
+echo
+echo "== a whole fit: the demo (128x128, sigma 25, 400 steps) on the GPU and on the CPU"
+work="$(mktemp -d)"
+"$dip" --device cuda -q demo --out "$work/gpu" --iters 400
+"$dip" --device cpu -q demo --out "$work/cpu" --iters 400
+"$python" - "$work" <<'PY'
+import json, sys
+for dev in ("gpu", "cpu"):
+    s = json.load(open(f"{sys.argv[1]}/{dev}/summary.json"))
+    print(f"{dev}: PSNR {s.get('psnr_final')} dB (noisy {s.get('psnr_noisy')}), "
+          f"{s.get('seconds')} s for {s.get('iterations_run')} steps")
+PY

@@ -62,6 +62,7 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
         observe_every: OBSERVE_EVERY,
         precision: args.precision,
         cancel: Some(g.cancel.clone()),
+        device: g.device,
         ..FitConfig::default()
     };
     cfg.validate()?;
@@ -81,8 +82,11 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
     image::save(&noisy, &path("noisy.png"))?;
     if !g.quiet {
         eprintln!(
-            "demo: {}x{} image, Gaussian noise sigma {DEMO_SIGMA} (seed {DEMO_SEED}), {} steps on {} thread(s)",
-            clean.width, clean.height, cfg.iters, g.threads
+            "demo: {}x{} image, Gaussian noise sigma {DEMO_SIGMA} (seed {DEMO_SEED}), {} steps on {}",
+            clean.width,
+            clean.height,
+            cfg.iters,
+            g.where_it_runs()
         );
     }
 

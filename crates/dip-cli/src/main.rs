@@ -57,7 +57,8 @@ struct Cli {
     threads: Option<usize>,
 
     /// Where the numerics run: cpu, or an NVIDIA GPU (cuda, cuda:N; needs a build with
-    /// --features cuda). The GPU runs `dip bench` and `dip selftest` so far.
+    /// --features cuda). The GPU runs `dip denoise`, `inpaint`, `demo`, `bench` and `selftest`
+    /// so far (skip and deep-decoder networks).
     #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
     device: String,
 
@@ -122,6 +123,16 @@ pub struct Global {
     pub device: dip::device::Device,
     /// Set by the first Ctrl-C or SIGTERM: a fit then ends after its current step and saves.
     pub cancel: Arc<AtomicBool>,
+}
+
+impl Global {
+    /// Where a fit runs, for notes: `2 thread(s)` or `cuda:0`.
+    pub fn where_it_runs(&self) -> String {
+        match self.device {
+            dip::device::Device::Cpu => format!("{} thread(s)", self.threads),
+            d => d.to_string(),
+        }
+    }
 }
 
 /// Exit code of a run that was interrupted and saved what it had (128 + SIGINT, as shells do).
@@ -196,12 +207,28 @@ fn run(cli: Cli) -> Result<Outcome> {
         .and_then(dip::device::Device::check_built)
         .map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     if device != dip::device::Device::Cpu
-        && !matches!(cli.command, Command::Bench(_) | Command::Selftest(_))
+        && !matches!(
+            cli.command,
+            Command::Denoise(_)
+                | Command::Inpaint(_)
+                | Command::Sr(_)
+                | Command::Deblur(_)
+                | Command::Demo(_)
+                | Command::Bench(_)
+                | Command::Selftest(_)
+        )
     {
         bail!(
-            "--device {device}: this command runs on the CPU only so far (the GPU runs dip bench \
-             and dip selftest)"
+            "--device {device}: this command runs on the CPU only so far (the GPU runs dip \
+             denoise, inpaint, demo, bench and selftest)"
         );
+    }
+    // A GPU that cannot be used is reported now, before any file is read or written.
+    #[cfg(feature = "cuda")]
+    if let dip::device::Device::Cuda(ordinal) = device
+        && !matches!(cli.command, Command::Bench(_) | Command::Selftest(_))
+    {
+        dip::cuda::probe(ordinal).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let threads = match cli.threads {
         Some(0) => bail!("--threads must be at least 1"),

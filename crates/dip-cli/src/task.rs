@@ -254,6 +254,7 @@ pub fn run_task(
         max_memory: task.max_memory,
         cancel: Some(g.cancel.clone()),
         sgld: task.stop.sgld(base.iters),
+        device: g.device,
         ..base
     };
     let std_path = out.sgld_std.clone();

@@ -50,11 +50,43 @@ fn cuda_runs_or_says_clearly_why_not() {
 }
 
 #[test]
-fn fit_commands_stay_on_the_cpu_for_now() {
-    let (code, _, err) = dip(&["--device", "cuda", "demo", "--out", "/nonexistent-dir/x"]);
+fn fits_go_to_the_gpu_or_say_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let (code, _, err) = dip(&[
+        "--device",
+        "cuda",
+        "demo",
+        "--out",
+        out.to_str().unwrap(),
+        "--iters",
+        "2",
+    ]);
+    if code == 0 {
+        eprintln!("ran on a GPU");
+        assert!(out.join("restored.png").exists());
+        return;
+    }
     assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("CPU only") || err.contains("built without CUDA support"),
-        "{err}"
-    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    if cfg!(feature = "cuda") {
+        assert!(
+            err.contains("driver") || err.contains("device") || err.contains("not found"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("built without CUDA support"), "{err}");
+    }
+}
+
+#[test]
+fn commands_without_a_gpu_path_say_so() {
+    let (code, _, err) = dip(&["--device", "cuda", "eval", "missing.png", "missing.png"]);
+    if cfg!(feature = "cuda") {
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("CPU only"), "{err}");
+    } else {
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("built without CUDA support"), "{err}");
+    }
 }

@@ -5,6 +5,8 @@
 
 mod bands;
 mod checkpoint;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod observer;
 mod run;
 mod stop;
@@ -12,6 +14,8 @@ mod trajectory;
 
 pub use bands::BandRecorder;
 pub use checkpoint::{FitState, SnapshotState};
+#[cfg(feature = "cuda")]
+pub use gpu::fit_on_gpu;
 pub use observer::{Control, Observer, ObserverState, StepInfo};
 pub use run::{
     CheckpointSink, FitConfig, FitReport, HistoryRow, InputKind, Loss, SgldConfig, SgldResult,

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::checkpoint::{FitState, SnapshotState};
 use super::observer::{Control, Observer, StepInfo};
+use crate::device::Device;
 use crate::engine::{Adam, AdamConfig, Net, Precision};
 use crate::image::{self, Image, Padding};
 use crate::metrics::psnr;
@@ -96,6 +97,9 @@ pub struct FitConfig {
     /// Continue from this state instead of starting afresh.
     #[serde(skip)]
     pub resume: Option<Arc<FitState>>,
+    /// Where the fit runs: the CPU, or a CUDA GPU (a build with the `cuda` feature).
+    #[serde(skip)]
+    pub device: Device,
 }
 
 /// Receives the fit's state every `every_steps` steps (or, without it, every `every_seconds`
@@ -139,6 +143,7 @@ impl Default for FitConfig {
             cancel: None,
             checkpoint: None,
             resume: None,
+            device: Device::Cpu,
         }
     }
 }
@@ -228,6 +233,13 @@ pub struct FitReport {
 }
 
 impl FitConfig {
+    /// Whether [`FitConfig::cancel`] has been set.
+    pub fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
     /// Rejects settings that cannot give a meaningful fit.
     pub fn validate(&self) -> Result<()> {
         if self.iters == 0 {
@@ -474,7 +486,23 @@ pub fn fit(
     // The loop runs on a pool thread: parallel work spawned from there goes to the thread's own
     // queue instead of rayon's global one, which is cheaper and allocates nothing.
     let spec = spec.into();
-    rayon::scope(|_| fit_on_pool(observation, operator, clean, &spec, cfg, observers))
+    match cfg.device {
+        Device::Cpu => {
+            rayon::scope(|_| fit_on_pool(observation, operator, clean, &spec, cfg, observers))
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => super::gpu::fit_on_gpu(
+            observation,
+            operator,
+            clean,
+            &spec,
+            cfg,
+            observers,
+            &mut |net| crate::cuda::GpuNet::new(net, ordinal, crate::cuda::Precision::F32),
+        ),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(Error::invalid(crate::device::NO_CUDA_BUILD)),
+    }
 }
 
 fn fit_on_pool(
@@ -485,6 +513,295 @@ fn fit_on_pool(
     cfg: &FitConfig,
     observers: &mut [&mut dyn Observer],
 ) -> Result<FitReport> {
+    let Setup {
+        xw,
+        xh,
+        xc,
+        pad,
+        h,
+        w,
+        c,
+        mut net,
+        z,
+        started,
+    } = setup(observation, operator, clean, spec, cfg)?;
+    // Pixel batches: how often each observation pixel is drawn this step.
+    let obs_pixels = observation.width * observation.height;
+    let mut counts = vec![
+        0u32;
+        if cfg.pixel_batch.is_some() {
+            obs_pixels
+        } else {
+            0
+        }
+    ];
+
+    // Work buffers of the data term, allocated once: the cropped output x, A(x), and the
+    // gradients with respect to A(x) and to x.
+    let mut x_buf = vec![0.0f32; xw * xh * xc];
+    let mut ax = vec![0.0f32; observation.data.len()];
+    let mut g_ax = vec![0.0f32; observation.data.len()];
+    let mut g_x = vec![0.0f32; xw * xh * xc];
+
+    let mut adam = Adam::new(net.num_params(), adam_config(cfg));
+    let mut ema = vec![0.0f32; h * w * c];
+    let noisy = sgld_tensors(&net, cfg);
+    let mut pr = Progress::new(xw, xh, xc, cfg);
+    let mut snapshot: Option<Snapshot> = None;
+    let mut interrupted = false;
+    // Whether the network holds the output of the last accepted step (not of a rolled-back one).
+    let mut raw_is_current = false;
+    let mut first = 1;
+    let mut seconds_before = 0.0;
+    if let Some(st) = &cfg.resume {
+        check_resume_state(
+            st,
+            operator,
+            spec,
+            cfg,
+            net.num_params(),
+            ema.len(),
+            observers,
+        )?;
+        net.params_mut().copy_from_slice(&st.params);
+        adam.m.copy_from_slice(&st.adam_m);
+        adam.v.copy_from_slice(&st.adam_v);
+        adam.t = st.adam_t;
+        adam.cfg.lr = st.lr;
+        ema.copy_from_slice(&st.ema);
+        snapshot = st.snapshot.as_ref().map(|s| {
+            let mut a = adam.clone();
+            a.m.copy_from_slice(&s.adam_m);
+            a.v.copy_from_slice(&s.adam_v);
+            a.t = s.adam_t;
+            a.cfg.lr = s.adam_lr;
+            Snapshot {
+                params: s.params.clone(),
+                adam: a,
+                psnr_obs: s.psnr_obs,
+            }
+        });
+        pr.resume(st, observers)?;
+        // The raw output of step k is not in the checkpoint: the network recomputes it at the
+        // next forward, and an interrupted resumed run reports the EMA as before.
+        raw_is_current = false;
+        first = st.step + 1;
+        seconds_before = st.seconds;
+    }
+    let mut last_checkpoint = Instant::now();
+
+    for it in first..=cfg.iters {
+        // Input perturbation: z + N(0, reg_noise²), fresh each step.
+        if cfg.reg_noise > 0.0 {
+            let sd = cfg.reg_noise as f32;
+            let seed = cfg.seed;
+            net.input_mut()
+                .data
+                .par_chunks_mut(NOISE_CHUNK)
+                .zip(z.par_chunks(NOISE_CHUNK))
+                .enumerate()
+                .for_each(|(ci, (dst, src))| {
+                    let mut r = Pcg64Mcg::seed_from_u64(
+                        seed ^ ((it as u64) << 32)
+                            ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                    );
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        let n: f32 = r.sample(StandardNormal);
+                        *d = s + sd * n;
+                    }
+                });
+        }
+        net.forward();
+        let (out, grad) = net.output_and_grad();
+        crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);
+        operator.forward(&x_buf, &mut ax);
+        let batch = cfg.pixel_batch.map(|n| {
+            counts.fill(0);
+            let mut r = Pcg64Mcg::seed_from_u64(
+                cfg.seed ^ 0xBA7C_0000_0000_0000 ^ (it as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            for _ in 0..n {
+                counts[r.random_range(0..obs_pixels)] += 1;
+            }
+            (&counts[..], n, observation.channels)
+        });
+        let (loss, mse) = data_term(&ax, &observation.data, &mut g_ax, cfg.loss, batch);
+        operator.adjoint(&g_ax, &mut g_x);
+        // The padding carries no observation: its gradient is zero.
+        grad.data.fill(0.0);
+        uncrop_slice(&g_x, w, c, &pad, xw, &mut grad.data);
+        pr.iterations_run = it;
+
+        // Divergence: a non-finite loss, or (at checks) a PSNR drop of more than 5 dB against the
+        // observation, restores the last good parameters and Adam state.
+        let check = it % cfg.check_every == 0 || it == 1;
+        let psnr_obs = check_psnr(check, loss, mse);
+        if !loss.is_finite() || pr.dropped(psnr_obs, snapshot.as_ref().map(|s| s.psnr_obs)) {
+            pr.rollback(it, loss, snapshot.is_some())?;
+            let s = snapshot.as_ref().expect("rollback checked the snapshot");
+            net.params_mut().copy_from_slice(&s.params);
+            // Going back to the same state with the same step size would replay the same
+            // steps (exactly so without input noise): halve the step size from here on.
+            let lr = adam.cfg.lr * 0.5;
+            adam.clone_from(&s.adam);
+            adam.cfg.lr = lr;
+            raw_is_current = false;
+            continue;
+        }
+        if let Some(p) = psnr_obs {
+            pr.failures_in_a_row = 0;
+            match &mut snapshot {
+                Some(s) => {
+                    s.params.copy_from_slice(net.params());
+                    s.adam.clone_from(&adam);
+                    s.psnr_obs = p;
+                }
+                None => {
+                    snapshot = Some(Snapshot {
+                        params: net.params().to_vec(),
+                        adam: adam.clone(),
+                        psnr_obs: p,
+                    })
+                }
+            }
+        }
+
+        net.backward();
+        if pr.sample_due(cfg, it) {
+            // This step's output (before its update), as the authors' code samples it.
+            crop_slice(&net.output().data, w, c, &pad, xw, &mut x_buf);
+            pr.sample(&x_buf);
+        }
+        let out = &net.output().data;
+        if it == 1 {
+            ema.copy_from_slice(out);
+        } else {
+            let (a, b) = (cfg.ema as f32, 1.0 - cfg.ema as f32);
+            ema.iter_mut()
+                .zip(out)
+                .for_each(|(e, &o)| *e = a * *e + b * o);
+        }
+        let (params, grads) = net.params_and_grads();
+        adam.step(params, grads);
+        if let Some(l) = cfg.lipschitz {
+            net.lipschitz_project(l);
+        }
+        if let Some(g) = &cfg.sgld
+            && g.noise > 0.0
+        {
+            let sd = (g.noise * adam.cfg.lr) as f32;
+            let params = net.params_mut();
+            for (k, &(off, len)) in noisy.iter().enumerate() {
+                let seed = cfg.seed ^ 0x5C1D_0000_0000_0000 ^ ((it as u64) << 24) ^ (k as u64);
+                params[off..off + len]
+                    .par_chunks_mut(NOISE_CHUNK)
+                    .enumerate()
+                    .for_each(|(ci, dst)| {
+                        let mut r = Pcg64Mcg::seed_from_u64(
+                            seed ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                        );
+                        for d in dst.iter_mut() {
+                            let n: f32 = r.sample(StandardNormal);
+                            *d += sd * n;
+                        }
+                    });
+            }
+        }
+        // The output of this accepted step stays in the network until the next forward.
+        raw_is_current = true;
+
+        let cancel = cfg.cancelled() && it < cfg.iters;
+        // A checkpoint holds the state after step `it` as an uninterrupted run has it: the
+        // extra observation a cancelled run makes at a step that is not a regular one is not
+        // part of it.
+        let regular = it % cfg.observe_every == 0 || it == cfg.iters;
+        let checkpoint_due = checkpoint_due(cfg, it, cancel, last_checkpoint);
+        let save_checkpoint = |pr: &Progress, observers: &[&mut dyn Observer]| {
+            if let Some(ck) = &cfg.checkpoint {
+                let state = pr.state(
+                    ck,
+                    it,
+                    Parts {
+                        params: net.params().to_vec(),
+                        adam_m: adam.m.clone(),
+                        adam_v: adam.v.clone(),
+                        adam_t: adam.t,
+                        lr: adam.cfg.lr,
+                        ema: ema.clone(),
+                        snapshot: snapshot.as_ref().map(|s| SnapshotState {
+                            params: s.params.clone(),
+                            adam_m: s.adam.m.clone(),
+                            adam_v: s.adam.v.clone(),
+                            adam_t: s.adam.t,
+                            adam_lr: s.adam.cfg.lr,
+                            psnr_obs: s.psnr_obs,
+                        }),
+                        raw_is_current,
+                        seconds: seconds_before + started.elapsed().as_secs_f64(),
+                    },
+                    observers,
+                );
+                (ck.write)(&state);
+            }
+        };
+        if checkpoint_due && !regular {
+            save_checkpoint(&pr, observers);
+            last_checkpoint = Instant::now();
+        }
+        if regular || cancel {
+            crop_into(&net.output().data, w, c, &pad, &mut pr.out_img);
+            crop_into(&ema, w, c, &pad, &mut pr.ema_img);
+            if pr.observe(it, loss, clean, observers) {
+                break;
+            }
+        }
+        if checkpoint_due && regular {
+            save_checkpoint(&pr, observers);
+            last_checkpoint = Instant::now();
+        }
+        if cancel {
+            interrupted = true;
+            break;
+        }
+    }
+    if raw_is_current {
+        crop_into(&net.output().data, w, c, &pad, &mut pr.out_img);
+    }
+    crop_into(&ema, w, c, &pad, &mut pr.ema_img);
+    Ok(pr.report(
+        observation,
+        clean,
+        cfg,
+        net.num_params(),
+        adam.cfg.lr,
+        interrupted,
+        seconds_before + started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// What [`setup`] prepares for a fit: the image and network shapes, the network and its input.
+pub(super) struct Setup {
+    pub xw: usize,
+    pub xh: usize,
+    pub xc: usize,
+    pub pad: Padding,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub net: Net<f32>,
+    pub z: Vec<f32>,
+    pub started: Instant,
+}
+
+/// Checks a fit's inputs and settings, and builds its network (parameters initialised from the
+/// seed) and input `z`.
+pub(super) fn setup(
+    observation: &Image,
+    operator: &dyn Operator,
+    clean: Option<&Image>,
+    spec: &Arch,
+    cfg: &FitConfig,
+) -> Result<Setup> {
     cfg.validate()?;
     let (xw, xh, xc) = operator.input_shape();
     let obs_shape = (observation.width, observation.height, observation.channels);
@@ -552,424 +869,352 @@ fn fit_on_pool(
     }
     let mut net: Net<f32> = builder.build(out_act, cfg.seed, false);
     net.set_precision(cfg.precision);
-    // Pixel batches: how often each observation pixel is drawn this step.
-    let obs_pixels = observation.width * observation.height;
-    let mut counts = vec![
-        0u32;
-        if cfg.pixel_batch.is_some() {
-            obs_pixels
-        } else {
-            0
-        }
-    ];
-
-    // Work buffers of the data term, allocated once: the cropped output x, A(x), and the
-    // gradients with respect to A(x) and to x.
-    let mut x_buf = vec![0.0f32; xw * xh * xc];
-    let mut ax = vec![0.0f32; observation.data.len()];
-    let mut g_ax = vec![0.0f32; observation.data.len()];
-    let mut g_x = vec![0.0f32; xw * xh * xc];
-
     let z = match spec.own_input(h, w, cfg.seed) {
         Some(z) => z,
         None => initial_input(cfg, net.input().h, net.input().w, net.input().c),
     };
     net.input_mut().data.copy_from_slice(&z);
+    Ok(Setup {
+        xw,
+        xh,
+        xc,
+        pad,
+        h,
+        w,
+        c,
+        net,
+        z,
+        started,
+    })
+}
 
-    let mut adam = Adam::new(
-        net.num_params(),
-        AdamConfig {
-            lr: cfg.lr,
-            weight_decay: cfg.sgld.map_or(0.0, |g| g.weight_decay),
-            ..AdamConfig::default()
-        },
-    );
-    let mut ema = vec![0.0f32; h * w * c];
-    // SGLD: the weights that get noise, and the running sums of the sampled outputs.
-    let noisy: Vec<(usize, usize)> = if cfg.sgld.is_some() {
-        net.param_info()
-            .iter()
-            .filter(|p| {
-                matches!(
-                    p.kind,
-                    crate::engine::ParamKind::ConvWeight { .. }
-                        | crate::engine::ParamKind::Dense { .. }
-                )
-            })
-            .map(|p| (p.offset, p.len))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let sgld_len = if cfg.sgld.is_some() { xw * xh * xc } else { 0 };
-    let (mut sgld_sum, mut sgld_sq) = (vec![0.0f64; sgld_len], vec![0.0f64; sgld_len]);
-    let mut sgld_samples = 0usize;
-    let mut snapshot: Option<Snapshot> = None;
-    let mut out_img = Image::zeros(xw, xh, c);
-    let mut ema_img = out_img.clone();
-    let mut history = Vec::new();
-    let (mut psnr_best, mut iter_best, mut psnr_best_raw) = (None::<f64>, None, None::<f64>);
-    let mut rollbacks = 0;
-    let mut failures_in_a_row = 0;
-    let mut iterations_run = 0;
-    let mut interrupted = false;
-    // Whether the network holds the output of the last accepted step (not of a rolled-back one).
-    let mut raw_is_current = false;
-    let cancelled = || {
-        cfg.cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
-    };
-    let mut first = 1;
-    let mut seconds_before = 0.0;
-    if let Some(st) = &cfg.resume {
-        check_resume(st, operator, spec, cfg)?;
-        if st.params.len() != net.num_params() || st.ema.len() != ema.len() {
-            return Err(Error::invalid(
-                "internal: the checkpoint passed its checks but does not fit the network",
-            ));
+/// Adam's settings for a fit.
+pub(super) fn adam_config(cfg: &FitConfig) -> AdamConfig {
+    AdamConfig {
+        lr: cfg.lr,
+        weight_decay: cfg.sgld.map_or(0.0, |g| g.weight_decay),
+        ..AdamConfig::default()
+    }
+}
+
+/// The weights SGLD puts noise on (convolution and dense weights): `(offset, length)` of each.
+pub(super) fn sgld_tensors(net: &Net<f32>, cfg: &FitConfig) -> Vec<(usize, usize)> {
+    if cfg.sgld.is_none() {
+        return Vec::new();
+    }
+    net.param_info()
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.kind,
+                crate::engine::ParamKind::ConvWeight { .. }
+                    | crate::engine::ParamKind::Dense { .. }
+            )
+        })
+        .map(|p| (p.offset, p.len))
+        .collect()
+}
+
+/// The PSNR of `A(x)` against the observation at a divergence check, from the mean squared
+/// error; `None` off checks or when the error is not finite.
+pub(super) fn check_psnr(check: bool, loss: f64, mse: f64) -> Option<f64> {
+    (check && loss.is_finite() && mse.is_finite()).then(|| -10.0 * mse.max(1e-30).log10())
+}
+
+/// Whether a checkpoint is due after step `it`.
+pub(super) fn checkpoint_due(
+    cfg: &FitConfig,
+    it: usize,
+    cancel: bool,
+    last_checkpoint: Instant,
+) -> bool {
+    cfg.checkpoint.as_ref().is_some_and(|ck| {
+        it < cfg.iters
+            && (cancel
+                || match ck.every_steps {
+                    Some(n) => it.is_multiple_of(n),
+                    None => last_checkpoint.elapsed().as_secs_f64() >= ck.every_seconds,
+                })
+    })
+}
+
+/// Checks that `st` can continue this fit (see [`check_resume`]) and has one state slot per
+/// observer.
+pub(super) fn check_resume_state(
+    st: &FitState,
+    operator: &dyn Operator,
+    spec: &Arch,
+    cfg: &FitConfig,
+    params: usize,
+    ema: usize,
+    observers: &[&mut dyn Observer],
+) -> Result<()> {
+    check_resume(st, operator, spec, cfg)?;
+    if st.params.len() != params || st.ema.len() != ema {
+        return Err(Error::invalid(
+            "internal: the checkpoint passed its checks but does not fit the network",
+        ));
+    }
+    if st.observers.len() != observers.len() {
+        return Err(Error::invalid(format!(
+            "the checkpoint holds {} observer states, the fit has {} observers",
+            st.observers.len(),
+            observers.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The network-side parts of a checkpoint, which each backend gathers its own way.
+pub(super) struct Parts {
+    pub params: Vec<f32>,
+    pub adam_m: Vec<f32>,
+    pub adam_v: Vec<f32>,
+    pub adam_t: u64,
+    pub lr: f64,
+    pub ema: Vec<f32>,
+    pub snapshot: Option<SnapshotState>,
+    pub raw_is_current: bool,
+    pub seconds: f64,
+}
+
+/// What a fit has seen so far, whatever runs it: the history and best PSNRs, rollbacks, SGLD's
+/// sums, and the latest cropped output and moving average.
+pub(super) struct Progress {
+    pub history: Vec<HistoryRow>,
+    pub psnr_best: Option<f64>,
+    pub iter_best: Option<usize>,
+    pub psnr_best_raw: Option<f64>,
+    pub rollbacks: usize,
+    pub failures_in_a_row: usize,
+    pub iterations_run: usize,
+    pub sgld_sum: Vec<f64>,
+    pub sgld_sq: Vec<f64>,
+    pub sgld_samples: usize,
+    pub out_img: Image,
+    pub ema_img: Image,
+}
+
+impl Progress {
+    pub fn new(xw: usize, xh: usize, xc: usize, cfg: &FitConfig) -> Self {
+        let sgld_len = if cfg.sgld.is_some() { xw * xh * xc } else { 0 };
+        Progress {
+            history: Vec::new(),
+            psnr_best: None,
+            iter_best: None,
+            psnr_best_raw: None,
+            rollbacks: 0,
+            failures_in_a_row: 0,
+            iterations_run: 0,
+            sgld_sum: vec![0.0; sgld_len],
+            sgld_sq: vec![0.0; sgld_len],
+            sgld_samples: 0,
+            out_img: Image::zeros(xw, xh, xc),
+            ema_img: Image::zeros(xw, xh, xc),
         }
-        if st.observers.len() != observers.len() {
-            return Err(Error::invalid(format!(
-                "the checkpoint holds {} observer states, the fit has {} observers",
-                st.observers.len(),
-                observers.len()
-            )));
-        }
-        net.params_mut().copy_from_slice(&st.params);
-        adam.m.copy_from_slice(&st.adam_m);
-        adam.v.copy_from_slice(&st.adam_v);
-        adam.t = st.adam_t;
-        adam.cfg.lr = st.lr;
-        ema.copy_from_slice(&st.ema);
-        snapshot = st.snapshot.as_ref().map(|s| {
-            let mut a = adam.clone();
-            a.m.copy_from_slice(&s.adam_m);
-            a.v.copy_from_slice(&s.adam_v);
-            a.t = s.adam_t;
-            a.cfg.lr = s.adam_lr;
-            Snapshot {
-                params: s.params.clone(),
-                adam: a,
-                psnr_obs: s.psnr_obs,
-            }
-        });
-        rollbacks = st.rollbacks;
-        failures_in_a_row = st.failures_in_a_row;
-        history = st.history.clone();
-        psnr_best = st.psnr_best;
-        iter_best = st.iter_best;
-        psnr_best_raw = st.psnr_best_raw;
-        sgld_sum.copy_from_slice(&st.sgld_sum);
-        sgld_sq.copy_from_slice(&st.sgld_sq);
-        sgld_samples = st.sgld_samples;
-        iterations_run = st.step;
+    }
+
+    /// Takes over a checkpoint's progress and gives each observer its state back.
+    pub fn resume(&mut self, st: &FitState, observers: &mut [&mut dyn Observer]) -> Result<()> {
+        self.rollbacks = st.rollbacks;
+        self.failures_in_a_row = st.failures_in_a_row;
+        self.history = st.history.clone();
+        self.psnr_best = st.psnr_best;
+        self.iter_best = st.iter_best;
+        self.psnr_best_raw = st.psnr_best_raw;
+        self.sgld_sum.copy_from_slice(&st.sgld_sum);
+        self.sgld_sq.copy_from_slice(&st.sgld_sq);
+        self.sgld_samples = st.sgld_samples;
+        self.iterations_run = st.step;
         for (o, state) in observers.iter_mut().zip(&st.observers) {
             if let Some(v) = state {
                 o.load_state(v)?;
             }
         }
-        // The raw output of step k is not in the checkpoint: the network recomputes it at the
-        // next forward, and an interrupted resumed run reports the EMA as before.
-        raw_is_current = false;
-        first = st.step + 1;
-        seconds_before = st.seconds;
+        Ok(())
     }
-    let mut last_checkpoint = Instant::now();
 
-    for it in first..=cfg.iters {
-        // Input perturbation: z + N(0, reg_noise²), fresh each step.
-        if cfg.reg_noise > 0.0 {
-            let sd = cfg.reg_noise as f32;
-            let seed = cfg.seed;
-            net.input_mut()
-                .data
-                .par_chunks_mut(NOISE_CHUNK)
-                .zip(z.par_chunks(NOISE_CHUNK))
-                .enumerate()
-                .for_each(|(ci, (dst, src))| {
-                    let mut r = Pcg64Mcg::seed_from_u64(
-                        seed ^ ((it as u64) << 32)
-                            ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
-                    );
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        let n: f32 = r.sample(StandardNormal);
-                        *d = s + sd * n;
-                    }
-                });
+    /// Whether the PSNR against the observation at this check fell more than 5 dB below the
+    /// last good check's.
+    pub fn dropped(&self, psnr_obs: Option<f64>, last_good: Option<f64>) -> bool {
+        matches!((psnr_obs, last_good), (Some(p), Some(s)) if p < s - 5.0)
+    }
+
+    /// Counts a rollback at step `it`; errors when there is nothing to go back to or it is the
+    /// third in a row.
+    pub fn rollback(&mut self, it: usize, loss: f64, have_snapshot: bool) -> Result<()> {
+        if !have_snapshot {
+            return Err(Error::Diverged(format!(
+                "the loss is {loss} at step {it}, before any good state to go back to"
+            )));
         }
-        net.forward();
-        let (out, grad) = net.output_and_grad();
-        crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);
-        operator.forward(&x_buf, &mut ax);
-        let batch = cfg.pixel_batch.map(|n| {
-            counts.fill(0);
-            let mut r = Pcg64Mcg::seed_from_u64(
-                cfg.seed ^ 0xBA7C_0000_0000_0000 ^ (it as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
-            for _ in 0..n {
-                counts[r.random_range(0..obs_pixels)] += 1;
-            }
-            (&counts[..], n, observation.channels)
-        });
-        let (loss, mse) = data_term(&ax, &observation.data, &mut g_ax, cfg.loss, batch);
-        operator.adjoint(&g_ax, &mut g_x);
-        // The padding carries no observation: its gradient is zero.
-        grad.data.fill(0.0);
-        uncrop_slice(&g_x, w, c, &pad, xw, &mut grad.data);
-        iterations_run = it;
+        self.failures_in_a_row += 1;
+        self.rollbacks += 1;
+        if self.failures_in_a_row >= 3 {
+            return Err(Error::Diverged(format!(
+                "the fit diverged 3 times in a row (last at step {it})"
+            )));
+        }
+        Ok(())
+    }
 
-        // Divergence: a non-finite loss, or (at checks) a PSNR drop of more than 5 dB against the
-        // observation, restores the last good parameters and Adam state.
-        let check = it % cfg.check_every == 0 || it == 1;
-        let psnr_obs = if check && loss.is_finite() && mse.is_finite() {
-            Some(-10.0 * mse.max(1e-30).log10())
-        } else {
-            None
+    /// Whether SGLD samples the output of step `it`.
+    pub fn sample_due(&self, cfg: &FitConfig, it: usize) -> bool {
+        cfg.sgld
+            .as_ref()
+            .is_some_and(|g| it > g.burn_in && (it - g.burn_in).is_multiple_of(g.sample_every))
+    }
+
+    /// Adds a cropped output to SGLD's sums.
+    pub fn sample(&mut self, x: &[f32]) {
+        for ((s, q), &v) in self.sgld_sum.iter_mut().zip(&mut self.sgld_sq).zip(x) {
+            *s += v as f64;
+            *q += (v as f64) * (v as f64);
+        }
+        self.sgld_samples += 1;
+    }
+
+    /// Records step `it` (its output and moving average are in `out_img` and `ema_img`) in the
+    /// history and shows it to the observers; true when one of them ends the fit.
+    pub fn observe(
+        &mut self,
+        it: usize,
+        loss: f64,
+        clean: Option<&Image>,
+        observers: &mut [&mut dyn Observer],
+    ) -> bool {
+        let psnr_raw = clean.map(|c| psnr(&self.out_img.data, &c.data));
+        let psnr_ema = clean.map(|c| psnr(&self.ema_img.data, &c.data));
+        if let Some(p) = psnr_ema
+            && self.psnr_best.is_none_or(|b| p > b)
+        {
+            self.psnr_best = Some(p);
+            self.iter_best = Some(it);
+        }
+        if let Some(p) = psnr_raw {
+            self.psnr_best_raw = Some(self.psnr_best_raw.map_or(p, |b: f64| b.max(p)));
+        }
+        let psnr_sgld = match clean {
+            Some(cl) if self.sgld_samples > 0 => {
+                let k = self.sgld_samples as f64;
+                let mean: Vec<f32> = self.sgld_sum.iter().map(|s| (s / k) as f32).collect();
+                Some(psnr(&mean, &cl.data))
+            }
+            _ => None,
         };
-        let diverged = !loss.is_finite()
-            || matches!((psnr_obs, &snapshot), (Some(p), Some(s)) if p < s.psnr_obs - 5.0);
-        if diverged {
-            let Some(s) = &snapshot else {
-                return Err(Error::Diverged(format!(
-                    "the loss is {loss} at step {it}, before any good state to go back to"
-                )));
-            };
-            failures_in_a_row += 1;
-            rollbacks += 1;
-            if failures_in_a_row >= 3 {
-                return Err(Error::Diverged(format!(
-                    "the fit diverged 3 times in a row (last at step {it})"
-                )));
-            }
-            net.params_mut().copy_from_slice(&s.params);
-            // Going back to the same state with the same step size would replay the same
-            // steps (exactly so without input noise): halve the step size from here on.
-            let lr = adam.cfg.lr * 0.5;
-            adam.clone_from(&s.adam);
-            adam.cfg.lr = lr;
-            raw_is_current = false;
-            continue;
-        }
-        if let Some(p) = psnr_obs {
-            failures_in_a_row = 0;
-            match &mut snapshot {
-                Some(s) => {
-                    s.params.copy_from_slice(net.params());
-                    s.adam.clone_from(&adam);
-                    s.psnr_obs = p;
-                }
-                None => {
-                    snapshot = Some(Snapshot {
-                        params: net.params().to_vec(),
-                        adam: adam.clone(),
-                        psnr_obs: p,
-                    })
-                }
-            }
-        }
-
-        net.backward();
-        if let Some(g) = &cfg.sgld
-            && it > g.burn_in
-            && (it - g.burn_in) % g.sample_every == 0
-        {
-            // This step's output (before its update), as the authors' code samples it.
-            crop_slice(&net.output().data, w, c, &pad, xw, &mut x_buf);
-            for ((s, q), &v) in sgld_sum.iter_mut().zip(&mut sgld_sq).zip(&x_buf) {
-                *s += v as f64;
-                *q += (v as f64) * (v as f64);
-            }
-            sgld_samples += 1;
-        }
-        let out = &net.output().data;
-        if it == 1 {
-            ema.copy_from_slice(out);
-        } else {
-            let (a, b) = (cfg.ema as f32, 1.0 - cfg.ema as f32);
-            ema.iter_mut()
-                .zip(out)
-                .for_each(|(e, &o)| *e = a * *e + b * o);
-        }
-        let (params, grads) = net.params_and_grads();
-        adam.step(params, grads);
-        if let Some(l) = cfg.lipschitz {
-            net.lipschitz_project(l);
-        }
-        if let Some(g) = &cfg.sgld
-            && g.noise > 0.0
-        {
-            let sd = (g.noise * adam.cfg.lr) as f32;
-            let params = net.params_mut();
-            for (k, &(off, len)) in noisy.iter().enumerate() {
-                let seed = cfg.seed ^ 0x5C1D_0000_0000_0000 ^ ((it as u64) << 24) ^ (k as u64);
-                params[off..off + len]
-                    .par_chunks_mut(NOISE_CHUNK)
-                    .enumerate()
-                    .for_each(|(ci, dst)| {
-                        let mut r = Pcg64Mcg::seed_from_u64(
-                            seed ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
-                        );
-                        for d in dst.iter_mut() {
-                            let n: f32 = r.sample(StandardNormal);
-                            *d += sd * n;
-                        }
-                    });
-            }
-        }
-        // The output of this accepted step stays in the network until the next forward.
-        raw_is_current = true;
-
-        let cancel = cancelled() && it < cfg.iters;
-        // A checkpoint holds the state after step `it` as an uninterrupted run has it: the
-        // extra observation a cancelled run makes at a step that is not a regular one is not
-        // part of it.
-        let regular = it % cfg.observe_every == 0 || it == cfg.iters;
-        let checkpoint_due = cfg.checkpoint.as_ref().is_some_and(|ck| {
-            it < cfg.iters
-                && (cancel
-                    || match ck.every_steps {
-                        Some(n) => it % n == 0,
-                        None => last_checkpoint.elapsed().as_secs_f64() >= ck.every_seconds,
-                    })
+        self.history.push(HistoryRow {
+            iter: it,
+            loss,
+            psnr_raw,
+            psnr_ema,
+            psnr_sgld,
         });
-        macro_rules! save_checkpoint {
-            () => {
-                if let Some(ck) = &cfg.checkpoint {
-                    let state = FitState {
-                        meta: ck.meta.clone(),
-                        step: it,
-                        params: net.params().to_vec(),
-                        adam_m: adam.m.clone(),
-                        adam_v: adam.v.clone(),
-                        adam_t: adam.t,
-                        lr: adam.cfg.lr,
-                        ema: ema.clone(),
-                        snapshot: snapshot.as_ref().map(|s| SnapshotState {
-                            params: s.params.clone(),
-                            adam_m: s.adam.m.clone(),
-                            adam_v: s.adam.v.clone(),
-                            adam_t: s.adam.t,
-                            adam_lr: s.adam.cfg.lr,
-                            psnr_obs: s.psnr_obs,
-                        }),
-                        rollbacks,
-                        failures_in_a_row,
-                        raw_is_current,
-                        history: history.clone(),
-                        psnr_best,
-                        iter_best,
-                        psnr_best_raw,
-                        sgld_sum: sgld_sum.clone(),
-                        sgld_sq: sgld_sq.clone(),
-                        sgld_samples,
-                        seconds: seconds_before + started.elapsed().as_secs_f64(),
-                        observers: observers.iter().map(|o| o.save_state()).collect(),
-                    };
-                    (ck.write)(&state);
-                    last_checkpoint = Instant::now();
-                }
-            };
+        let info = StepInfo {
+            iter: it,
+            loss,
+            output: &self.out_img,
+            ema: &self.ema_img,
+            psnr_raw,
+            psnr_ema,
+        };
+        let mut stop = false;
+        for o in observers.iter_mut() {
+            stop |= o.observe(&info) == Control::Stop;
         }
-        if checkpoint_due && !regular {
-            save_checkpoint!();
-        }
-        if it % cfg.observe_every == 0 || it == cfg.iters || cancel {
-            crop_into(&net.output().data, w, c, &pad, &mut out_img);
-            crop_into(&ema, w, c, &pad, &mut ema_img);
-            let psnr_raw = clean.map(|c| psnr(&out_img.data, &c.data));
-            let psnr_ema = clean.map(|c| psnr(&ema_img.data, &c.data));
-            if let Some(p) = psnr_ema
-                && psnr_best.is_none_or(|b| p > b)
-            {
-                psnr_best = Some(p);
-                iter_best = Some(it);
-            }
-            if let Some(p) = psnr_raw {
-                psnr_best_raw = Some(psnr_best_raw.map_or(p, |b: f64| b.max(p)));
-            }
-            let psnr_sgld = match clean {
-                Some(cl) if sgld_samples > 0 => {
-                    let k = sgld_samples as f64;
-                    let mean: Vec<f32> = sgld_sum.iter().map(|s| (s / k) as f32).collect();
-                    Some(psnr(&mean, &cl.data))
-                }
-                _ => None,
-            };
-            history.push(HistoryRow {
-                iter: it,
-                loss,
-                psnr_raw,
-                psnr_ema,
-                psnr_sgld,
-            });
-            let info = StepInfo {
-                iter: it,
-                loss,
-                output: &out_img,
-                ema: &ema_img,
-                psnr_raw,
-                psnr_ema,
-            };
-            let mut stop = false;
-            for o in observers.iter_mut() {
-                stop |= o.observe(&info) == Control::Stop;
-            }
-            if stop {
-                break;
-            }
-        }
-        if checkpoint_due && regular {
-            save_checkpoint!();
-        }
-        if cancel {
-            interrupted = true;
-            break;
+        stop
+    }
+
+    /// The checkpoint of step `it`.
+    pub fn state(
+        &self,
+        ck: &CheckpointSink,
+        it: usize,
+        parts: Parts,
+        observers: &[&mut dyn Observer],
+    ) -> FitState {
+        FitState {
+            meta: ck.meta.clone(),
+            step: it,
+            params: parts.params,
+            adam_m: parts.adam_m,
+            adam_v: parts.adam_v,
+            adam_t: parts.adam_t,
+            lr: parts.lr,
+            ema: parts.ema,
+            snapshot: parts.snapshot,
+            rollbacks: self.rollbacks,
+            failures_in_a_row: self.failures_in_a_row,
+            raw_is_current: parts.raw_is_current,
+            history: self.history.clone(),
+            psnr_best: self.psnr_best,
+            iter_best: self.iter_best,
+            psnr_best_raw: self.psnr_best_raw,
+            sgld_sum: self.sgld_sum.clone(),
+            sgld_sq: self.sgld_sq.clone(),
+            sgld_samples: self.sgld_samples,
+            seconds: parts.seconds,
+            observers: observers.iter().map(|o| o.save_state()).collect(),
         }
     }
-    if raw_is_current {
-        crop_into(&net.output().data, w, c, &pad, &mut out_img);
-    }
-    crop_into(&ema, w, c, &pad, &mut ema_img);
-    let bit_depth = observation.bit_depth;
-    let sgld = (sgld_samples > 0).then(|| {
-        let k = sgld_samples as f64;
-        let mean: Vec<f32> = sgld_sum.iter().map(|s| (s / k) as f32).collect();
-        let std: Vec<f32> = sgld_sum
-            .iter()
-            .zip(&sgld_sq)
-            .map(|(s, q)| ((q / k - (s / k) * (s / k)).max(0.0)).sqrt() as f32)
-            .collect();
-        SgldResult {
-            mean: Image::new(xw, xh, xc, mean).with_bit_depth(bit_depth),
-            std: Image::new(xw, xh, xc, std),
-            samples: sgld_samples,
+
+    /// The report of the fit (`out_img` and `ema_img` hold its final images).
+    #[allow(clippy::too_many_arguments)]
+    pub fn report(
+        self,
+        observation: &Image,
+        clean: Option<&Image>,
+        cfg: &FitConfig,
+        parameters: usize,
+        lr_final: f64,
+        interrupted: bool,
+        seconds: f64,
+    ) -> FitReport {
+        let bit_depth = observation.bit_depth;
+        let (xw, xh, xc) = (
+            self.ema_img.width,
+            self.ema_img.height,
+            self.ema_img.channels,
+        );
+        let sgld = (self.sgld_samples > 0).then(|| {
+            let k = self.sgld_samples as f64;
+            let mean: Vec<f32> = self.sgld_sum.iter().map(|s| (s / k) as f32).collect();
+            let std: Vec<f32> = self
+                .sgld_sum
+                .iter()
+                .zip(&self.sgld_sq)
+                .map(|(s, q)| ((q / k - (s / k) * (s / k)).max(0.0)).sqrt() as f32)
+                .collect();
+            SgldResult {
+                mean: Image::new(xw, xh, xc, mean).with_bit_depth(bit_depth),
+                std: Image::new(xw, xh, xc, std),
+                samples: self.sgld_samples,
+            }
+        });
+        let same_shape =
+            (observation.width, observation.height, observation.channels) == (xw, xh, xc);
+        FitReport {
+            psnr_noisy: clean
+                .filter(|_| same_shape)
+                .map(|c| psnr(&observation.data, &c.data)),
+            psnr_final: clean.map(|c| psnr(&self.ema_img.data, &c.data)),
+            psnr_best: self.psnr_best,
+            iter_best: self.iter_best,
+            psnr_best_raw: self.psnr_best_raw,
+            iterations_run: self.iterations_run,
+            seconds,
+            seed: cfg.seed,
+            parameters,
+            rollbacks: self.rollbacks,
+            lr_final,
+            interrupted,
+            history: self.history,
+            output_ema: self.ema_img.with_bit_depth(bit_depth),
+            output_raw: self.out_img.with_bit_depth(bit_depth),
+            sgld,
         }
-    });
-    let same_shape = obs_shape == (xw, xh, xc);
-    Ok(FitReport {
-        psnr_noisy: clean
-            .filter(|_| same_shape)
-            .map(|c| psnr(&observation.data, &c.data)),
-        psnr_final: clean.map(|c| psnr(&ema_img.data, &c.data)),
-        psnr_best,
-        iter_best,
-        psnr_best_raw,
-        iterations_run,
-        seconds: seconds_before + started.elapsed().as_secs_f64(),
-        seed: cfg.seed,
-        parameters: net.num_params(),
-        rollbacks,
-        lr_final: adam.cfg.lr,
-        interrupted,
-        history,
-        output_ema: ema_img.with_bit_depth(bit_depth),
-        output_raw: out_img.with_bit_depth(bit_depth),
-        sgld,
-    })
+    }
 }
 
-/// Copies the unpadded region of a padded HWC buffer (row width `w`) into `dst`.
 /// Whether `state` can continue a fit of `spec` on `operator` with `cfg`: the same number of
 /// parameters and output samples, SGLD sums if and only if the fit samples, and a step before
 /// the last. Cheap: the network is laid out but not allocated. [`fit`] checks the same before
@@ -1024,12 +1269,19 @@ pub fn check_resume(
     Ok(())
 }
 
-fn crop_into(src: &[f32], w: usize, c: usize, pad: &Padding, dst: &mut Image) {
+pub(super) fn crop_into(src: &[f32], w: usize, c: usize, pad: &Padding, dst: &mut Image) {
     crop_slice(src, w, c, pad, dst.width, &mut dst.data);
 }
 
 /// Copies the unpadded region (`xw` pixels wide) of a padded HWC buffer of row width `w`.
-fn crop_slice(src: &[f32], w: usize, c: usize, pad: &Padding, xw: usize, dst: &mut [f32]) {
+pub(super) fn crop_slice(
+    src: &[f32],
+    w: usize,
+    c: usize,
+    pad: &Padding,
+    xw: usize,
+    dst: &mut [f32],
+) {
     let row = xw * c;
     for (y, d) in dst.chunks_exact_mut(row).enumerate() {
         let s = ((y + pad.top) * w + pad.left) * c;
@@ -1038,7 +1290,14 @@ fn crop_slice(src: &[f32], w: usize, c: usize, pad: &Padding, xw: usize, dst: &m
 }
 
 /// Writes an unpadded buffer (`xw` pixels wide) into its region of a padded HWC buffer.
-fn uncrop_slice(src: &[f32], w: usize, c: usize, pad: &Padding, xw: usize, dst: &mut [f32]) {
+pub(super) fn uncrop_slice(
+    src: &[f32],
+    w: usize,
+    c: usize,
+    pad: &Padding,
+    xw: usize,
+    dst: &mut [f32],
+) {
     let row = xw * c;
     for (y, s) in src.chunks_exact(row).enumerate() {
         let d = ((y + pad.top) * w + pad.left) * c;

@@ -263,6 +263,15 @@ impl Operator for Mask {
             }
         }
     }
+    fn diagonal(&self) -> Option<Vec<f32>> {
+        let c = self.channels;
+        Some(
+            self.known
+                .iter()
+                .flat_map(|&k| std::iter::repeat_n(if k { 1.0 } else { 0.0 }, c))
+                .collect(),
+        )
+    }
     fn adjoint(&self, gy: &[f32], gx: &mut [f32]) {
         self.forward(gy, gx);
     }

@@ -70,6 +70,12 @@ pub trait Operator: Send + Sync {
     /// A short human-readable description, e.g. `downsample x4 (lanczos2)`.
     fn name(&self) -> String;
 
+    /// The operator as one factor per sample, `(A x)_i = d_i·x_i`, when it is that (the
+    /// identity, masks); `None` otherwise. Fits on the GPU run these operators.
+    fn diagonal(&self) -> Option<Vec<f32>> {
+        None
+    }
+
     /// Samples in an input buffer.
     fn input_len(&self) -> usize {
         shape_len(self.input_shape())
@@ -186,6 +192,9 @@ impl Operator for Identity {
     }
     fn name(&self) -> String {
         "identity".to_string()
+    }
+    fn diagonal(&self) -> Option<Vec<f32>> {
+        Some(vec![1.0; shape_len(self.shape)])
     }
 }
 

@@ -1,0 +1,284 @@
+//! The loop on a GPU (feature `cuda`): the same fit as [`super::fit`], with the network, its
+//! input perturbation, the data term, Adam, the moving average and SGLD's weight noise on the
+//! device. The host downloads images only where the loop needs them: at observed steps, SGLD
+//! samples and checkpoints; and a loss at divergence checks.
+//!
+//! Differences from the CPU loop, all from where the numbers are made:
+//! - the input perturbation and SGLD's noise are drawn on the device from counter-based
+//!   generators ([`crate::cuda::noise_key`]), so the same seed gives another (equally
+//!   deterministic) stream than on the CPU;
+//! - the loss is read at divergence checks (every `check_every` steps) and observed steps only,
+//!   so a non-finite loss is caught at the next check; a rollback then also returns the moving
+//!   average to what it was after the last good check (after a resume, before any check: the
+//!   checkpoint's);
+//! - forward operators must be diagonal (denoising, inpainting); Lipschitz control, pixel
+//!   batches and bf16 GEMMs run on the CPU only.
+
+use std::time::Instant;
+
+use super::checkpoint::SnapshotState;
+use super::observer::Observer;
+use super::run::{
+    FitConfig, FitReport, Loss, Parts, Progress, Setup, adam_config, check_psnr,
+    check_resume_state, checkpoint_due, crop_into, crop_slice, setup, sgld_tensors, uncrop_slice,
+};
+use crate::cuda::{GpuError, GpuNet, noise_key};
+use crate::engine::{Net, Precision, Tensor};
+use crate::image::Image;
+use crate::nets::Arch;
+use crate::operators::Operator;
+use crate::{Error, Result};
+
+/// The last good state, kept on the device by [`GpuNet::save`]; the host keeps Adam's state and
+/// what a checkpoint records of it.
+struct Kept {
+    adam: [f64; 3],
+    lr: f64,
+    psnr_obs: f64,
+}
+
+fn gpu(e: GpuError) -> Error {
+    Error::invalid(e.0)
+}
+
+/// Runs [`super::fit`] on the GPU network `open` makes from the host network (its parameters
+/// initialised from the seed).
+pub fn fit_on_gpu(
+    observation: &Image,
+    operator: &dyn Operator,
+    clean: Option<&Image>,
+    spec: &Arch,
+    cfg: &FitConfig,
+    observers: &mut [&mut dyn Observer],
+    open: &mut dyn FnMut(&Net<f32>) -> std::result::Result<GpuNet, GpuError>,
+) -> Result<FitReport> {
+    let refuse = |what: &str| {
+        Err(Error::invalid(format!(
+            "{what}: not on the GPU yet; use --device cpu"
+        )))
+    };
+    if cfg.lipschitz.is_some() {
+        return refuse("Lipschitz control");
+    }
+    if cfg.pixel_batch.is_some() {
+        return refuse("fitting on pixel batches");
+    }
+    if cfg.precision != Precision::F32 {
+        return refuse("--precision bf16");
+    }
+    let Some(diagonal) = operator.diagonal() else {
+        return refuse(&format!(
+            "the forward operator {} (the GPU fits denoising and inpainting so far)",
+            operator.name()
+        ));
+    };
+    let Setup {
+        xw,
+        xh,
+        xc,
+        pad,
+        h,
+        w,
+        c,
+        net,
+        z,
+        started,
+    } = setup(observation, operator, clean, spec, cfg)?;
+    let mut g = open(&net).map_err(gpu)?;
+    g.set_fixed_input(&z).map_err(gpu)?;
+    // The observation and the operator's diagonal on the padded grid: the padding carries no
+    // observation (factor 0), so its gradient is zero.
+    let mut target = vec![0.0f32; h * w * c];
+    uncrop_slice(&observation.data, w, c, &pad, xw, &mut target);
+    let mut a = vec![0.0f32; h * w * c];
+    uncrop_slice(&diagonal, w, c, &pad, xw, &mut a);
+    g.set_target(
+        &Tensor {
+            h,
+            w,
+            c,
+            data: target,
+        },
+        Some(&a),
+    )
+    .map_err(gpu)?;
+    drop(a);
+
+    let n = observation.data.len() as f64;
+    let scale = match cfg.loss {
+        Loss::L2 => (2.0 / n) as f32,
+        Loss::L1 => (1.0 / n) as f32,
+    };
+    let mut adam = adam_config(cfg);
+    let noisy = sgld_tensors(&net, cfg);
+    let n_params = net.num_params();
+    let mut pr = Progress::new(xw, xh, xc, cfg);
+    let mut kept: Option<Kept> = None;
+    let mut interrupted = false;
+    let mut raw_is_current = false;
+    let mut first = 1;
+    let mut seconds_before = 0.0;
+    let mut x_buf = vec![0.0f32; xw * xh * xc];
+    if let Some(st) = &cfg.resume {
+        check_resume_state(st, operator, spec, cfg, n_params, h * w * c, observers)?;
+        g.set_params(&st.params).map_err(gpu)?;
+        g.set_ema(&st.ema).map_err(gpu)?;
+        if let Some(s) = &st.snapshot {
+            // The kept state goes to the device through the live buffers: set, save, then the
+            // live state below replaces them.
+            g.set_params(&s.params).map_err(gpu)?;
+            g.set_adam(&s.adam_m, &s.adam_v, s.adam_t, adam.beta1, adam.beta2)
+                .map_err(gpu)?;
+            let state = g.save().map_err(gpu)?;
+            kept = Some(Kept {
+                adam: state,
+                lr: s.adam_lr,
+                psnr_obs: s.psnr_obs,
+            });
+            g.set_params(&st.params).map_err(gpu)?;
+        }
+        g.set_adam(&st.adam_m, &st.adam_v, st.adam_t, adam.beta1, adam.beta2)
+            .map_err(gpu)?;
+        g.save_ema().map_err(gpu)?;
+        adam.lr = st.lr;
+        pr.resume(st, observers)?;
+        first = st.step + 1;
+        seconds_before = st.seconds;
+    }
+    let mut last_checkpoint = Instant::now();
+
+    for it in first..=cfg.iters {
+        if cfg.reg_noise > 0.0 {
+            g.perturb_input(noise_key(cfg.seed, it as u64, 0), cfg.reg_noise as f32)
+                .map_err(gpu)?;
+        }
+        g.forward().map_err(gpu)?;
+        g.data_term(scale, cfg.loss == Loss::L1).map_err(gpu)?;
+        pr.iterations_run = it;
+
+        let cancel = cfg.cancelled() && it < cfg.iters;
+        let regular = it % cfg.observe_every == 0 || it == cfg.iters;
+        let check = it % cfg.check_every == 0 || it == 1;
+        // The loss is read (a wait for the device) only where the loop needs it.
+        let (loss, mse) = if check || regular || cancel {
+            let (sq, abs) = g.loss_sums().map_err(gpu)?;
+            let value = match cfg.loss {
+                Loss::L2 => sq / n,
+                Loss::L1 => abs / n,
+            };
+            (value, sq / n)
+        } else {
+            (0.0, 0.0)
+        };
+        let psnr_obs = check_psnr(check, loss, mse);
+        let bad = check && !loss.is_finite();
+        if bad || pr.dropped(psnr_obs, kept.as_ref().map(|k| k.psnr_obs)) {
+            pr.rollback(it, loss, kept.is_some())?;
+            let k = kept.as_ref().expect("rollback checked the snapshot");
+            g.restore(k.adam).map_err(gpu)?;
+            adam.lr *= 0.5;
+            raw_is_current = false;
+            continue;
+        }
+        if let Some(p) = psnr_obs {
+            pr.failures_in_a_row = 0;
+            let state = g.save().map_err(gpu)?;
+            kept = Some(Kept {
+                adam: state,
+                lr: adam.lr,
+                psnr_obs: p,
+            });
+        }
+
+        g.backward().map_err(gpu)?;
+        if pr.sample_due(cfg, it) {
+            let out = g.output().map_err(gpu)?;
+            crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);
+            pr.sample(&x_buf);
+        }
+        g.ema_update(if it == 1 { 0.0 } else { cfg.ema as f32 })
+            .map_err(gpu)?;
+        if psnr_obs.is_some() {
+            // The average including this checked step is the one a rollback goes back to.
+            g.save_ema().map_err(gpu)?;
+        }
+        g.adam_step(&adam).map_err(gpu)?;
+        if let Some(s) = &cfg.sgld
+            && s.noise > 0.0
+        {
+            let sd = (s.noise * adam.lr) as f32;
+            for (k, &(off, len)) in noisy.iter().enumerate() {
+                g.perturb_params(off, len, noise_key(cfg.seed, it as u64, 1 + k as u64), sd)
+                    .map_err(gpu)?;
+            }
+        }
+        raw_is_current = true;
+
+        let checkpoint_due = checkpoint_due(cfg, it, cancel, last_checkpoint);
+        let save_checkpoint = |pr: &Progress, observers: &[&mut dyn Observer]| -> Result<()> {
+            let Some(ck) = &cfg.checkpoint else {
+                return Ok(());
+            };
+            let (adam_m, adam_v) = g.moments().map_err(gpu)?;
+            let snapshot = match &kept {
+                Some(k) => {
+                    let [params, m, v] = g.saved().map_err(gpu)?;
+                    Some(SnapshotState {
+                        params,
+                        adam_m: m,
+                        adam_v: v,
+                        adam_t: k.adam[0] as u64,
+                        adam_lr: k.lr,
+                        psnr_obs: k.psnr_obs,
+                    })
+                }
+                None => None,
+            };
+            let parts = Parts {
+                params: g.params().map_err(gpu)?,
+                adam_m,
+                adam_v,
+                adam_t: g.adam_t().map_err(gpu)?,
+                lr: adam.lr,
+                ema: g.ema().map_err(gpu)?.data,
+                snapshot,
+                raw_is_current,
+                seconds: seconds_before + started.elapsed().as_secs_f64(),
+            };
+            (ck.write)(&pr.state(ck, it, parts, observers));
+            Ok(())
+        };
+        if checkpoint_due && !regular {
+            save_checkpoint(&pr, observers)?;
+            last_checkpoint = Instant::now();
+        }
+        if regular || cancel {
+            crop_into(&g.output().map_err(gpu)?.data, w, c, &pad, &mut pr.out_img);
+            crop_into(&g.ema().map_err(gpu)?.data, w, c, &pad, &mut pr.ema_img);
+            if pr.observe(it, loss, clean, observers) {
+                break;
+            }
+        }
+        if checkpoint_due && regular {
+            save_checkpoint(&pr, observers)?;
+            last_checkpoint = Instant::now();
+        }
+        if cancel {
+            interrupted = true;
+            break;
+        }
+    }
+    if raw_is_current {
+        crop_into(&g.output().map_err(gpu)?.data, w, c, &pad, &mut pr.out_img);
+    }
+    crop_into(&g.ema().map_err(gpu)?.data, w, c, &pad, &mut pr.ema_img);
+    Ok(pr.report(
+        observation,
+        clean,
+        cfg,
+        n_params,
+        adam.lr,
+        interrupted,
+        seconds_before + started.elapsed().as_secs_f64(),
+    ))
+}

@@ -1,0 +1,334 @@
+//! The fit loop on the GPU backend (feature `cuda`), run on the host emulation of the device:
+//! it must give the CPU's fit (same arithmetic, other summation order), resume bit for bit, draw
+//! proper noise on the device, and refuse what it cannot run with a clear message. Skipped,
+//! saying so, where there is no host C++ compiler.
+#![cfg(feature = "cuda")]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dip::cuda::{GpuError, GpuNet, noise_key};
+use dip::engine::Net;
+use dip::fit::{
+    CheckpointSink, Control, FitConfig, FitReport, FitState, Loss, SgldConfig, StepInfo, fit,
+    fit_on_gpu,
+};
+use dip::image::Image;
+use dip::nets::{Arch, SkipSpec};
+use dip::operators::{Downsample, Identity, Mask, Operator};
+
+fn tiny() -> Arch {
+    let mut s = SkipSpec::uniform(4, 3, 2, 8, 2);
+    s.need_1x1_up = false;
+    Arch::Skip(s)
+}
+
+fn images() -> (Image, Image) {
+    let (w, h, c) = (14, 12, 3);
+    let clean: Vec<f32> = (0..w * h * c)
+        .map(|i| {
+            let (p, ch) = (i / c, i % c);
+            let (x, y) = ((p % w) as f32 / w as f32, (p / w) as f32 / h as f32);
+            0.2 + 0.5 * x * y + 0.1 * ch as f32 * (1.0 - x)
+        })
+        .collect();
+    let noisy: Vec<f32> = clean
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + 0.1 * (((i * 7919) % 97) as f32 / 97.0 - 0.5))
+        .collect();
+    (Image::new(w, h, c, noisy), Image::new(w, h, c, clean))
+}
+
+/// A fresh emulated device per fit (each compiles the kernels in its own folder).
+struct Emu {
+    dir: tempfile::TempDir,
+}
+
+impl Emu {
+    fn new() -> Self {
+        Emu {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn open(&self) -> impl FnMut(&Net<f32>) -> Result<GpuNet, GpuError> + '_ {
+        |net| GpuNet::emulated(net, self.dir.path())
+    }
+}
+
+/// `None` (and a note) where the emulation cannot be built.
+fn gpu_fit(
+    obs: &Image,
+    op: &dyn Operator,
+    clean: Option<&Image>,
+    cfg: &FitConfig,
+    observers: &mut [&mut dyn dip::fit::Observer],
+) -> Option<dip::Result<FitReport>> {
+    let emu = Emu::new();
+    match fit_on_gpu(obs, op, clean, &tiny(), cfg, observers, &mut emu.open()) {
+        Err(e) if e.to_string().contains("no host C++ compiler") => {
+            eprintln!("skipped: {e}");
+            None
+        }
+        r => Some(r),
+    }
+}
+
+fn config() -> FitConfig {
+    FitConfig {
+        iters: 12,
+        // At the default 0.01 the two backends part by up to 7e-4 within 12 steps: a gradient
+        // that is zero but for rounding (a bias before a batch norm) can take either sign, and
+        // Adam's first steps move it by ±lr whatever its size. At 0.001 they stay within 2e-6.
+        lr: 0.001,
+        seed: 5,
+        reg_noise: 0.0,
+        ema: 0.9,
+        observe_every: 4,
+        check_every: 5,
+        ..FitConfig::default()
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// The GPU fit against the CPU fit with no input noise (the only randomness the two draw
+/// differently): outputs within 2e-5 after 12 Adam steps (measured: 2e-6), the same history.
+fn matches_the_cpu(op: &dyn Operator, obs: &Image, clean: &Image, cfg: &FitConfig) {
+    let Some(gpu) = gpu_fit(obs, op, Some(clean), cfg, &mut []) else {
+        return;
+    };
+    let gpu = gpu.unwrap();
+    let cpu = fit(obs, op, Some(clean), tiny(), cfg, &mut []).unwrap();
+    assert_eq!(gpu.iterations_run, cpu.iterations_run);
+    assert_eq!(gpu.parameters, cpu.parameters);
+    let d_raw = max_diff(&gpu.output_raw.data, &cpu.output_raw.data);
+    let d_ema = max_diff(&gpu.output_ema.data, &cpu.output_ema.data);
+    assert!(d_raw < 2e-5 && d_ema < 2e-5, "raw {d_raw:e}, ema {d_ema:e}");
+    assert_eq!(gpu.history.len(), cpu.history.len());
+    for (g, c) in gpu.history.iter().zip(&cpu.history) {
+        assert_eq!(g.iter, c.iter);
+        assert!(
+            (g.loss - c.loss).abs() <= 1e-4 * c.loss,
+            "step {}: loss {} vs {}",
+            g.iter,
+            g.loss,
+            c.loss
+        );
+        let (pg, pc) = (g.psnr_ema.unwrap(), c.psnr_ema.unwrap());
+        assert!((pg - pc).abs() < 1e-3, "step {}: {pg} vs {pc} dB", g.iter);
+    }
+    assert_eq!(gpu.rollbacks, cpu.rollbacks);
+}
+
+#[test]
+fn denoising_on_the_gpu_is_the_cpu_fit() {
+    let (noisy, clean) = images();
+    let op = Identity::new(noisy.width, noisy.height, noisy.channels);
+    matches_the_cpu(&op, &noisy, &clean, &config());
+}
+
+#[test]
+fn inpainting_with_the_absolute_error_on_the_gpu_is_the_cpu_fit() {
+    let (noisy, clean) = images();
+    let known: Vec<bool> = (0..noisy.width * noisy.height)
+        .map(|p| (p * 31) % 7 > 2)
+        .collect();
+    let op = Mask::from_known(noisy.width, noisy.height, known)
+        .unwrap()
+        .with_channels(noisy.channels);
+    let obs = op.apply(&noisy).unwrap();
+    let cfg = FitConfig {
+        loss: Loss::L1,
+        ..config()
+    };
+    matches_the_cpu(&op, &obs, &clean, &cfg);
+}
+
+/// Cancels after step `stop_at` (if any) and returns the checkpoint written then.
+fn run_gpu(cfg: FitConfig, stop_at: Option<usize>) -> Option<(FitReport, Option<FitState>)> {
+    let (noisy, clean) = images();
+    let op = Identity::new(noisy.width, noisy.height, noisy.channels);
+    let saved: Arc<Mutex<Option<FitState>>> = Arc::new(Mutex::new(None));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let sink = saved.clone();
+    let cfg = FitConfig {
+        cancel: Some(cancel.clone()),
+        checkpoint: Some(CheckpointSink {
+            every_steps: Some(1000),
+            every_seconds: 1e9,
+            meta: serde_json::json!({"test": true}),
+            write: Arc::new(move |s: &FitState| *sink.lock().unwrap() = Some(s.clone())),
+        }),
+        ..cfg
+    };
+    let mut stopper = |info: &StepInfo<'_>| {
+        if stop_at.is_some_and(|k| info.iter >= k) {
+            cancel.store(true, Ordering::SeqCst);
+        }
+        Control::Continue
+    };
+    let report = gpu_fit(&noisy, &op, Some(&clean), &cfg, &mut [&mut stopper])?.unwrap();
+    let state = saved.lock().unwrap().take();
+    Some((report, state))
+}
+
+#[test]
+fn a_resumed_gpu_fit_with_input_and_weight_noise_equals_an_uninterrupted_one() {
+    let cfg = || FitConfig {
+        iters: 16,
+        reg_noise: 1.0 / 30.0,
+        sgld: Some(SgldConfig {
+            burn_in: 4,
+            sample_every: 2,
+            ..SgldConfig::for_iters(16)
+        }),
+        ..config()
+    };
+    let Some((full, none)) = run_gpu(cfg(), None) else {
+        return;
+    };
+    assert!(none.is_none());
+    // The same run again: the device's noise is deterministic.
+    let (again, _) = run_gpu(cfg(), None).unwrap();
+    assert_eq!(again.output_ema.data, full.output_ema.data);
+    let (cut, state) = run_gpu(cfg(), Some(7)).unwrap();
+    assert!(cut.interrupted);
+    let state = state.expect("a cancelled fit writes its checkpoint");
+    // The observer sees step 8 and asks to stop; the fit ends after the next step.
+    assert_eq!(state.step, 9);
+    assert!(state.snapshot.is_some(), "a check at step 5 kept a state");
+    let (resumed, _) = run_gpu(
+        FitConfig {
+            resume: Some(Arc::new(state)),
+            ..cfg()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(resumed.iterations_run, full.iterations_run);
+    assert_eq!(resumed.output_raw.data, full.output_raw.data);
+    assert_eq!(resumed.output_ema.data, full.output_ema.data);
+    let rows = |r: &FitReport| {
+        r.history
+            .iter()
+            .map(|h| (h.iter, h.loss, h.psnr_ema, h.psnr_sgld))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&resumed), rows(&full));
+    let (a, b) = (resumed.sgld.unwrap(), full.sgld.unwrap());
+    assert_eq!(a.samples, 6);
+    assert_eq!((a.samples, &a.mean.data), (b.samples, &b.mean.data));
+    assert!(a.std.data.iter().any(|&s| s > 0.0), "the samples differ");
+}
+
+#[test]
+fn the_device_draws_standard_normals_that_differ_by_key() {
+    let net = match tiny().builder::<f32>(64, 64) {
+        Ok((b, out)) => b.build(out, 0, false),
+        Err(e) => panic!("{e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = match GpuNet::emulated(&net, dir.path()) {
+        Ok(g) => g,
+        Err(e) if e.0.contains("no host C++ compiler") => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let n = net.input().data.len();
+    g.set_fixed_input(&vec![0.5; n]).unwrap();
+    g.perturb_input(noise_key(1, 1, 0), 2.0).unwrap();
+    let a: Vec<f64> = g
+        .input()
+        .unwrap()
+        .data
+        .iter()
+        .map(|&v| (v as f64 - 0.5) / 2.0)
+        .collect();
+    g.perturb_input(noise_key(1, 2, 0), 2.0).unwrap();
+    let b: Vec<f64> = g
+        .input()
+        .unwrap()
+        .data
+        .iter()
+        .map(|&v| (v as f64 - 0.5) / 2.0)
+        .collect();
+    let nf = n as f64;
+    let mean = a.iter().sum::<f64>() / nf;
+    let var = a.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / nf;
+    let kurt = a.iter().map(|v| (v - mean).powi(4)).sum::<f64>() / nf / (var * var);
+    let corr = a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>() / nf;
+    // n = 16384: the standard errors are 1/√n ≈ 0.008 (mean, correlation), √(2/n) ≈ 0.011
+    // (variance) and √(24/n) ≈ 0.04 (kurtosis); the bounds are 5 of them.
+    assert!(mean.abs() < 0.04, "mean {mean}");
+    assert!((var - 1.0).abs() < 0.055, "variance {var}");
+    assert!((kurt - 3.0).abs() < 0.2, "kurtosis {kurt}");
+    assert!(corr.abs() < 0.04, "two keys correlate: {corr}");
+    // Tails: about 4.55 % beyond 2σ.
+    let tail = a.iter().filter(|v| v.abs() > 2.0).count() as f64 / nf;
+    assert!((tail - 0.0455).abs() < 0.008, "{tail}");
+    assert_ne!(noise_key(1, 2, 0), noise_key(1, 2, 1));
+    assert_ne!(noise_key(1, 2, 0), noise_key(2, 2, 0));
+}
+
+#[test]
+fn what_the_gpu_cannot_run_is_refused_clearly() {
+    let (noisy, clean) = images();
+    let id = Identity::new(noisy.width, noisy.height, noisy.channels);
+    let lipschitz = FitConfig {
+        lipschitz: Some(2.0),
+        ..config()
+    };
+    let e = gpu_fit(&noisy, &id, Some(&clean), &lipschitz, &mut [])
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("Lipschitz control: not on the GPU yet"),
+        "{e}"
+    );
+    let down = Downsample::new(28, 24, 3, 2).unwrap();
+    let e = gpu_fit(&noisy, &down, None, &config(), &mut [])
+        .unwrap()
+        .unwrap_err();
+    assert!(e.to_string().contains("not on the GPU yet"), "{e}");
+    assert!(e.to_string().contains("--device cpu"), "{e}");
+}
+
+/// A learning rate far too high: the PSNR against the observation drops at a check, and both
+/// backends go back to the last good state and halve the step the same number of times. (The
+/// GPU reads the loss only at checks, so the moving average must be restored too: a rollback
+/// to the first step once left it unset.)
+#[test]
+fn divergence_rolls_back_as_on_the_cpu() {
+    let (noisy, clean) = images();
+    let op = Identity::new(noisy.width, noisy.height, noisy.channels);
+    for lr in [1.0, 3.0] {
+        let cfg = FitConfig {
+            iters: 30,
+            lr,
+            check_every: 2,
+            ..config()
+        };
+        let Some(gpu) = gpu_fit(&noisy, &op, Some(&clean), &cfg, &mut []) else {
+            return;
+        };
+        let gpu = gpu.unwrap();
+        let cpu = fit(&noisy, &op, Some(&clean), tiny(), &cfg, &mut []).unwrap();
+        assert!(
+            cpu.rollbacks > 0,
+            "lr {lr} does not diverge: no check of rollbacks"
+        );
+        assert_eq!((gpu.rollbacks, gpu.lr_final), (cpu.rollbacks, cpu.lr_final));
+        assert!(gpu.output_ema.data.iter().all(|v| v.is_finite()));
+        let p = gpu.psnr_final.unwrap();
+        assert!(p > gpu.psnr_noisy.unwrap() - 10.0, "lr {lr}: {p} dB");
+    }
+}
