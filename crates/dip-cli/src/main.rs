@@ -57,8 +57,8 @@ struct Cli {
     threads: Option<usize>,
 
     /// Where the numerics run: cpu, or an NVIDIA GPU (cuda, cuda:N; needs a build with
-    /// --features cuda). The GPU runs `dip denoise`, `inpaint`, `demo`, `bench` and `selftest`
-    /// so far (skip and deep-decoder networks).
+    /// --features cuda). The GPU runs `dip denoise`, `inpaint`, `sr`, `deblur`, `demo`, `bench`
+    /// and `selftest` so far (skip and deep-decoder networks).
     #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
     device: String,
 
@@ -220,7 +220,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     {
         bail!(
             "--device {device}: this command runs on the CPU only so far (the GPU runs dip \
-             denoise, inpaint, demo, bench and selftest)"
+             denoise, inpaint, sr, deblur, demo, bench and selftest)"
         );
     }
     // A GPU that cannot be used is reported now, before any file is read or written.

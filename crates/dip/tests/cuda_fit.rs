@@ -15,7 +15,7 @@ use dip::fit::{
 };
 use dip::image::Image;
 use dip::nets::{Arch, SkipSpec};
-use dip::operators::{Downsample, Identity, Mask, Operator};
+use dip::operators::{Blur, Compose, Downsample, Identity, Mask, Operator, Psf};
 
 fn tiny() -> Arch {
     let mut s = SkipSpec::uniform(4, 3, 2, 8, 2);
@@ -51,8 +51,8 @@ impl Emu {
             dir: tempfile::tempdir().unwrap(),
         }
     }
-    fn open(&self) -> impl FnMut(&Net<f32>) -> Result<GpuNet, GpuError> + '_ {
-        |net| GpuNet::emulated(net, self.dir.path())
+    fn open(&self) -> impl FnMut(&Net<f32>, usize) -> Result<GpuNet, GpuError> + '_ {
+        |net, room| GpuNet::emulated_with_room(net, self.dir.path(), room)
     }
 }
 
@@ -148,6 +148,30 @@ fn inpainting_with_the_absolute_error_on_the_gpu_is_the_cpu_fit() {
         ..config()
     };
     matches_the_cpu(&op, &obs, &clean, &cfg);
+}
+
+#[test]
+fn super_resolution_on_the_gpu_is_the_cpu_fit() {
+    let (small, _) = images();
+    let (w, h) = (2 * small.width, 2 * small.height);
+    let clean = Image::new(
+        w,
+        h,
+        3,
+        (0..w * h * 3)
+            .map(|i| small.data[((i / 3 / w / 2) * small.width + (i / 3 % w) / 2) * 3 + i % 3])
+            .collect(),
+    );
+    let op = Downsample::new(w, h, 3, 2).unwrap();
+    matches_the_cpu(&op, &small, &clean, &config());
+}
+
+#[test]
+fn deblurring_on_the_gpu_is_the_cpu_fit() {
+    let (noisy, clean) = images();
+    let op = Blur::new(Psf::gaussian(1.2, 5).unwrap(), noisy.width, noisy.height, 3).unwrap();
+    let obs = op.apply(&noisy).unwrap();
+    matches_the_cpu(&op, &obs, &clean, &config());
 }
 
 /// Cancels after step `stop_at` (if any) and returns the checkpoint written then.
@@ -294,8 +318,13 @@ fn what_the_gpu_cannot_run_is_refused_clearly() {
             .contains("Lipschitz control: not on the GPU yet"),
         "{e}"
     );
-    let down = Downsample::new(28, 24, 3, 2).unwrap();
-    let e = gpu_fit(&noisy, &down, None, &config(), &mut [])
+    // A composition has neither a diagonal nor a sparse form of its own.
+    let blur_down = Compose::new(vec![
+        Box::new(Blur::new(Psf::gaussian(1.0, 5).unwrap(), 28, 24, 3).unwrap()),
+        Box::new(Downsample::new(28, 24, 3, 2).unwrap()),
+    ])
+    .unwrap();
+    let e = gpu_fit(&noisy, &blur_down, None, &config(), &mut [])
         .unwrap()
         .unwrap_err();
     assert!(e.to_string().contains("not on the GPU yet"), "{e}");

@@ -538,3 +538,50 @@ fn noise_models_keep_shape_and_range() {
     assert_eq!(noise_models::poisson(&img, 10.0, 1).unwrap(), p);
     assert_ne!(noise_models::poisson(&img, 10.0, 2).unwrap(), p);
 }
+
+/// The explicit sparse matrix of an operator (what the GPU applies) is the operator: `A x` and
+/// `Aᵀ g` from the rows equal `forward` and `adjoint` to f32 rounding.
+fn check_rows(op: &dyn Operator) {
+    let a = op.rows().expect("the operator has a sparse form");
+    assert_eq!((a.n_in, a.n_out), (op.input_len(), op.output_len()));
+    let x = random_vec(op.input_len(), 3);
+    let g = random_vec(op.output_len(), 4);
+    let (mut y, mut y_rows) = (vec![0.0; op.output_len()], vec![0.0; op.output_len()]);
+    op.forward(&x, &mut y);
+    a.apply(&x, &mut y_rows);
+    let (mut gx, mut gx_rows) = (vec![0.0; op.input_len()], vec![0.0; op.input_len()]);
+    op.adjoint(&g, &mut gx);
+    a.transpose().apply(&g, &mut gx_rows);
+    for (what, ours, want) in [("A x", &y_rows, &y), ("Aᵀ g", &gx_rows, &gx)] {
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = ours
+            .iter()
+            .zip(want.iter())
+            .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            diff <= 1e-5 * scale,
+            "{}: {what} off by {diff:e} of {scale:e}",
+            op.name()
+        );
+    }
+}
+
+#[test]
+fn sparse_forms_equal_the_operators() {
+    for (w, h, c, f) in [(16, 12, 3, 2), (32, 24, 1, 4), (24, 16, 3, 8)] {
+        check_rows(&Downsample::new(w, h, c, f).unwrap());
+    }
+    check_rows(&Blur::new(Psf::gaussian(1.5, 7).unwrap(), 13, 9, 3).unwrap());
+    // A diagonal streak: not separable, so the blur runs its direct form.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streak.png");
+    let k: Vec<f32> = (0..25)
+        .map(|i| if i % 6 == 0 { 1.0 } else { 0.1 })
+        .collect();
+    save(&Image::new(5, 5, 1, k), &path).unwrap();
+    let psf = Psf::from_image(&path).unwrap();
+    assert!(!psf.is_separable());
+    check_rows(&Blur::new(psf, 11, 7, 3).unwrap());
+    assert!(Identity::new(4, 4, 1).rows().is_none());
+    assert_eq!(Identity::new(2, 1, 3).diagonal(), Some(vec![1.0; 6]));
+}

@@ -11,8 +11,11 @@ use cudarc::driver::{
 };
 
 use super::GpuError;
-use super::plan::{BLOCK, GpuNode, GpuOp, GradUse, Layout, RED_Y, grid_1d, lower, reduction_parts};
+use super::plan::{
+    BLOCK, GpuNode, GpuOp, GradUse, Layout, RED_Y, grid_1d, lower_with_extra, reduction_parts,
+};
 use crate::engine::{AdamConfig, Net, Tensor};
+use crate::operators::SparseRows;
 
 /// Runs `f`, turning a panic of the CUDA bindings (a missing library or symbol) into an error.
 pub(crate) fn catch<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, GpuError> {
@@ -136,6 +139,7 @@ pub(crate) enum K {
     LreluBwd,
     DataLoss,
     AddGauss,
+    Spmv,
     AdamTick,
     Adam,
     Ema,
@@ -493,6 +497,28 @@ pub struct GpuNet {
     /// Adam's β1, β2 of the first [`GpuNet::adam_step`]; fixed afterwards (they are folded into
     /// the device-side bias corrections).
     adam_betas: Option<(f64, f64)>,
+    /// A non-diagonal forward operator, when [`GpuNet::set_operator`] gave one.
+    op: Option<OpLayout>,
+}
+
+/// Where a sparse forward operator and its work buffers sit in the arena's extra room.
+#[derive(Debug, Clone, Copy)]
+struct OpLayout {
+    n_obs: usize,
+    /// `A x`, the observation, ones (the data term's factor), the gradient with respect to `A x`.
+    ax: usize,
+    target: usize,
+    ones: usize,
+    g_ax: usize,
+    /// CSR tables (row starts, indices, weights) of `A` and of `Aᵀ`.
+    a: [usize; 3],
+    at: [usize; 3],
+}
+
+/// f32 words of the arena's extra room that [`GpuNet::set_operator`] needs for `a`.
+pub fn operator_space(a: &SparseRows) -> usize {
+    let take = |n: usize| n.div_ceil(super::plan::ALIGN).max(1) * super::plan::ALIGN;
+    4 * take(a.n_out) + take(a.n_out + 1) + take(a.n_in + 1) + 4 * take(a.nnz())
 }
 
 fn derr(what: &str) -> impl Fn(cudarc::driver::DriverError) -> GpuError + '_ {
@@ -502,7 +528,18 @@ fn derr(what: &str) -> impl Fn(cudarc::driver::DriverError) -> GpuError + '_ {
 impl GpuNet {
     /// Uploads `net` (its parameters as they are) to CUDA device `ordinal`.
     pub fn new(net: &Net<f32>, ordinal: usize, precision: Precision) -> Result<Self, GpuError> {
-        let (nodes, layout) = lower(net)?;
+        Self::with_room(net, ordinal, precision, 0)
+    }
+
+    /// [`GpuNet::new`] with `extra` f32 words of room for a forward operator
+    /// ([`operator_space`]).
+    pub fn with_room(
+        net: &Net<f32>,
+        ordinal: usize,
+        precision: Precision,
+        extra: usize,
+    ) -> Result<Self, GpuError> {
+        let (nodes, layout) = lower_with_extra(net, extra)?;
         let info = probe(ordinal)?;
         let dev = Cuda::open(&info, precision, layout.len, layout.len64)?;
         Self::with_backend(net, info, Box::new(dev), nodes, layout)
@@ -511,7 +548,17 @@ impl GpuNet {
     /// `net` on the host emulation of the GPU, its kernels compiled in `dir` (tests).
     #[doc(hidden)]
     pub fn emulated(net: &Net<f32>, dir: &std::path::Path) -> Result<Self, GpuError> {
-        let (nodes, layout) = lower(net)?;
+        Self::emulated_with_room(net, dir, 0)
+    }
+
+    /// [`GpuNet::emulated`] with room for a forward operator (see [`GpuNet::with_room`]).
+    #[doc(hidden)]
+    pub fn emulated_with_room(
+        net: &Net<f32>,
+        dir: &std::path::Path,
+        extra: usize,
+    ) -> Result<Self, GpuError> {
+        let (nodes, layout) = lower_with_extra(net, extra)?;
         let dev = super::emu::Emulator::new(dir, layout.len, layout.len64)?;
         let info = DeviceInfo {
             ordinal: 0,
@@ -540,6 +587,7 @@ impl GpuNet {
             layout,
             shapes,
             adam_betas: None,
+            op: None,
         };
         g.upload(g.layout.params, net.params())?;
         g.upload(g.layout.acts[0].0, &net.input().data)?;
@@ -718,6 +766,25 @@ impl GpuNet {
         let last = self.layout.acts.len() - 1;
         let (out, n) = self.layout.acts[last];
         let dout = self.layout.grads[last].ok_or_else(|| GpuError("no output gradient".into()))?;
+        if let Some(op) = self.op {
+            self.spmv(op.a, out, op.ax, op.n_obs)?;
+            self.launch(
+                K::DataLoss,
+                (1, 1, 1),
+                (1024, 1, 1),
+                &[
+                    self.p(op.ax),
+                    self.p(op.target),
+                    self.p(op.ones),
+                    self.p(op.g_ax),
+                    self.p64(self.layout.loss),
+                    long(op.n_obs),
+                    A::F(scale),
+                    int(l1 as usize),
+                ],
+            )?;
+            return self.spmv(op.at, op.g_ax, dout, n);
+        }
         self.launch(
             K::DataLoss,
             (1, 1, 1),
@@ -733,6 +800,64 @@ impl GpuNet {
                 int(l1 as usize),
             ],
         )
+    }
+
+    fn spmv(&self, m: [usize; 3], x: usize, y: usize, rows: usize) -> Result<(), GpuError> {
+        self.launch_n(
+            K::Spmv,
+            rows,
+            &[
+                self.p(m[0]),
+                self.p(m[1]),
+                self.p(m[2]),
+                self.p(x),
+                self.p(y),
+                long(rows),
+            ],
+        )
+    }
+
+    /// A forward operator that is not diagonal: the data term becomes `A·output` against
+    /// `target` (the observation), its gradient `Aᵀ` of the observation-side gradient. `a` maps
+    /// the network's output samples (its input space is the whole output, padding included)
+    /// to the observation's. Needs the room of [`operator_space`] (see [`GpuNet::with_room`]).
+    pub fn set_operator(&mut self, a: &SparseRows, target: &[f32]) -> Result<(), GpuError> {
+        check_len("operator input", a.n_in, self.output_len())?;
+        check_len("observation", target.len(), a.n_out)?;
+        let need = operator_space(a);
+        if need > self.layout.extra_len {
+            return Err(GpuError(format!(
+                "the forward operator needs {need} words of device memory, the network was \
+                 given room for {}",
+                self.layout.extra_len
+            )));
+        }
+        let at = a.transpose();
+        let mut bump = self.layout.extra;
+        let mut take = |n: usize| {
+            let o = bump;
+            bump += n.div_ceil(super::plan::ALIGN).max(1) * super::plan::ALIGN;
+            o
+        };
+        let op = OpLayout {
+            n_obs: a.n_out,
+            ax: take(a.n_out),
+            target: take(a.n_out),
+            ones: take(a.n_out),
+            g_ax: take(a.n_out),
+            a: [take(a.n_out + 1), take(a.nnz()), take(a.nnz())],
+            at: [take(at.n_out + 1), take(at.nnz()), take(at.nnz())],
+        };
+        let words = |v: &[u32]| v.iter().map(|&u| f32::from_bits(u)).collect::<Vec<f32>>();
+        self.upload(op.target, target)?;
+        self.fill(op.ones, a.n_out, 1.0)?;
+        for (at_, m) in [(op.a, a), (op.at, &at)] {
+            self.upload(at_[0], &words(&m.start))?;
+            self.upload(at_[1], &words(&m.idx))?;
+            self.upload(at_[2], &m.w)?;
+        }
+        self.op = Some(op);
+        Ok(())
     }
 
     /// Makes `z` the network's fixed input (and its current input).

@@ -376,6 +376,16 @@ extern "C" __global__ void data_loss(const float* out, const float* target, cons
     }
 }
 
+// y = A x for a sparse A stored by rows (CSR, 32-bit indices); each row summed in its order.
+extern "C" __global__ void spmv(const unsigned* start, const unsigned* idx, const float* w,
+                                const float* x, float* y, i64 rows) {
+    GRID_LOOP(r, rows) {
+        float s = 0.0f;
+        for (unsigned k = start[r]; k < start[r + 1]; k++) s += w[k] * x[idx[k]];
+        y[r] = s;
+    }
+}
+
 // A counter-based Gaussian: the splitmix64 finaliser of (key, index) gives two 24-bit uniforms
 // and Box–Muller one standard normal. The numbers depend on (key, i) only, not on the launch.
 __device__ __forceinline__ unsigned long long mix64(unsigned long long x) {

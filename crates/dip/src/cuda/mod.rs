@@ -16,7 +16,7 @@ mod exec;
 pub mod golden;
 pub mod plan;
 
-pub use exec::{DeviceInfo, GpuNet, Precision, noise_key, probe};
+pub use exec::{DeviceInfo, GpuNet, Precision, noise_key, operator_space, probe};
 
 /// The kernel source, compiled at run time.
 pub const KERNELS: &str = include_str!("kernels.cu");
@@ -44,6 +44,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "lrelu_bwd",
     "data_loss",
     "add_gauss",
+    "spmv",
     "adam_tick",
     "adam",
     "ema",

@@ -8,7 +8,8 @@ use crate::engine::{Net, Op, PadMode, UpsampleMode};
 use super::GpuError;
 
 /// Elements are aligned to 64 (256 bytes) within an arena.
-const ALIGN: usize = 64;
+/// Alignment of every buffer, in elements.
+pub const ALIGN: usize = 64;
 
 /// Threads per block of the elementwise kernels.
 pub const BLOCK: u32 = 256;
@@ -127,6 +128,9 @@ pub struct Layout {
     pub snap_m: usize,
     pub snap_v: usize,
     pub snap_ema: usize,
+    /// Room for a forward operator's tables (see `GpuNet::set_operator`).
+    pub extra: usize,
+    pub extra_len: usize,
     pub len: usize,
     /// f64 arena: per-channel partial sums, the loss sums `[Σ d², Σ |d|]`, Adam's
     /// `[t, β1^t, β2^t]`.
@@ -150,6 +154,11 @@ impl Bump {
 /// Lowers `net` for the GPU: the node list and the buffer layout. Layers the GPU backend does
 /// not run yet are refused with their name.
 pub fn lower(net: &Net<f32>) -> Result<(Vec<GpuNode>, Layout), GpuError> {
+    lower_with_extra(net, 0)
+}
+
+/// [`lower`], with `extra` more f32 words at the end of the arena.
+pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, Layout), GpuError> {
     let (shapes, needs_grad) = net.buffer_plan();
     let n_params = net.num_params();
     let mut f32s = Bump(0);
@@ -257,6 +266,7 @@ pub fn lower(net: &Net<f32>) -> Result<(Vec<GpuNode>, Layout), GpuError> {
     let snap_m = f32s.take(n_params);
     let snap_v = f32s.take(n_params);
     let snap_ema = f32s.take(out_len);
+    let extra_at = f32s.take(extra);
     let mut f64s = Bump(0);
     let part = f64s.take(part_len);
     let loss = f64s.take(2);
@@ -283,6 +293,8 @@ pub fn lower(net: &Net<f32>) -> Result<(Vec<GpuNode>, Layout), GpuError> {
             snap_m,
             snap_v,
             snap_ema,
+            extra: extra_at,
+            extra_len: extra,
             len: f32s.0,
             part,
             part_len,

@@ -11,8 +11,10 @@
 //!   so a non-finite loss is caught at the next check; a rollback then also returns the moving
 //!   average to what it was after the last good check (after a resume, before any check: the
 //!   checkpoint's);
-//! - forward operators must be diagonal (denoising, inpainting); Lipschitz control, pixel
-//!   batches and bf16 GEMMs run on the CPU only.
+//! - diagonal operators (denoising, inpainting) are a factor per sample; the others
+//!   (downsampling, blur) an explicit sparse matrix and its transpose, each row summed in one
+//!   order (the CPU applies them separably); Lipschitz control, pixel batches and bf16 GEMMs run
+//!   on the CPU only.
 
 use std::time::Instant;
 
@@ -22,12 +24,22 @@ use super::run::{
     FitConfig, FitReport, Loss, Parts, Progress, Setup, adam_config, check_psnr,
     check_resume_state, checkpoint_due, crop_into, crop_slice, setup, sgld_tensors, uncrop_slice,
 };
-use crate::cuda::{GpuError, GpuNet, noise_key};
+use crate::cuda::{GpuError, GpuNet, noise_key, operator_space};
 use crate::engine::{Net, Precision, Tensor};
 use crate::image::Image;
 use crate::nets::Arch;
-use crate::operators::Operator;
+use crate::operators::{Operator, SparseRows};
 use crate::{Error, Result};
+
+/// Makes the GPU network from the host network and the f32 words of room its forward operator
+/// needs ([`GpuNet::with_room`]).
+pub type OpenGpu<'a> = dyn FnMut(&Net<f32>, usize) -> std::result::Result<GpuNet, GpuError> + 'a;
+
+/// The forward operator as the device applies it.
+enum Data {
+    Diagonal(Vec<f32>),
+    Rows(SparseRows),
+}
 
 /// The last good state, kept on the device by [`GpuNet::save`]; the host keeps Adam's state and
 /// what a checkpoint records of it.
@@ -42,7 +54,8 @@ fn gpu(e: GpuError) -> Error {
 }
 
 /// Runs [`super::fit`] on the GPU network `open` makes from the host network (its parameters
-/// initialised from the seed).
+/// initialised from the seed) with the given room for the forward operator
+/// ([`GpuNet::with_room`]).
 pub fn fit_on_gpu(
     observation: &Image,
     operator: &dyn Operator,
@@ -50,7 +63,7 @@ pub fn fit_on_gpu(
     spec: &Arch,
     cfg: &FitConfig,
     observers: &mut [&mut dyn Observer],
-    open: &mut dyn FnMut(&Net<f32>) -> std::result::Result<GpuNet, GpuError>,
+    open: &mut OpenGpu<'_>,
 ) -> Result<FitReport> {
     let refuse = |what: &str| {
         Err(Error::invalid(format!(
@@ -66,11 +79,13 @@ pub fn fit_on_gpu(
     if cfg.precision != Precision::F32 {
         return refuse("--precision bf16");
     }
-    let Some(diagonal) = operator.diagonal() else {
-        return refuse(&format!(
-            "the forward operator {} (the GPU fits denoising and inpainting so far)",
-            operator.name()
-        ));
+    // What the data term needs on the device: the operator's diagonal, or its sparse matrix.
+    let data = match (operator.diagonal(), operator.rows()) {
+        (Some(d), _) => Data::Diagonal(d),
+        (None, Some(rows)) => Data::Rows(rows),
+        (None, None) => {
+            return refuse(&format!("the forward operator {}", operator.name()));
+        }
     };
     let Setup {
         xw,
@@ -84,25 +99,48 @@ pub fn fit_on_gpu(
         z,
         started,
     } = setup(observation, operator, clean, spec, cfg)?;
-    let mut g = open(&net).map_err(gpu)?;
+    // The observation side on the padded grid: the padding carries no observation (factor 0,
+    // or no column of the matrix), so its gradient is zero.
+    let data = match data {
+        Data::Diagonal(d) => {
+            let mut a = vec![0.0f32; h * w * c];
+            uncrop_slice(&d, w, c, &pad, xw, &mut a);
+            Data::Diagonal(a)
+        }
+        Data::Rows(rows) => {
+            let padded = rows.with_inputs(h * w * c, |i| {
+                let (px, ch) = (i / xc, i % xc);
+                ((px / xw + pad.top) * w + px % xw + pad.left) * c + ch
+            });
+            Data::Rows(padded.ok_or_else(|| {
+                Error::invalid("the forward operator is too large for the GPU's 32-bit tables")
+            })?)
+        }
+    };
+    let room = match &data {
+        Data::Rows(rows) => operator_space(rows),
+        Data::Diagonal(_) => 0,
+    };
+    let mut g = open(&net, room).map_err(gpu)?;
     g.set_fixed_input(&z).map_err(gpu)?;
-    // The observation and the operator's diagonal on the padded grid: the padding carries no
-    // observation (factor 0), so its gradient is zero.
-    let mut target = vec![0.0f32; h * w * c];
-    uncrop_slice(&observation.data, w, c, &pad, xw, &mut target);
-    let mut a = vec![0.0f32; h * w * c];
-    uncrop_slice(&diagonal, w, c, &pad, xw, &mut a);
-    g.set_target(
-        &Tensor {
-            h,
-            w,
-            c,
-            data: target,
-        },
-        Some(&a),
-    )
-    .map_err(gpu)?;
-    drop(a);
+    match &data {
+        Data::Diagonal(a) => {
+            let mut target = vec![0.0f32; h * w * c];
+            uncrop_slice(&observation.data, w, c, &pad, xw, &mut target);
+            g.set_target(
+                &Tensor {
+                    h,
+                    w,
+                    c,
+                    data: target,
+                },
+                Some(a),
+            )
+            .map_err(gpu)?;
+        }
+        Data::Rows(rows) => g.set_operator(rows, &observation.data).map_err(gpu)?,
+    }
+    drop(data);
 
     let n = observation.data.len() as f64;
     let scale = match cfg.loss {

@@ -15,7 +15,7 @@ mod trajectory;
 pub use bands::BandRecorder;
 pub use checkpoint::{FitState, SnapshotState};
 #[cfg(feature = "cuda")]
-pub use gpu::fit_on_gpu;
+pub use gpu::{OpenGpu, fit_on_gpu};
 pub use observer::{Control, Observer, ObserverState, StepInfo};
 pub use run::{
     CheckpointSink, FitConfig, FitReport, HistoryRow, InputKind, Loss, SgldConfig, SgldResult,

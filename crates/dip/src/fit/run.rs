@@ -498,7 +498,9 @@ pub fn fit(
             &spec,
             cfg,
             observers,
-            &mut |net| crate::cuda::GpuNet::new(net, ordinal, crate::cuda::Precision::F32),
+            &mut |net, room| {
+                crate::cuda::GpuNet::with_room(net, ordinal, crate::cuda::Precision::F32, room)
+            },
         ),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => Err(Error::invalid(crate::device::NO_CUDA_BUILD)),

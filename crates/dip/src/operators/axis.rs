@@ -95,7 +95,7 @@ impl AxisMap {
         }
     }
 
-    fn entries(&self, o: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+    pub(crate) fn entries(&self, o: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
         let r = self.start[o]..self.start[o + 1];
         self.idx[r.clone()]
             .iter()

@@ -308,6 +308,30 @@ impl Operator for Blur {
             }
         }
     }
+    fn rows(&self) -> Option<super::SparseRows> {
+        let (w, h, c) = self.shape;
+        match &self.kind {
+            Kind::Separable { h: hm, v, .. } => super::sparse::separable_rows(hm, v, c),
+            Kind::Direct {
+                flipped,
+                rows,
+                cols,
+            } => {
+                let k = self.psf.size;
+                super::SparseRows::build(w * h * c, w * h * c, |o, out| {
+                    let (ch, px) = (o % c, o / c);
+                    let (oy, ox) = (px / w, px % w);
+                    for dy in 0..k {
+                        let iy = rows[oy * k + dy];
+                        for dx in 0..k {
+                            let ix = cols[ox * k + dx];
+                            out.push(((iy * w + ix) * c + ch, flipped[dy * k + dx]));
+                        }
+                    }
+                })
+            }
+        }
+    }
     fn adjoint(&self, gy: &[f32], gx: &mut [f32]) {
         let n = self.input_len();
         check_len("blur", "output gradient", gy.len(), n);

@@ -28,6 +28,7 @@ mod blur;
 mod mask;
 pub mod noise_models;
 mod resample;
+mod sparse;
 
 use std::sync::{Mutex, TryLockError};
 
@@ -36,6 +37,7 @@ pub use mask::Mask;
 pub use resample::{
     Downsample, bicubic_downscale, bicubic_resize, bicubic_upscale, lanczos2_weights,
 };
+pub use sparse::SparseRows;
 
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -73,6 +75,12 @@ pub trait Operator: Send + Sync {
     /// The operator as one factor per sample, `(A x)_i = d_i·x_i`, when it is that (the
     /// identity, masks); `None` otherwise. Fits on the GPU run these operators.
     fn diagonal(&self) -> Option<Vec<f32>> {
+        None
+    }
+
+    /// The operator as an explicit sparse matrix over flattened HWC samples, where it has one
+    /// of practical size (resampling, blur); `None` otherwise. Fits on the GPU apply it.
+    fn rows(&self) -> Option<SparseRows> {
         None
     }
 

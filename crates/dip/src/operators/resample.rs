@@ -131,6 +131,9 @@ impl Operator for Downsample {
     fn name(&self) -> String {
         format!("downsample x{} (lanczos2)", self.factor)
     }
+    fn rows(&self) -> Option<super::SparseRows> {
+        super::sparse::separable_rows(&self.h, &self.v, self.input.2)
+    }
 }
 
 /// Keys' cubic convolution kernel with `a = −0.5` (MATLAB `imresize`, PIL `BICUBIC`).
