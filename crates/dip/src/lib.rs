@@ -9,6 +9,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod fit;
+pub mod golden;
 pub mod gp;
 pub mod image;
 pub mod metrics;

@@ -17,16 +17,10 @@
 //! This matters only for elements whose gradient is near zero. The output after the step is
 //! checked at the full tolerance.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::path::PathBuf;
 
-use dip::engine::{Adam, AdamConfig, Float, Net, PadMode, Tensor, first_step_allowance};
-use dip::nets::SkipSpec;
-use dip::nets::Upsampler;
-use ndarray::{ArrayD, IxDyn, OwnedRepr};
-use ndarray_npy::NpzReader;
-use serde_json::Value;
+use dip::engine::{Adam, AdamConfig, Float, Net, Tensor, first_step_allowance};
+use dip::golden::{Case, rel_err, to_hwc};
 
 fn golden_dir() -> PathBuf {
     if let Ok(d) = std::env::var("DIP_GOLDEN_DIR") {
@@ -41,142 +35,19 @@ fn golden_dir() -> PathBuf {
     d
 }
 
-struct Case {
-    cfg: Value,
-    tensors: HashMap<String, ArrayD<f64>>,
-}
-
 fn load_case(name: &str) -> Case {
-    let dir = golden_dir().join(name);
-    let cfg: Value = serde_json::from_reader(File::open(dir.join("config.json")).unwrap()).unwrap();
-    let mut tensors = HashMap::new();
-    let npz = dir.join("tensors.npz");
-    if npz.exists() {
-        let mut r = NpzReader::new(File::open(npz).unwrap()).unwrap();
-        for n in r.names().unwrap() {
-            let a: ArrayD<f64> = r.by_name::<OwnedRepr<f64>, IxDyn>(&n).unwrap();
-            tensors.insert(n.trim_end_matches(".npy").to_string(), a);
-        }
-    }
-    Case { cfg, tensors }
-}
-
-fn spec_from(cfg: &Value) -> SkipSpec {
-    let a = &cfg["architecture"];
-    let list = |k: &str| -> Vec<usize> {
-        a[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect()
-    };
-    let n = list("down").len();
-    let mut s = SkipSpec::uniform(
-        a["in_channels"].as_u64().unwrap() as usize,
-        a["out_channels"].as_u64().unwrap() as usize,
-        n,
-        1,
-        1,
-    );
-    s.down = list("down");
-    s.up = list("up");
-    s.skip = list("skip");
-    s.pad = match a["pad"].as_str().unwrap() {
-        "reflection" => PadMode::Reflection,
-        "zero" => PadMode::Zero,
-        p => panic!("unknown pad {p}"),
-    };
-    s.upsample = match a["upsample"].as_str().unwrap() {
-        "bilinear" => Upsampler::Bilinear,
-        "nearest" => Upsampler::Nearest,
-        u => panic!("unknown upsample {u}"),
-    };
-    s
-}
-
-/// NCHW (batch 1) to our HWC.
-fn to_hwc<T: Float>(a: &ArrayD<f64>) -> Tensor<T> {
-    let s = a.shape();
-    let (c, h, w) = (s[1], s[2], s[3]);
-    let mut t = Tensor::zeros(h, w, c);
-    for ((_, ci, y, x), &v) in a
-        .view()
-        .into_dimensionality::<ndarray::Ix4>()
-        .unwrap()
-        .indexed_iter()
-    {
-        t.data[(y * w + x) * c + ci] = T::from_f64(v);
-    }
-    t
-}
-
-fn rel_err<T: Float>(ours: &[T], reference: &[f64], floor: f64) -> f64 {
-    assert_eq!(ours.len(), reference.len());
-    let scale = reference
-        .iter()
-        .fold(0.0f64, |m, v| m.max(v.abs()))
-        .max(floor);
-    let diff = ours
-        .iter()
-        .zip(reference)
-        .fold(0.0f64, |m, (a, b)| m.max((a.to_f64() - b).abs()));
-    diff / scale
-}
-
-fn build_with_reference_params<T: Float>(case: &Case) -> Net<T> {
-    let cfg = &case.cfg;
-    let (h, w) = (
-        cfg["height"].as_u64().unwrap() as usize,
-        cfg["width"].as_u64().unwrap() as usize,
-    );
-    let mut net = spec_from(cfg).build::<T>(h, w, 0).unwrap();
-    let order = cfg["parameters_in_forward_order"].as_array().unwrap();
-    assert_eq!(
-        net.param_info().len(),
-        order.len(),
-        "number of parameter tensors"
-    );
-    for (i, p) in order.iter().enumerate() {
-        let shape: Vec<usize> = p["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        assert_eq!(
-            net.param_info()[i].reference_shape(),
-            shape,
-            "shape of {}",
-            p["name"]
-        );
-        if let Some(a) = case
-            .tensors
-            .get(&format!("param/{}", p["name"].as_str().unwrap()))
-        {
-            net.set_param_reference(i, a.as_slice().unwrap());
-        }
-    }
-    assert_eq!(
-        net.num_params() as u64,
-        cfg["parameter_count"].as_u64().unwrap()
-    );
-    net
+    Case::load(&golden_dir(), name).unwrap()
 }
 
 fn check_case<T: Float>(name: &str, tol: f64) {
     let case = load_case(name);
     let t = &case.tensors;
-    let mut net = build_with_reference_params::<T>(&case);
-    let names: Vec<String> = case.cfg["parameters_in_forward_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect();
+    let mut net: Net<T> = case.net().unwrap();
+    let names = case.param_names().unwrap();
 
-    *net.input_mut() = to_hwc(&t["input"]);
-    let target: Tensor<T> = to_hwc(&t["target"]);
-    let want_out: Tensor<f64> = to_hwc(&t["output"]);
+    *net.input_mut() = to_hwc(&t["input"]).unwrap();
+    let target: Tensor<T> = to_hwc(&t["target"]).unwrap();
+    let want_out: Tensor<f64> = to_hwc(&t["output"]).unwrap();
     net.forward();
     let e = rel_err(&net.output().data, &want_out.data, 0.0);
     assert!(e <= tol, "{name}: forward output rel err {e:e}");
@@ -258,7 +129,7 @@ fn check_case<T: Float>(name: &str, tol: f64) {
     }
 
     net.forward();
-    let want_out: Tensor<f64> = to_hwc(&t["output_after_adam_step"]);
+    let want_out: Tensor<f64> = to_hwc(&t["output_after_adam_step"]).unwrap();
     let e = rel_err(&net.output().data, &want_out.data, 0.0);
     assert!(e <= tol, "{name}: output after the Adam step rel err {e:e}");
 }
@@ -286,6 +157,6 @@ fn golden_f32_nearest_zero_gray_without_a_skip() {
 #[test]
 fn golden_standard_network_structure() {
     let case = load_case("skip_standard_f16_config_64px");
-    let net = build_with_reference_params::<f32>(&case);
+    let net: Net<f32> = case.net().unwrap();
     assert_eq!(net.num_params(), 2_217_831);
 }

@@ -5,17 +5,14 @@
 //! gradients that cancel to (nearly) zero checked against the largest gradient, and parameters
 //! after the Adam step allowed the error that the gradient tolerance propagates through it.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 
-use ndarray::{ArrayD, IxDyn, OwnedRepr};
-use ndarray_npy::NpzReader;
-use serde_json::Value;
+use ndarray::ArrayD;
 
 use super::{GpuError, GpuNet, Precision};
-use crate::engine::{AdamConfig, Net, PadMode, Tensor, first_step_allowance};
-use crate::nets::{SkipSpec, Upsampler};
+use crate::engine::{AdamConfig, Net, Tensor, first_step_allowance};
+use crate::golden::{self, Case, rel_err, to_hwc};
+use crate::nets::SkipSpec;
 
 /// The outcome of one case: the worst error of each check, relative to its allowance.
 #[derive(Debug, Clone)]
@@ -31,102 +28,8 @@ impl CaseReport {
     }
 }
 
-fn bad(case: &str, msg: impl std::fmt::Display) -> GpuError {
-    GpuError(format!("golden case {case}: {msg}"))
-}
-
-struct Case {
-    cfg: Value,
-    tensors: HashMap<String, ArrayD<f64>>,
-}
-
-fn load(dir: &Path, name: &str) -> Result<Case, GpuError> {
-    let d = dir.join(name);
-    let f = File::open(d.join("config.json")).map_err(|e| bad(name, e))?;
-    let cfg: Value = serde_json::from_reader(f).map_err(|e| bad(name, e))?;
-    let mut tensors = HashMap::new();
-    let npz = d.join("tensors.npz");
-    if npz.exists() {
-        let f = File::open(&npz).map_err(|e| bad(name, e))?;
-        let mut r = NpzReader::new(f).map_err(|e| bad(name, e))?;
-        for n in r.names().map_err(|e| bad(name, e))? {
-            let a: ArrayD<f64> = r
-                .by_name::<OwnedRepr<f64>, IxDyn>(&n)
-                .map_err(|e| bad(name, e))?;
-            tensors.insert(n.trim_end_matches(".npy").to_string(), a);
-        }
-    }
-    Ok(Case { cfg, tensors })
-}
-
-fn usize_of(v: &Value, case: &str, what: &str) -> Result<usize, GpuError> {
-    v.as_u64()
-        .map(|x| x as usize)
-        .ok_or_else(|| bad(case, format!("{what} is not a count")))
-}
-
-fn spec_from(cfg: &Value, case: &str) -> Result<SkipSpec, GpuError> {
-    let a = &cfg["architecture"];
-    let list = |k: &str| -> Result<Vec<usize>, GpuError> {
-        a[k].as_array()
-            .ok_or_else(|| bad(case, format!("architecture.{k} missing")))?
-            .iter()
-            .map(|v| usize_of(v, case, k))
-            .collect()
-    };
-    let down = list("down")?;
-    let mut s = SkipSpec::uniform(
-        usize_of(&a["in_channels"], case, "in_channels")?,
-        usize_of(&a["out_channels"], case, "out_channels")?,
-        down.len(),
-        1,
-        1,
-    );
-    s.down = down;
-    s.up = list("up")?;
-    s.skip = list("skip")?;
-    s.pad = match a["pad"].as_str() {
-        Some("reflection") => PadMode::Reflection,
-        Some("zero") => PadMode::Zero,
-        p => return Err(bad(case, format!("unknown pad {p:?}"))),
-    };
-    s.upsample = match a["upsample"].as_str() {
-        Some("bilinear") => Upsampler::Bilinear,
-        Some("nearest") => Upsampler::Nearest,
-        u => return Err(bad(case, format!("unknown upsample {u:?}"))),
-    };
-    Ok(s)
-}
-
-/// NCHW (batch 1) to HWC.
-fn to_hwc(a: &ArrayD<f64>, case: &str) -> Result<Tensor<f32>, GpuError> {
-    let s = a.shape();
-    if s.len() != 4 || s[0] != 1 {
-        return Err(bad(
-            case,
-            format!("expected a [1, C, H, W] tensor, got {s:?}"),
-        ));
-    }
-    let (c, h, w) = (s[1], s[2], s[3]);
-    let mut t = Tensor::zeros(h, w, c);
-    for (i, &v) in a.iter().enumerate() {
-        let (x, rest) = (i % w, i / w);
-        let (y, ci) = (rest % h, rest / h);
-        t.data[(y * w + x) * c + ci] = v as f32;
-    }
-    Ok(t)
-}
-
-fn rel_err(ours: &[f64], reference: &[f64], floor: f64) -> f64 {
-    let scale = reference
-        .iter()
-        .fold(0.0f64, |m, v| m.max(v.abs()))
-        .max(floor);
-    let diff = ours
-        .iter()
-        .zip(reference)
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    if scale == 0.0 { diff } else { diff / scale }
+fn gpu_err(e: crate::Error) -> GpuError {
+    GpuError(e.to_string())
 }
 
 /// Parameter tensor `i` of `flat` in the reference's layout.
@@ -137,21 +40,7 @@ fn reference_of(net: &Net<f32>, flat: &[f32], i: usize) -> Vec<f64> {
 
 /// The case folders of `dir` that hold tensors, sorted.
 pub fn cases(dir: &Path) -> Result<Vec<String>, GpuError> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| GpuError(format!("cannot read golden folder {}: {e}", dir.display())))?;
-    let mut v: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("tensors.npz").is_file())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    v.sort();
-    if v.is_empty() {
-        return Err(GpuError(format!(
-            "no golden cases (folders with tensors.npz) in {}",
-            dir.display()
-        )));
-    }
-    Ok(v)
+    golden::cases(dir).map_err(gpu_err)
 }
 
 /// Runs golden case `name` of `dir` on CUDA device `ordinal` at relative tolerance `tol`.
@@ -182,70 +71,28 @@ fn check_with(
     tol: f64,
     open: impl FnOnce(&Net<f32>) -> Result<GpuNet, GpuError>,
 ) -> Result<CaseReport, GpuError> {
-    let case = load(dir, name)?;
+    let case = Case::load(dir, name).map_err(gpu_err)?;
     let t = &case.tensors;
-    let get = |k: &str| {
-        t.get(k)
-            .ok_or_else(|| bad(name, format!("tensor {k} missing")))
-    };
-    let cfg = &case.cfg;
-    let (h, w) = (
-        usize_of(&cfg["height"], name, "height")?,
-        usize_of(&cfg["width"], name, "width")?,
-    );
-    let mut net = spec_from(cfg, name)?
-        .build::<f32>(h, w, 0)
-        .map_err(|e| bad(name, e))?;
-    let order = cfg["parameters_in_forward_order"]
-        .as_array()
-        .ok_or_else(|| bad(name, "parameters_in_forward_order missing"))?;
-    if order.len() != net.param_info().len() {
-        return Err(bad(
-            name,
-            format!(
-                "{} parameter tensors, the network has {}",
-                order.len(),
-                net.param_info().len()
-            ),
-        ));
+    let get = |k: &str| case.tensor(k).map_err(gpu_err);
+    let mut net: Net<f32> = case.net().map_err(gpu_err)?;
+    let names = case.param_names().map_err(gpu_err)?;
+    // A case without the reference's parameters would leave the seeded ones in place.
+    for p in &names {
+        get(&format!("param/{p}"))?;
     }
-    let mut names = Vec::new();
-    for (i, p) in order.iter().enumerate() {
-        let pname = p["name"]
-            .as_str()
-            .ok_or_else(|| bad(name, "a parameter without a name"))?
-            .to_string();
-        let a = get(&format!("param/{pname}"))?;
-        if a.len() != net.param_info()[i].len {
-            return Err(bad(name, format!("parameter {pname} has the wrong size")));
-        }
-        net.set_param_reference(i, a.as_slice().ok_or_else(|| bad(name, "layout"))?);
-        names.push(pname);
-    }
-    *net.input_mut() = to_hwc(get("input")?, name)?;
-    let target = to_hwc(get("target")?, name)?;
+    *net.input_mut() = to_hwc(get("input")?).map_err(gpu_err)?;
+    let target: Tensor<f32> = to_hwc(get("target")?).map_err(gpu_err)?;
 
     let mut gpu = open(&net)?;
     let mut checks = Vec::new();
     let flat = |x: &ArrayD<f64>| x.iter().copied().collect::<Vec<f64>>();
     // Reference values in HWC at full precision.
-    let hwc_exact = |x: &ArrayD<f64>| -> Vec<f64> {
-        let s = x.shape();
-        let (c, h, w) = (s[1], s[2], s[3]);
-        let mut out = vec![0.0; c * h * w];
-        for (i, &v) in x.iter().enumerate() {
-            let (xx, rest) = (i % w, i / w);
-            let (y, ci) = (rest % h, rest / h);
-            out[(y * w + xx) * c + ci] = v;
-        }
-        out
-    };
-
+    let hwc_exact = |x: &ArrayD<f64>| to_hwc::<f64>(x).map(|t| t.data).map_err(gpu_err);
     gpu.forward()?;
     let out: Vec<f64> = gpu.output()?.data.iter().map(|&v| v as f64).collect();
     checks.push((
         "forward output".to_string(),
-        rel_err(&out, &hwc_exact(get("output")?), 0.0),
+        rel_err(&out, &hwc_exact(get("output")?)?, 0.0),
         tol,
     ));
 
@@ -280,13 +127,8 @@ fn check_with(
     }
     checks.push((format!("gradients (worst: {})", worst.1), worst.0, tol));
 
-    let opt = &cfg["optimizer"];
-    let lr = opt["lr"]
-        .as_f64()
-        .ok_or_else(|| bad(name, "optimizer.lr missing"))?;
-    let eps = opt["eps"]
-        .as_f64()
-        .ok_or_else(|| bad(name, "optimizer.eps missing"))?;
+    let lr = case.number(&["optimizer", "lr"]).map_err(gpu_err)?;
+    let eps = case.number(&["optimizer", "eps"]).map_err(gpu_err)?;
     gpu.adam_step(&AdamConfig {
         lr,
         eps,
@@ -317,7 +159,7 @@ fn check_with(
     let out: Vec<f64> = gpu.output()?.data.iter().map(|&v| v as f64).collect();
     checks.push((
         "output after the Adam step".to_string(),
-        rel_err(&out, &hwc_exact(get("output_after_adam_step")?), 0.0),
+        rel_err(&out, &hwc_exact(get("output_after_adam_step")?)?, 0.0),
         tol,
     ));
     Ok(CaseReport {
