@@ -268,22 +268,14 @@ fn the_device_draws_standard_normals_that_differ_by_key() {
     };
     let n = net.input().data.len();
     g.set_fixed_input(&vec![0.5; n]).unwrap();
-    g.perturb_input(noise_key(1, 1, 0), 2.0).unwrap();
-    let a: Vec<f64> = g
-        .input()
-        .unwrap()
-        .data
-        .iter()
-        .map(|&v| (v as f64 - 0.5) / 2.0)
-        .collect();
-    g.perturb_input(noise_key(1, 2, 0), 2.0).unwrap();
-    let b: Vec<f64> = g
-        .input()
-        .unwrap()
-        .data
-        .iter()
-        .map(|&v| (v as f64 - 0.5) / 2.0)
-        .collect();
+    // The normals of `key`, from the input 0.5 + 2·N(0, 1).
+    let mut draw = |key: u64| -> Vec<f64> {
+        g.perturb_input(key, 2.0).unwrap();
+        let x = g.input().unwrap().data;
+        x.iter().map(|&v| (v as f64 - 0.5) / 2.0).collect()
+    };
+    let a = draw(noise_key(1, 1, 0));
+    let b = draw(noise_key(1, 2, 0));
     let nf = n as f64;
     let mean = a.iter().sum::<f64>() / nf;
     let var = a.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / nf;
