@@ -79,14 +79,6 @@ pub fn fit_on_gpu(
     if cfg.precision != Precision::F32 {
         return refuse("--precision bf16");
     }
-    // What the data term needs on the device: the operator's diagonal, or its sparse matrix.
-    let data = match (operator.diagonal(), operator.rows()) {
-        (Some(d), _) => Data::Diagonal(d),
-        (None, Some(rows)) => Data::Rows(rows),
-        (None, None) => {
-            return refuse(&format!("the forward operator {}", operator.name()));
-        }
-    };
     let Setup {
         xw,
         xh,
@@ -99,6 +91,14 @@ pub fn fit_on_gpu(
         z,
         started,
     } = setup(observation, operator, clean, spec, cfg)?;
+    // What the data term needs on the device: the operator's diagonal, or its sparse matrix.
+    let data = match (operator.diagonal(), operator.rows()) {
+        (Some(d), _) => Data::Diagonal(d),
+        (None, Some(rows)) => Data::Rows(rows),
+        (None, None) => {
+            return refuse(&format!("the forward operator {}", operator.name()));
+        }
+    };
     // The observation side on the padded grid: the padding carries no observation (factor 0,
     // or no column of the matrix), so its gradient is zero.
     let data = match data {
