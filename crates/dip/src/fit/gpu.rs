@@ -22,7 +22,8 @@ use super::checkpoint::SnapshotState;
 use super::observer::Observer;
 use super::run::{
     FitConfig, FitReport, Loss, Parts, Progress, Setup, adam_config, check_psnr,
-    check_resume_state, checkpoint_due, crop_into, crop_slice, setup, sgld_tensors, uncrop_slice,
+    check_resume_state, checkpoint_due, crop_into, crop_slice, dropped, setup, sgld_tensors,
+    uncrop_slice,
 };
 use crate::cuda::{GpuError, GpuNet, noise_key, operator_space};
 use crate::engine::{Net, Precision, Tensor};
@@ -210,7 +211,7 @@ pub fn fit_on_gpu(
         };
         let psnr_obs = check_psnr(check, loss, mse);
         let bad = check && !loss.is_finite();
-        if bad || pr.dropped(psnr_obs, kept.as_ref().map(|k| k.psnr_obs)) {
+        if bad || dropped(psnr_obs, kept.as_ref().map(|k| k.psnr_obs)) {
             pr.rollback(it, loss, kept.is_some())?;
             let k = kept.as_ref().expect("rollback checked the snapshot");
             g.restore(k.adam).map_err(gpu)?;

@@ -638,7 +638,7 @@ fn fit_on_pool(
         // observation, restores the last good parameters and Adam state.
         let check = it % cfg.check_every == 0 || it == 1;
         let psnr_obs = check_psnr(check, loss, mse);
-        if !loss.is_finite() || pr.dropped(psnr_obs, snapshot.as_ref().map(|s| s.psnr_obs)) {
+        if !loss.is_finite() || dropped(psnr_obs, snapshot.as_ref().map(|s| s.psnr_obs)) {
             pr.rollback(it, loss, snapshot.is_some())?;
             let s = snapshot.as_ref().expect("rollback checked the snapshot");
             net.params_mut().copy_from_slice(&s.params);
@@ -923,6 +923,12 @@ pub(super) fn check_psnr(check: bool, loss: f64, mse: f64) -> Option<f64> {
     (check && loss.is_finite() && mse.is_finite()).then(|| -10.0 * mse.max(1e-30).log10())
 }
 
+/// Whether the PSNR against the observation at this check fell more than 5 dB below the last
+/// good check's.
+pub(super) fn dropped(psnr_obs: Option<f64>, last_good: Option<f64>) -> bool {
+    matches!((psnr_obs, last_good), (Some(p), Some(s)) if p < s - 5.0)
+}
+
 /// Whether a checkpoint is due after step `it`.
 pub(super) fn checkpoint_due(
     cfg: &FitConfig,
@@ -1034,12 +1040,6 @@ impl Progress {
             }
         }
         Ok(())
-    }
-
-    /// Whether the PSNR against the observation at this check fell more than 5 dB below the
-    /// last good check's.
-    pub fn dropped(&self, psnr_obs: Option<f64>, last_good: Option<f64>) -> bool {
-        matches!((psnr_obs, last_good), (Some(p), Some(s)) if p < s - 5.0)
     }
 
     /// Counts a rollback at step `it`; errors when there is nothing to go back to or it is the
