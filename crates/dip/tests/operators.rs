@@ -584,4 +584,37 @@ fn sparse_forms_equal_the_operators() {
     check_rows(&Blur::new(psf, 11, 7, 3).unwrap());
     assert!(Identity::new(4, 4, 1).rows().is_none());
     assert_eq!(Identity::new(2, 1, 3).diagonal(), Some(vec![1.0; 6]));
+
+    // Compositions: the product of the matrices (a mask's diagonal as a matrix), each input
+    // once per row; all-diagonal chains stay diagonal.
+    let (w, h) = (28, 20);
+    let holes = |w: usize, h: usize| {
+        Mask::from_known(w, h, (0..w * h).map(|i| i % 7 != 3).collect()).unwrap()
+    };
+    let chain = Compose::new(vec![
+        Box::new(Blur::new(Psf::gaussian(1.0, 5).unwrap(), w, h, 3).unwrap()),
+        Box::new(Downsample::new(w, h, 3, 2).unwrap()),
+        Box::new(holes(w / 2, h / 2)),
+    ])
+    .unwrap();
+    check_rows(&chain);
+    let a = chain.rows().unwrap();
+    for o in 0..a.n_out {
+        let row = &a.idx[a.start[o] as usize..a.start[o + 1] as usize];
+        assert!(row.windows(2).all(|p| p[0] < p[1]), "row {o}: {row:?}");
+    }
+    check_rows(
+        &Compose::new(vec![
+            Box::new(holes(w, h)),
+            Box::new(Downsample::new(w, h, 3, 4).unwrap()),
+        ])
+        .unwrap(),
+    );
+    let masks = Compose::new(vec![
+        Box::new(holes(5, 4)),
+        Box::new(Identity::new(5, 4, 3)),
+    ])
+    .unwrap();
+    let (d, want) = (masks.diagonal().unwrap(), holes(5, 4).diagonal().unwrap());
+    assert_eq!(d, want);
 }

@@ -321,4 +321,26 @@ impl Operator for Compose {
             .collect::<Vec<_>>()
             .join(" then ")
     }
+    /// The product of the diagonals, when every operator is diagonal.
+    fn diagonal(&self) -> Option<Vec<f32>> {
+        let mut d = self.ops[0].diagonal()?;
+        for op in &self.ops[1..] {
+            for (a, b) in d.iter_mut().zip(op.diagonal()?) {
+                *a *= b;
+            }
+        }
+        Some(d)
+    }
+    /// The product of the operators' matrices (a diagonal one as its matrix), when each has one.
+    fn rows(&self) -> Option<SparseRows> {
+        let matrix = |op: &dyn Operator| {
+            op.rows()
+                .or_else(|| op.diagonal().and_then(|d| SparseRows::diagonal(&d)))
+        };
+        let mut a = matrix(self.ops[0].as_ref())?;
+        for op in &self.ops[1..] {
+            a = a.then(&matrix(op.as_ref())?)?;
+        }
+        Some(a)
+    }
 }

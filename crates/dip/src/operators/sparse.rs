@@ -49,6 +49,41 @@ impl SparseRows {
         })
     }
 
+    /// The diagonal matrix of `d`.
+    pub fn diagonal(d: &[f32]) -> Option<Self> {
+        SparseRows::build(d.len(), d.len(), |o, out| out.push((o, d[o])))
+    }
+
+    /// `next · self`: `self` applied first, then `next` (its input space is this output's).
+    /// Each row lists every input once, in increasing order, its weights summed in f64. `None`
+    /// if the shapes do not chain or the product is too large for 32-bit tables.
+    pub fn then(&self, next: &SparseRows) -> Option<Self> {
+        if next.n_in != self.n_out {
+            return None;
+        }
+        let mut acc: Vec<(usize, f64)> = Vec::new();
+        SparseRows::build(self.n_in, next.n_out, |o, out| {
+            acc.clear();
+            for k in next.start[o] as usize..next.start[o + 1] as usize {
+                let (j, wj) = (next.idx[k] as usize, next.w[k] as f64);
+                for m in self.start[j] as usize..self.start[j + 1] as usize {
+                    acc.push((self.idx[m] as usize, wj * self.w[m] as f64));
+                }
+            }
+            acc.sort_by_key(|e| e.0);
+            let mut e = 0;
+            while e < acc.len() {
+                let (i, mut sum) = acc[e];
+                e += 1;
+                while e < acc.len() && acc[e].0 == i {
+                    sum += acc[e].1;
+                    e += 1;
+                }
+                out.push((i, sum as f32));
+            }
+        })
+    }
+
     /// Entries in the matrix.
     pub fn nnz(&self) -> usize {
         self.idx.len()
