@@ -77,6 +77,20 @@ pub fn selftest(a: SelftestArgs, g: &Global) -> Result<()> {
     if !ok {
         failed.push("graph replay".to_string());
     }
+    let (d, captured) =
+        golden::fit_graph_difference(ordinal, precision).map_err(|e| anyhow!("{e}"))?;
+    let ok = d == 0.0 && captured.is_ok();
+    match &captured {
+        Ok(()) => println!(
+            "{} a fit from captured graphs vs launched directly (40 steps, noise, SGLD, \
+             rollbacks): {d:.2e}",
+            if ok { "ok  " } else { "FAIL" }
+        ),
+        Err(e) => println!("FAIL a fit's steps could not be captured into graphs: {e}"),
+    }
+    if !ok {
+        failed.push("fit graphs".to_string());
+    }
     if failed.is_empty() {
         println!("all golden cases passed");
         Ok(())

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dip::cuda::{GpuError, GpuNet, noise_key};
+use dip::cuda::{FitStep, GpuError, GpuNet, noise_key};
 use dip::engine::Net;
 use dip::fit::{
     CheckpointSink, Control, FitConfig, FitReport, FitState, Loss, SgldConfig, StepInfo, fit,
@@ -53,6 +53,14 @@ impl Emu {
     }
     fn open(&self) -> impl FnMut(&Net<f32>, usize) -> Result<GpuNet, GpuError> + '_ {
         |net, room| GpuNet::emulated_with_room(net, self.dir.path(), room)
+    }
+    /// As `open`, the fit's steps launched directly instead of from captured graphs.
+    fn open_direct(&self) -> impl FnMut(&Net<f32>, usize) -> Result<GpuNet, GpuError> + '_ {
+        |net, room| {
+            let mut g = GpuNet::emulated_with_room(net, self.dir.path(), room)?;
+            g.set_graphs(false);
+            Ok(g)
+        }
     }
 }
 
@@ -170,6 +178,20 @@ fn super_resolution_on_the_gpu_is_the_cpu_fit() {
 fn deblurring_on_the_gpu_is_the_cpu_fit() {
     let (noisy, clean) = images();
     let op = Blur::new(Psf::gaussian(1.2, 5).unwrap(), noisy.width, noisy.height, 3).unwrap();
+    let obs = op.apply(&noisy).unwrap();
+    matches_the_cpu(&op, &obs, &clean, &config());
+}
+
+/// A chain (blur, then holes) runs as the product of its matrices.
+#[test]
+fn a_composed_operator_on_the_gpu_is_the_cpu_fit() {
+    let (noisy, clean) = images();
+    let (w, h) = (noisy.width, noisy.height);
+    let op = Compose::new(vec![
+        Box::new(Blur::new(Psf::gaussian(1.2, 5).unwrap(), w, h, 3).unwrap()),
+        Box::new(Mask::from_known(w, h, (0..w * h).map(|i| i % 5 != 2).collect()).unwrap()),
+    ])
+    .unwrap();
     let obs = op.apply(&noisy).unwrap();
     matches_the_cpu(&op, &obs, &clean, &config());
 }
@@ -294,6 +316,27 @@ fn the_device_draws_standard_normals_that_differ_by_key() {
     assert_ne!(noise_key(1, 2, 0), noise_key(2, 2, 0));
 }
 
+/// An operator known only by its `forward` and `adjoint`.
+struct Opaque(Identity);
+
+impl Operator for Opaque {
+    fn input_shape(&self) -> (usize, usize, usize) {
+        self.0.input_shape()
+    }
+    fn output_shape(&self) -> (usize, usize, usize) {
+        self.0.output_shape()
+    }
+    fn forward(&self, x: &[f32], y: &mut [f32]) {
+        self.0.forward(x, y)
+    }
+    fn adjoint(&self, gy: &[f32], gx: &mut [f32]) {
+        self.0.adjoint(gy, gx)
+    }
+    fn name(&self) -> String {
+        "opaque".into()
+    }
+}
+
 #[test]
 fn what_the_gpu_cannot_run_is_refused_clearly() {
     let (noisy, clean) = images();
@@ -310,13 +353,8 @@ fn what_the_gpu_cannot_run_is_refused_clearly() {
             .contains("Lipschitz control: not on the GPU yet"),
         "{e}"
     );
-    // A composition has neither a diagonal nor a sparse form of its own.
-    let blur_down = Compose::new(vec![
-        Box::new(Blur::new(Psf::gaussian(1.0, 5).unwrap(), 28, 24, 3).unwrap()),
-        Box::new(Downsample::new(28, 24, 3, 2).unwrap()),
-    ])
-    .unwrap();
-    let e = gpu_fit(&noisy, &blur_down, None, &config(), &mut [])
+    // An operator of the user's own with neither a diagonal nor a sparse form.
+    let e = gpu_fit(&noisy, &Opaque(id), None, &config(), &mut [])
         .unwrap()
         .unwrap_err();
     assert!(e.to_string().contains("not on the GPU yet"), "{e}");
@@ -352,4 +390,90 @@ fn divergence_rolls_back_as_on_the_cpu() {
         let p = gpu.psnr_final.unwrap();
         assert!(p > gpu.psnr_noisy.unwrap() - 10.0, "lr {lr}: {p} dB");
     }
+}
+
+/// A fit's steps replayed from its two captured graphs equal the same steps launched directly,
+/// bit for bit: the step number (input noise, SGLD noise, the first step's copy into the
+/// moving average) and the step size (halved at rollbacks, scaling SGLD's noise) are read on
+/// the device, not fixed into the graphs at capture.
+#[test]
+fn a_fit_from_captured_graphs_is_the_directly_launched_fit() {
+    let (noisy, clean) = images();
+    let op = Identity::new(noisy.width, noisy.height, noisy.channels);
+    let cfg = FitConfig {
+        iters: 24,
+        lr: 1.0,
+        check_every: 2,
+        reg_noise: 1.0 / 30.0,
+        sgld: Some(SgldConfig {
+            burn_in: 4,
+            sample_every: 2,
+            ..SgldConfig::for_iters(24)
+        }),
+        ..config()
+    };
+    let emu = Emu::new();
+    let captured = match fit_on_gpu(
+        &noisy,
+        &op,
+        Some(&clean),
+        &tiny(),
+        &cfg,
+        &mut [],
+        &mut emu.open(),
+    ) {
+        Err(e) if e.to_string().contains("no host C++ compiler") => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        r => r.unwrap(),
+    };
+    let direct = fit_on_gpu(
+        &noisy,
+        &op,
+        Some(&clean),
+        &tiny(),
+        &cfg,
+        &mut [],
+        &mut emu.open_direct(),
+    )
+    .unwrap();
+    assert!(
+        captured.rollbacks > 0,
+        "no rollback: the step size was not varied"
+    );
+    assert_eq!(
+        (captured.rollbacks, captured.lr_final),
+        (direct.rollbacks, direct.lr_final)
+    );
+    assert_eq!(captured.output_raw.data, direct.output_raw.data);
+    assert_eq!(captured.output_ema.data, direct.output_ema.data);
+    let rows = |r: &FitReport| {
+        r.history
+            .iter()
+            .map(|h| (h.iter, h.loss, h.psnr_ema, h.psnr_sgld))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&captured), rows(&direct));
+    let (a, b) = (captured.sgld.unwrap(), direct.sgld.unwrap());
+    assert!(a.samples > 0);
+    assert_eq!((a.samples, &a.mean.data), (b.samples, &b.mean.data));
+
+    // And the fit above did run from graphs: the emulation captures them.
+    let net = match tiny().builder::<f32>(16, 16) {
+        Ok((b, out)) => b.build(out, 0, false),
+        Err(e) => panic!("{e}"),
+    };
+    let mut g = GpuNet::emulated(&net, emu.dir.path()).unwrap();
+    g.prepare_fit(FitStep {
+        seed: 1,
+        reg_noise: 0.1,
+        scale: 1.0,
+        l1: false,
+        ema: 0.9,
+        adam: Default::default(),
+        sgld: None,
+    })
+    .unwrap();
+    assert!(g.fit_graphs(), "{:?}", g.graph_error());
 }

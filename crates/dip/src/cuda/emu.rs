@@ -1,10 +1,11 @@
 //! A host emulation of the GPU, for testing the executor where there is no GPU: the same
 //! `kernels.cu`, compiled by the host C++ compiler with a small shim (one OS thread per CUDA
 //! thread where a kernel synchronises its block, a loop otherwise; blocks one after another),
-//! and reference column-major GEMM/GEMV for cuBLAS. Slow, and only as faithful as the shim: it
+//! reference column-major GEMM/GEMV for cuBLAS, and graphs as recorded lists of work. Slow, and only as faithful as the shim: it
 //! checks the executor's logic (launch arguments, buffer offsets, GEMM shapes and transposes,
 //! write/add of gradients), not the real device's behaviour.
 
+use std::cell::RefCell;
 use std::ffi::c_void;
 use std::path::Path;
 use std::process::Command;
@@ -77,6 +78,17 @@ pub struct Emulator {
     entries: Vec<Entry>,
     arena: Vec<f32>,
     arena64: Vec<f64>,
+    /// Work recorded instead of run (a graph being captured), and the kept graphs.
+    recording: RefCell<Option<Vec<Work>>>,
+    graphs: Vec<Option<Vec<Work>>>,
+}
+
+/// One queued piece of work, as a graph keeps it: the launch or call and its arguments.
+#[derive(Clone)]
+enum Work {
+    Launch(K, (u32, u32, u32), (u32, u32, u32), Vec<A>),
+    Gemm(bool, bool, [usize; 3], [u64; 3], [usize; 3], f32),
+    Gemv([usize; 3], [u64; 3]),
 }
 
 impl Emulator {
@@ -125,22 +137,43 @@ impl Emulator {
             entries,
             arena: vec![f32::NAN; len],
             arena64: vec![f64::NAN; len64],
+            recording: RefCell::new(None),
+            graphs: Vec::new(),
         })
     }
-}
 
-impl Backend for Emulator {
-    fn base(&self) -> (u64, u64) {
-        (self.arena.as_ptr() as u64, self.arena64.as_ptr() as u64)
+    /// Records `w` if a graph is being captured; otherwise hands it back to be run.
+    fn record(&self, w: Work) -> Option<Work> {
+        match self.recording.borrow_mut().as_mut() {
+            Some(list) => {
+                list.push(w);
+                None
+            }
+            None => Some(w),
+        }
     }
 
-    fn launch(
-        &self,
-        k: K,
-        grid: (u32, u32, u32),
-        block: (u32, u32, u32),
-        args: &[A],
-    ) -> Result<(), GpuError> {
+    /// A copy while capturing is an error, as on the device (the copies are synchronous).
+    fn not_capturing(&self) -> Result<(), GpuError> {
+        if self.recording.borrow().is_some() {
+            return Err(GpuError(
+                "a copy between host and device while a graph is captured".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(&self, w: &Work) {
+        match w {
+            Work::Launch(k, grid, block, args) => self.run_kernel(*k, *grid, *block, args),
+            &Work::Gemm(ta, tb, [m, n, k], [a, b, c], [lda, ldb, ldc], beta) => {
+                gemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+            }
+            &Work::Gemv([m, n, lda], [a, x, y]) => gemv(m, n, a, lda, x, y),
+        }
+    }
+
+    fn run_kernel(&self, k: K, grid: (u32, u32, u32), block: (u32, u32, u32), args: &[A]) {
         let mut ptrs: Vec<*mut c_void> = args
             .iter()
             .map(|a| match a {
@@ -163,6 +196,82 @@ impl Backend for Emulator {
                 block.2,
             )
         };
+    }
+}
+
+/// Reference column-major `C = op(A)·op(B) + beta·C`, summed in f64.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: u64,
+    lda: usize,
+    b: u64,
+    ldb: usize,
+    beta: f32,
+    c: u64,
+    ldc: usize,
+) {
+    let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
+    for j in 0..n {
+        for i in 0..m {
+            let mut s = 0.0f64;
+            for p in 0..k {
+                // SAFETY: inside the arena for the shapes the executor passes (checked by the
+                // comparison with the CPU engine).
+                let (x, y) = unsafe {
+                    (
+                        *a.add(if ta { p + i * lda } else { i + p * lda }),
+                        *b.add(if tb { j + p * ldb } else { p + j * ldb }),
+                    )
+                };
+                s += x as f64 * y as f64;
+            }
+            // SAFETY: as above.
+            unsafe {
+                let out = c.add(i + j * ldc);
+                *out = if beta == 0.0 {
+                    s as f32
+                } else {
+                    s as f32 + beta * *out
+                };
+            }
+        }
+    }
+}
+
+/// Reference column-major `y = A·x` (`A` is m × n).
+fn gemv(m: usize, n: usize, a: u64, lda: usize, x: u64, y: u64) {
+    let (a, x, y) = (a as *const f32, x as *const f32, y as *mut f32);
+    for i in 0..m {
+        let mut s = 0.0f64;
+        for j in 0..n {
+            // SAFETY: as in gemm.
+            s += unsafe { *a.add(i + j * lda) as f64 * *x.add(j) as f64 };
+        }
+        // SAFETY: as in gemm.
+        unsafe { *y.add(i) = s as f32 };
+    }
+}
+
+impl Backend for Emulator {
+    fn base(&self) -> (u64, u64) {
+        (self.arena.as_ptr() as u64, self.arena64.as_ptr() as u64)
+    }
+
+    fn launch(
+        &self,
+        k: K,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        args: &[A],
+    ) -> Result<(), GpuError> {
+        if let Some(w) = self.record(Work::Launch(k, grid, block, args.to_vec())) {
+            self.run(&w);
+        }
         Ok(())
     }
 
@@ -182,31 +291,9 @@ impl Backend for Emulator {
         c: u64,
         ldc: usize,
     ) -> Result<(), GpuError> {
-        let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
-        for j in 0..n {
-            for i in 0..m {
-                let mut s = 0.0f64;
-                for p in 0..k {
-                    // SAFETY: inside the arena for the shapes the executor passes (checked by
-                    // the comparison with the CPU engine).
-                    let (x, y) = unsafe {
-                        (
-                            *a.add(if ta { p + i * lda } else { i + p * lda }),
-                            *b.add(if tb { j + p * ldb } else { p + j * ldb }),
-                        )
-                    };
-                    s += x as f64 * y as f64;
-                }
-                // SAFETY: as above.
-                unsafe {
-                    let out = c.add(i + j * ldc);
-                    *out = if beta == 0.0 {
-                        s as f32
-                    } else {
-                        s as f32 + beta * *out
-                    };
-                }
-            }
+        let w = Work::Gemm(ta, tb, [m, n, k], [a, b, c], [lda, ldb, ldc], beta);
+        if let Some(w) = self.record(w) {
+            self.run(&w);
         }
         Ok(())
     }
@@ -220,56 +307,73 @@ impl Backend for Emulator {
         x: u64,
         y: u64,
     ) -> Result<(), GpuError> {
-        let (a, x, y) = (a as *const f32, x as *const f32, y as *mut f32);
-        for i in 0..m {
-            let mut s = 0.0f64;
-            for j in 0..n {
-                // SAFETY: as in sgemm.
-                s += unsafe { *a.add(i + j * lda) as f64 * *x.add(j) as f64 };
-            }
-            // SAFETY: as in sgemm.
-            unsafe { *y.add(i) = s as f32 };
+        if let Some(w) = self.record(Work::Gemv([m, n, lda], [a, x, y])) {
+            self.run(&w);
         }
         Ok(())
     }
 
     fn upload(&mut self, off: usize, src: &[f32]) -> Result<(), GpuError> {
+        self.not_capturing()?;
         self.arena[off..off + src.len()].copy_from_slice(src);
         Ok(())
     }
 
     fn upload64(&mut self, off: usize, src: &[f64]) -> Result<(), GpuError> {
+        self.not_capturing()?;
         self.arena64[off..off + src.len()].copy_from_slice(src);
         Ok(())
     }
 
     fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError> {
+        self.not_capturing()?;
         Ok(self.arena[off..off + n].to_vec())
     }
 
     fn download64(&self, off: usize, n: usize) -> Result<Vec<f64>, GpuError> {
+        self.not_capturing()?;
         Ok(self.arena64[off..off + n].to_vec())
     }
 
     fn sync(&self) -> Result<(), GpuError> {
-        Ok(())
+        self.not_capturing()
     }
 
     fn begin_capture(&mut self) -> Result<(), GpuError> {
-        Err(GpuError(
-            "the host emulation does not capture graphs".into(),
-        ))
+        let mut r = self.recording.borrow_mut();
+        if r.is_some() {
+            return Err(GpuError("a graph is already being captured".into()));
+        }
+        *r = Some(Vec::new());
+        Ok(())
     }
 
-    fn end_capture(&mut self) -> Result<(), GpuError> {
-        Err(GpuError(
-            "the host emulation does not capture graphs".into(),
-        ))
+    fn end_capture(&mut self, slot: usize) -> Result<(), GpuError> {
+        let list = self
+            .recording
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| GpuError("no graph is being captured".into()))?;
+        if list.is_empty() {
+            return Err(GpuError("the captured graph is empty".into()));
+        }
+        if self.graphs.len() <= slot {
+            self.graphs.resize_with(slot + 1, || None);
+        }
+        self.graphs[slot] = Some(list);
+        Ok(())
     }
 
-    fn replay(&self) -> Result<(), GpuError> {
-        Err(GpuError(
-            "the host emulation does not capture graphs".into(),
-        ))
+    fn replay(&self, slot: usize) -> Result<(), GpuError> {
+        self.not_capturing()?;
+        let list = self
+            .graphs
+            .get(slot)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| GpuError("no captured graph".into()))?;
+        for w in list {
+            self.run(w);
+        }
+        Ok(())
     }
 }

@@ -143,9 +143,11 @@ pub(crate) enum K {
     AdamTick,
     Adam,
     Ema,
+    FitTick,
 }
 
 /// A kernel argument.
+#[derive(Clone, Copy)]
 pub(crate) enum A {
     P(u64),
     I(i32),
@@ -174,7 +176,35 @@ fn mix64(mut x: u64) -> u64 {
 /// input perturbation, 1 + k the SGLD noise of the k-th noisy weight tensor): distinct for
 /// distinct triples, and the same on every run.
 pub fn noise_key(seed: u64, step: u64, stream: u64) -> u64 {
-    mix64(mix64(mix64(seed ^ 0x6a09_e667_f3bc_c908) ^ step) ^ stream.wrapping_add(0x3c6e_f372))
+    mix64(mix64(seed_key(seed) ^ step) ^ stream.wrapping_add(0x3c6e_f372))
+}
+
+/// The part of [`noise_key`] that depends on the seed only (the device adds step and stream).
+fn seed_key(seed: u64) -> u64 {
+    mix64(seed ^ 0x6a09_e667_f3bc_c908)
+}
+
+/// Graph slots: the bench's step, and a fit's two halves.
+const FRONT: usize = 1;
+const BACK: usize = 2;
+
+/// What each step of a fit does on the device (see [`GpuNet::prepare_fit`]).
+#[derive(Debug, Clone)]
+pub struct FitStep {
+    /// The fit's seed, from which its noise is drawn (with the step and a stream).
+    pub seed: u64,
+    /// Standard deviation of the input perturbation (0: none).
+    pub reg_noise: f64,
+    /// The data term's gradient factor (2/n for the mean squared error, 1/n for the mean
+    /// absolute error) and whether it is the absolute error.
+    pub scale: f32,
+    pub l1: bool,
+    /// The moving average's β (the first step copies).
+    pub ema: f32,
+    /// Adam (its `lr` unused: the step size is the device-side one).
+    pub adam: AdamConfig,
+    /// SGLD's weight noise: the factor (sd = factor·lr) and the noisy tensors (offset, length).
+    pub sgld: Option<(f64, Vec<(usize, usize)>)>,
 }
 
 /// What the executor needs of a device: kernel launches, the two BLAS calls, copies. The CUDA
@@ -216,10 +246,10 @@ pub(crate) trait Backend {
     fn sync(&self) -> Result<(), GpuError>;
     /// Starts recording the launches that follow into a graph instead of running them.
     fn begin_capture(&mut self) -> Result<(), GpuError>;
-    /// Ends the recording and keeps the graph (replacing any earlier one).
-    fn end_capture(&mut self) -> Result<(), GpuError>;
-    /// Runs the kept graph.
-    fn replay(&self) -> Result<(), GpuError>;
+    /// Ends the recording and keeps the graph as graph `slot` (replacing any earlier one).
+    fn end_capture(&mut self, slot: usize) -> Result<(), GpuError>;
+    /// Runs kept graph `slot`.
+    fn replay(&self, slot: usize) -> Result<(), GpuError>;
 }
 
 /// The CUDA device.
@@ -231,7 +261,7 @@ struct Cuda {
     arena64: CudaSlice<f64>,
     /// cuBLAS's workspace, fixed so that captured GEMMs allocate nothing.
     _workspace: CudaSlice<u8>,
-    graph: Option<cudarc::driver::CudaGraph>,
+    graphs: Vec<Option<cudarc::driver::CudaGraph>>,
 }
 
 /// Bytes of cuBLAS workspace (NVIDIA suggests 32 MiB on Hopper).
@@ -309,7 +339,7 @@ impl Cuda {
             arena,
             arena64,
             _workspace: workspace,
-            graph: None,
+            graphs: Vec::new(),
         })
     }
 }
@@ -465,20 +495,24 @@ impl Backend for Cuda {
             .map_err(derr("cannot start capturing a CUDA graph"))
     }
 
-    fn end_capture(&mut self) -> Result<(), GpuError> {
+    fn end_capture(&mut self, slot: usize) -> Result<(), GpuError> {
         let g = self
             .stream
             .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
             .map_err(derr("cannot capture the step into a CUDA graph"))?
             .ok_or_else(|| GpuError("the captured CUDA graph is empty".into()))?;
         g.upload().map_err(derr("cannot upload the CUDA graph"))?;
-        self.graph = Some(g);
+        if self.graphs.len() <= slot {
+            self.graphs.resize_with(slot + 1, || None);
+        }
+        self.graphs[slot] = Some(g);
         Ok(())
     }
 
-    fn replay(&self) -> Result<(), GpuError> {
-        self.graph
-            .as_ref()
+    fn replay(&self, slot: usize) -> Result<(), GpuError> {
+        self.graphs
+            .get(slot)
+            .and_then(Option::as_ref)
             .ok_or_else(|| GpuError("no captured CUDA graph".into()))?
             .launch()
             .map_err(derr("cannot launch the CUDA graph"))
@@ -497,6 +531,11 @@ pub struct GpuNet {
     /// Adam's β1, β2 of the first [`GpuNet::adam_step`]; fixed afterwards (they are folded into
     /// the device-side bias corrections).
     adam_betas: Option<(f64, f64)>,
+    /// The prepared fit step, whether it is captured (and why not), whether to capture.
+    fit: Option<FitStep>,
+    fit_captured: bool,
+    graph_error: Option<String>,
+    use_graphs: bool,
     /// A non-diagonal forward operator, when [`GpuNet::set_operator`] gave one.
     op: Option<OpLayout>,
 }
@@ -587,6 +626,10 @@ impl GpuNet {
             layout,
             shapes,
             adam_betas: None,
+            fit: None,
+            fit_captured: false,
+            graph_error: None,
+            use_graphs: true,
             op: None,
         };
         g.upload(g.layout.params, net.params())?;
@@ -736,7 +779,13 @@ impl GpuNet {
         self.launch_n(
             K::Ema,
             n,
-            &[self.p(self.layout.ema), self.p(out), long(n), A::F(beta)],
+            &[
+                self.p(self.layout.ema),
+                self.p(out),
+                long(n),
+                A::F(beta),
+                A::P(0),
+            ],
         )
     }
 
@@ -750,6 +799,13 @@ impl GpuNet {
     pub fn loss_sums(&self) -> Result<(f64, f64), GpuError> {
         let l = self.dev.download64(self.layout.loss, 2)?;
         Ok((l[0], l[1]))
+    }
+
+    /// [`GpuNet::loss_sums`] and Adam's state `[t, β1^t, β2^t]` in one copy (they are
+    /// neighbours in the arena): one wait at a fit's divergence check.
+    pub fn loss_sums_and_adam(&self) -> Result<((f64, f64), [f64; 3]), GpuError> {
+        let l = self.dev.download64(self.layout.loss, 5)?;
+        Ok(((l[0], l[1]), [l[2], l[3], l[4]]))
     }
 
     /// Queues the squared-error loss and writes its gradient, `scale·a·(a·output − target)`, as
@@ -909,7 +965,10 @@ impl GpuNet {
                 self.p(dst),
                 long(n),
                 A::L(key as i64),
-                A::F(sd),
+                A::L(0),
+                A::P(0),
+                A::D(sd as f64),
+                int(0),
             ],
         )
     }
@@ -974,13 +1033,19 @@ impl GpuNet {
     /// Keeps the parameters and Adam's moments on the device (queued), for
     /// [`GpuNet::restore`]; returns Adam's state, which the caller keeps (waits for it).
     pub fn save(&mut self) -> Result<[f64; 3], GpuError> {
+        self.keep()?;
+        let s = self.dev.download64(self.layout.adam_state, 3)?;
+        Ok([s[0], s[1], s[2]])
+    }
+
+    /// [`GpuNet::save`] without reading Adam's state (queued only): for a caller that read it
+    /// with [`GpuNet::loss_sums_and_adam`].
+    pub fn keep(&mut self) -> Result<(), GpuError> {
         let l = &self.layout;
         let n = l.n_params;
         self.copy(l.params, l.snap_params, n)?;
         self.copy(l.adam_m, l.snap_m, n)?;
-        self.copy(l.adam_v, l.snap_v, n)?;
-        let s = self.dev.download64(l.adam_state, 3)?;
-        Ok([s[0], s[1], s[2]])
+        self.copy(l.adam_v, l.snap_v, n)
     }
 
     /// Keeps the moving average on the device (queued), for [`GpuNet::restore`].
@@ -1027,6 +1092,11 @@ impl GpuNet {
 
     /// Queues one Adam step on the parameters with the gradients of the last backward.
     pub fn adam_step(&mut self, cfg: &AdamConfig) -> Result<(), GpuError> {
+        self.queue_adam(cfg, false)
+    }
+
+    /// Adam with step size `cfg.lr`, or (`fit`) the fit's device-side one.
+    fn queue_adam(&mut self, cfg: &AdamConfig, fit: bool) -> Result<(), GpuError> {
         match self.adam_betas {
             None => self.adam_betas = Some((cfg.beta1, cfg.beta2)),
             Some(b) if b != (cfg.beta1, cfg.beta2) => {
@@ -1054,6 +1124,7 @@ impl GpuNet {
                 long(l.n_params),
                 self.p64(l.adam_state),
                 A::D(cfg.lr),
+                if fit { self.p64(l.fit_state) } else { A::P(0) },
                 A::F(cfg.beta1 as f32),
                 A::F(cfg.beta2 as f32),
                 A::F(cfg.eps as f32),
@@ -1105,19 +1176,170 @@ impl GpuNet {
         )
     }
 
+    /// Fixes what each step of a fit does ([`GpuNet::fit_front`], [`GpuNet::fit_back`]) and,
+    /// unless [`GpuNet::set_graphs`] turned graphs off, captures the two halves into CUDA
+    /// graphs, so that a step is two launches. The step number and the step size live on the
+    /// device ([`GpuNet::set_fit_state`], [`GpuNet::set_lr`]), so replays equal direct launches
+    /// bit for bit. A capture the device refuses leaves the fit on direct launches
+    /// ([`GpuNet::graph_error`] says why).
+    pub fn prepare_fit(&mut self, step: FitStep) -> Result<(), GpuError> {
+        self.fit = Some(step);
+        self.fit_captured = false;
+        self.graph_error = None;
+        if !self.use_graphs {
+            return Ok(());
+        }
+        let captured = self
+            .capture(FRONT, Self::queue_front)
+            .and_then(|()| self.capture(BACK, Self::queue_back));
+        match captured {
+            Ok(()) => self.fit_captured = true,
+            Err(e) => self.graph_error = Some(e.0),
+        }
+        Ok(())
+    }
+
+    fn capture(
+        &mut self,
+        slot: usize,
+        queue: fn(&mut Self) -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
+        self.dev.begin_capture()?;
+        let recorded = queue(self);
+        let ended = self.dev.end_capture(slot);
+        recorded.and(ended)
+    }
+
+    /// Whether the fit's steps run as captured graphs.
+    pub fn fit_graphs(&self) -> bool {
+        self.fit_captured
+    }
+
+    /// Why the fit's steps could not be captured, if they could not.
+    pub fn graph_error(&self) -> Option<&str> {
+        self.graph_error.as_deref()
+    }
+
+    /// Whether [`GpuNet::prepare_fit`] captures graphs (default yes).
+    pub fn set_graphs(&mut self, on: bool) {
+        self.use_graphs = on;
+    }
+
+    /// Sets the fit's device state: `done` steps done, step size `lr`.
+    pub fn set_fit_state(&mut self, done: u64, lr: f64) -> Result<(), GpuError> {
+        self.dev.upload64(self.layout.fit_state, &[done as f64, lr])
+    }
+
+    /// Sets the fit's step size (after a rollback).
+    pub fn set_lr(&mut self, lr: f64) -> Result<(), GpuError> {
+        self.dev.upload64(self.layout.fit_state + 1, &[lr])
+    }
+
+    /// The first half of a fit's step (queued): the step counter, the perturbed input, the
+    /// forward and the data term with its gradient. The loss can then be read.
+    pub fn fit_front(&mut self) -> Result<(), GpuError> {
+        if self.fit_captured {
+            self.dev.replay(FRONT)
+        } else {
+            self.queue_front()
+        }
+    }
+
+    /// The second half (queued): backward, moving average, Adam, SGLD's weight noise.
+    pub fn fit_back(&mut self) -> Result<(), GpuError> {
+        if self.fit_captured {
+            self.dev.replay(BACK)
+        } else {
+            self.queue_back()
+        }
+    }
+
+    fn fit_step(&self) -> Result<FitStep, GpuError> {
+        self.fit
+            .clone()
+            .ok_or_else(|| GpuError("no fit was prepared (prepare_fit)".into()))
+    }
+
+    fn queue_front(&mut self) -> Result<(), GpuError> {
+        let f = self.fit_step()?;
+        let st = self.p64(self.layout.fit_state);
+        self.launch(K::FitTick, (1, 1, 1), (1, 1, 1), &[st])?;
+        if f.reg_noise > 0.0 {
+            let (off, n) = self.layout.acts[0];
+            self.fit_gauss(self.layout.z, off, n, &f, 0, f.reg_noise, false)?;
+        }
+        self.forward()?;
+        self.data_term(f.scale, f.l1)
+    }
+
+    fn queue_back(&mut self) -> Result<(), GpuError> {
+        let f = self.fit_step()?;
+        self.backward()?;
+        let n = self.output_len();
+        let out = self.layout.acts.last().expect("an output").0;
+        self.launch_n(
+            K::Ema,
+            n,
+            &[
+                self.p(self.layout.ema),
+                self.p(out),
+                long(n),
+                A::F(f.ema),
+                self.p64(self.layout.fit_state),
+            ],
+        )?;
+        self.queue_adam(&f.adam, true)?;
+        if let Some((noise, tensors)) = &f.sgld {
+            for (k, &(off, len)) in tensors.iter().enumerate() {
+                let at = self.layout.params + off;
+                self.fit_gauss(at, at, len, &f, 1 + k as u64, *noise, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `dst = base + sd·N(0, 1)` with the normals of (the fit's seed, its device-side step,
+    /// `stream`), sd multiplied by the device-side step size if `by_lr`.
+    #[allow(clippy::too_many_arguments)]
+    fn fit_gauss(
+        &self,
+        base: usize,
+        dst: usize,
+        n: usize,
+        f: &FitStep,
+        stream: u64,
+        sd: f64,
+        by_lr: bool,
+    ) -> Result<(), GpuError> {
+        self.launch_n(
+            K::AddGauss,
+            n,
+            &[
+                self.p(base),
+                self.p(dst),
+                long(n),
+                A::L(seed_key(f.seed) as i64),
+                A::L(stream as i64),
+                self.p64(self.layout.fit_state),
+                A::D(sd),
+                int(by_lr as usize),
+            ],
+        )
+    }
+
     /// Records one [`GpuNet::step`] into a CUDA graph (nothing runs); [`GpuNet::replay_step`]
     /// then runs it with one launch. The step's arguments are fixed, so each replay is a step
     /// (Adam's counter advances on the device).
     pub fn capture_step(&mut self, scale: f32, cfg: &AdamConfig) -> Result<(), GpuError> {
         self.dev.begin_capture()?;
         let recorded = self.step(scale, cfg);
-        let ended = self.dev.end_capture();
+        let ended = self.dev.end_capture(0);
         recorded.and(ended)
     }
 
     /// Runs the step captured by [`GpuNet::capture_step`] (queued).
     pub fn replay_step(&self) -> Result<(), GpuError> {
-        self.dev.replay()
+        self.dev.replay(0)
     }
 
     fn act(&self, a: usize) -> usize {

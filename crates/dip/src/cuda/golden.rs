@@ -213,3 +213,76 @@ pub fn graph_replay_difference(ordinal: usize, precision: Precision) -> Result<f
     }
     Ok(diff / scale)
 }
+
+/// A short fit (input noise, SGLD, a learning rate high enough to roll back) on the device with
+/// its steps replayed from captured graphs and again launched directly: the largest difference
+/// between the two final outputs (0 expected: the graphs read the step number and step size on
+/// the device), and whether the graphs were captured (`Err` with the device's reason if not).
+pub fn fit_graph_difference(
+    ordinal: usize,
+    precision: Precision,
+) -> Result<(f32, std::result::Result<(), String>), GpuError> {
+    use crate::fit::{FitConfig, SgldConfig, fit_on_gpu};
+    use crate::image::Image;
+    use crate::nets::Arch;
+    use crate::operators::Identity;
+    let spec = Arch::Skip(SkipSpec::uniform(4, 3, 3, 8, 2));
+    let (w, h, c) = (24, 20, 3);
+    let noisy = Image::new(
+        w,
+        h,
+        c,
+        (0..w * h * c)
+            .map(|i| 0.5 + 0.3 * (((i * 7919) % 97) as f32 / 97.0 - 0.5))
+            .collect(),
+    );
+    let op = Identity::new(w, h, c);
+    let cfg = FitConfig {
+        iters: 40,
+        lr: 1.0,
+        check_every: 2,
+        reg_noise: 1.0 / 30.0,
+        sgld: Some(SgldConfig {
+            burn_in: 10,
+            sample_every: 5,
+            ..SgldConfig::for_iters(40)
+        }),
+        ..FitConfig::default()
+    };
+    let run = |graphs: bool| {
+        let mut open = |net: &Net<f32>, room: usize| {
+            let mut g = GpuNet::with_room(net, ordinal, precision, room)?;
+            g.set_graphs(graphs);
+            Ok(g)
+        };
+        fit_on_gpu(&noisy, &op, None, &spec, &cfg, &mut [], &mut open)
+            .map_err(|e| GpuError(e.to_string()))
+    };
+    let (a, b) = (run(true)?, run(false)?);
+    let diff = a
+        .output_raw
+        .data
+        .iter()
+        .zip(&b.output_raw.data)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    // Whether this device captures a fit's steps at all.
+    let net = spec
+        .builder::<f32>(h, w)
+        .map(|(bld, out)| bld.build(out, 0, false))
+        .map_err(|e| GpuError(e.to_string()))?;
+    let mut g = GpuNet::new(&net, ordinal, precision)?;
+    g.prepare_fit(crate::cuda::FitStep {
+        seed: 1,
+        reg_noise: 0.1,
+        scale: 1.0,
+        l1: false,
+        ema: 0.9,
+        adam: AdamConfig::default(),
+        sgld: None,
+    })?;
+    let captured = match g.graph_error() {
+        Some(e) => Err(e.to_string()),
+        None => Ok(()),
+    };
+    Ok((diff, captured))
+}

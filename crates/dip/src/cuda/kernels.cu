@@ -404,9 +404,25 @@ __device__ __forceinline__ float gauss(unsigned long long key, i64 i) {
     return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530717958647692f * u2);
 }
 
-// x = base + sd·N(0, 1), the normals drawn from `key` (x may be base).
-extern "C" __global__ void add_gauss(const float* base, float* x, i64 n, i64 key, float sd) {
-    GRID_LOOP(i, n) { x[i] = base[i] + sd * gauss((unsigned long long)key, i); }
+// x = base + sd·N(0, 1) (x may be base). Without `fit` the normals are drawn from `key`; with
+// it (a fit's device state [step, lr]) `key` is the fit's seed key and the normals are those of
+// (seed, step, stream), as the host's `noise_key` makes them, and sd is multiplied by lr if
+// `by_lr`. Then the step and the step size are read on the device, so a captured step replays.
+extern "C" __global__ void add_gauss(const float* base, float* x, i64 n, i64 key, i64 stream,
+                                     const double* fit, double sd, int by_lr) {
+    unsigned long long k = (unsigned long long)key;
+    float s = (float)sd;
+    if (fit) {
+        k = mix64(mix64(k ^ (unsigned long long)fit[0]) ^
+                  ((unsigned long long)stream + 0x3c6ef372ULL));
+        if (by_lr) s = (float)(sd * fit[1]);
+    }
+    GRID_LOOP(i, n) { x[i] = base[i] + s * gauss(k, i); }
+}
+
+// A fit's step counter: fit = [step, lr].
+extern "C" __global__ void fit_tick(double* fit) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) fit[0] += 1.0;
 }
 
 // Adam's step counter and bias corrections live on the device, so that a captured step replays
@@ -420,9 +436,11 @@ extern "C" __global__ void adam_tick(double* state, double b1, double b2) {
 }
 
 // As the CPU: p −= lr/(1−β1^t) · m / (sqrt(v)/sqrt(1−β2^t) + eps), m as torch's lerp.
+// The step size is `lr`, or a fit's device-side one (fit[1]) when `fit` is given.
 extern "C" __global__ void adam(float* p, const float* g, float* m, float* v, i64 n,
-                                const double* state, double lr, float b1, float b2, float eps,
-                                float wd, float w1, float w2) {
+                                const double* state, double lr, const double* fit, float b1,
+                                float b2, float eps, float wd, float w1, float w2) {
+    if (fit) lr = fit[1];
     float step_size = (float)(lr / (1.0 - state[1]));
     float bc2_sqrt = (float)sqrt(1.0 - state[2]);
     GRID_LOOP(i, n) {
@@ -435,7 +453,12 @@ extern "C" __global__ void adam(float* p, const float* g, float* m, float* v, i6
     }
 }
 
-// Exponential moving average: avg = β·avg + (1 − β)·x.
-extern "C" __global__ void ema(float* avg, const float* x, i64 n, float beta) {
+// Exponential moving average: avg = β·avg + (1 − β)·x. With a fit's state, at its first step
+// the average is a copy of x (it may not hold numbers yet).
+extern "C" __global__ void ema(float* avg, const float* x, i64 n, float beta, const double* fit) {
+    if (fit && fit[0] == 1.0) {
+        GRID_LOOP(i, n) { avg[i] = x[i]; }
+        return;
+    }
     GRID_LOOP(i, n) { avg[i] = beta * avg[i] + (1.0f - beta) * x[i]; }
 }

@@ -6,8 +6,8 @@
 //!
 //! All device memory is two arenas (f32 and f64) allocated when the network is uploaded; a
 //! training step allocates nothing, synchronises with the host nowhere and keeps every argument
-//! of every launch fixed (Adam's step counter lives on the device), so the step can be captured
-//! into a CUDA graph as it is. Convolutions are im2col + GEMM (1×1 stride-1 convolutions are one
+//! of every launch fixed (Adam's step counter, and a fit's step number and step size, live on
+//! the device), so a step can be captured into a CUDA graph as it is and replayed. Convolutions are im2col + GEMM (1×1 stride-1 convolutions are one
 //! GEMM on the activation itself); their adjoints are gathers, so results do not depend on
 //! scheduling.
 
@@ -16,7 +16,7 @@ mod exec;
 pub mod golden;
 pub mod plan;
 
-pub use exec::{DeviceInfo, GpuNet, Precision, noise_key, operator_space, probe};
+pub use exec::{DeviceInfo, FitStep, GpuNet, Precision, noise_key, operator_space, probe};
 
 /// The kernel source, compiled at run time.
 pub const KERNELS: &str = include_str!("kernels.cu");
@@ -48,6 +48,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adam_tick",
     "adam",
     "ema",
+    "fit_tick",
 ];
 
 /// An error of the GPU backend, as one line for the user.

@@ -133,11 +133,13 @@ pub struct Layout {
     pub extra_len: usize,
     pub len: usize,
     /// f64 arena: per-channel partial sums, the loss sums `[Σ d², Σ |d|]`, Adam's
-    /// `[t, β1^t, β2^t]`.
+    /// `[t, β1^t, β2^t]`, a fit's `[step, lr]`.
     pub part: usize,
     pub part_len: usize,
     pub loss: usize,
     pub adam_state: usize,
+    /// A fit's `[step, lr]`, read by the fit's kernels so that its captured step replays.
+    pub fit_state: usize,
     pub len64: usize,
 }
 
@@ -269,8 +271,10 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
     let extra_at = f32s.take(extra);
     let mut f64s = Bump(0);
     let part = f64s.take(part_len);
-    let loss = f64s.take(2);
-    let adam_state = f64s.take(3);
+    // Neighbours: a fit's check reads both with one copy.
+    let loss = f64s.take(2 + 3);
+    let adam_state = loss + 2;
+    let fit_state = f64s.take(2);
     Ok((
         nodes,
         Layout {
@@ -300,6 +304,7 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
             part_len,
             loss,
             adam_state,
+            fit_state,
             len64: f64s.0,
         },
     ))

@@ -1,7 +1,8 @@
 //! The loop on a GPU (feature `cuda`): the same fit as [`super::fit`], with the network, its
 //! input perturbation, the data term, Adam, the moving average and SGLD's weight noise on the
 //! device. The host downloads images only where the loop needs them: at observed steps, SGLD
-//! samples and checkpoints; and a loss at divergence checks.
+//! samples and checkpoints; and a loss at divergence checks. A step is two launch sequences
+//! (up to the loss, and after it), each captured into a CUDA graph once ([`GpuNet::prepare_fit`]).
 //!
 //! Differences from the CPU loop, all from where the numbers are made:
 //! - the input perturbation and SGLD's noise are drawn on the device from counter-based
@@ -12,9 +13,9 @@
 //!   average to what it was after the last good check (after a resume, before any check: the
 //!   checkpoint's);
 //! - diagonal operators (denoising, inpainting) are a factor per sample; the others
-//!   (downsampling, blur) an explicit sparse matrix and its transpose, each row summed in one
-//!   order (the CPU applies them separably); Lipschitz control, pixel batches and bf16 GEMMs run
-//!   on the CPU only.
+//!   (downsampling, blur, chains of these) an explicit sparse matrix and its transpose, each
+//!   row summed in one order (the CPU applies them separably); Lipschitz control, pixel batches
+//!   and bf16 GEMMs run on the CPU only.
 
 use std::time::Instant;
 
@@ -25,7 +26,7 @@ use super::run::{
     check_resume_state, checkpoint_due, crop_into, crop_slice, dropped, setup, sgld_tensors,
     uncrop_slice,
 };
-use crate::cuda::{GpuError, GpuNet, noise_key, operator_space};
+use crate::cuda::{FitStep, GpuError, GpuNet, operator_space};
 use crate::engine::{Net, Precision, Tensor};
 use crate::image::Image;
 use crate::nets::Arch;
@@ -184,30 +185,42 @@ pub fn fit_on_gpu(
         first = st.step + 1;
         seconds_before = st.seconds;
     }
+    // Each step is two launch sequences, captured into graphs where the device allows; the step
+    // number and the step size are read on the device.
+    g.prepare_fit(FitStep {
+        seed: cfg.seed,
+        reg_noise: cfg.reg_noise.max(0.0),
+        scale,
+        l1: cfg.loss == Loss::L1,
+        ema: cfg.ema as f32,
+        adam,
+        sgld: cfg
+            .sgld
+            .as_ref()
+            .filter(|s| s.noise > 0.0)
+            .map(|s| (s.noise, noisy.clone())),
+    })
+    .map_err(gpu)?;
+    g.set_fit_state(first as u64 - 1, adam.lr).map_err(gpu)?;
     let mut last_checkpoint = Instant::now();
 
     for it in first..=cfg.iters {
-        if cfg.reg_noise > 0.0 {
-            g.perturb_input(noise_key(cfg.seed, it as u64, 0), cfg.reg_noise as f32)
-                .map_err(gpu)?;
-        }
-        g.forward().map_err(gpu)?;
-        g.data_term(scale, cfg.loss == Loss::L1).map_err(gpu)?;
+        g.fit_front().map_err(gpu)?;
         pr.iterations_run = it;
 
         let cancel = cfg.cancelled() && it < cfg.iters;
         let regular = it % cfg.observe_every == 0 || it == cfg.iters;
         let check = it % cfg.check_every == 0 || it == 1;
         // The loss is read (a wait for the device) only where the loop needs it.
-        let (loss, mse) = if check || regular || cancel {
-            let (sq, abs) = g.loss_sums().map_err(gpu)?;
+        let (loss, mse, adam_state) = if check || regular || cancel {
+            let ((sq, abs), adam_state) = g.loss_sums_and_adam().map_err(gpu)?;
             let value = match cfg.loss {
                 Loss::L2 => sq / n,
                 Loss::L1 => abs / n,
             };
-            (value, sq / n)
+            (value, sq / n, adam_state)
         } else {
-            (0.0, 0.0)
+            (0.0, 0.0, [0.0; 3])
         };
         let psnr_obs = check_psnr(check, loss, mse);
         let bad = check && !loss.is_finite();
@@ -216,40 +229,31 @@ pub fn fit_on_gpu(
             let k = kept.as_ref().expect("rollback checked the snapshot");
             g.restore(k.adam).map_err(gpu)?;
             adam.lr *= 0.5;
+            g.set_lr(adam.lr).map_err(gpu)?;
             raw_is_current = false;
             continue;
         }
         if let Some(p) = psnr_obs {
             pr.failures_in_a_row = 0;
-            let state = g.save().map_err(gpu)?;
+            // Adam's state came with the loss: one wait per check.
+            g.keep().map_err(gpu)?;
             kept = Some(Kept {
-                adam: state,
+                adam: adam_state,
                 lr: adam.lr,
                 psnr_obs: p,
             });
         }
 
-        g.backward().map_err(gpu)?;
+        // Backward, moving average, Adam, SGLD's noise. The output stays the forward's.
+        g.fit_back().map_err(gpu)?;
         if pr.sample_due(cfg, it) {
             let out = g.output().map_err(gpu)?;
             crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);
             pr.sample(&x_buf);
         }
-        g.ema_update(if it == 1 { 0.0 } else { cfg.ema as f32 })
-            .map_err(gpu)?;
         if psnr_obs.is_some() {
             // The average including this checked step is the one a rollback goes back to.
             g.save_ema().map_err(gpu)?;
-        }
-        g.adam_step(&adam).map_err(gpu)?;
-        if let Some(s) = &cfg.sgld
-            && s.noise > 0.0
-        {
-            let sd = (s.noise * adam.lr) as f32;
-            for (k, &(off, len)) in noisy.iter().enumerate() {
-                g.perturb_params(off, len, noise_key(cfg.seed, it as u64, 1 + k as u64), sd)
-                    .map_err(gpu)?;
-            }
         }
         raw_is_current = true;
 
