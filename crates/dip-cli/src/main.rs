@@ -216,11 +216,12 @@ fn run(cli: Cli) -> Result<Outcome> {
                 | Command::Demo(_)
                 | Command::Bench(_)
                 | Command::Selftest(_)
+                | Command::Sweep(sweep::Which::Run(_))
         )
     {
         bail!(
             "--device {device}: this command runs on the CPU only so far (the GPU runs dip \
-             denoise, inpaint, sr, deblur, demo, bench and selftest)"
+             denoise, inpaint, sr, deblur, demo, sweep run, bench and selftest)"
         );
     }
     // A GPU that cannot be used is reported now, before any file is read or written.

@@ -479,6 +479,7 @@ fn run_cell(
         observe_every: OBSERVE_EVERY,
         max_memory,
         cancel: Some(g.cancel.clone()),
+        device: g.device,
         ..recipe.fit_config()?
     };
     let bar = log.multi.add(ProgressBar::new(cfg.iters as u64));
@@ -589,6 +590,8 @@ fn run_cell(
         "preset": preset,
         "network": spec.label(),
         "operator": p.operator.name(),
+        // Where the fit ran: a GPU draws other (equally deterministic) noise than the CPU.
+        "device": g.device.to_string(),
         "size": [p.clean.width, p.clean.height, p.clean.channels],
         "lr_final": report.lr_final,
         // (step, PSNR of the raw output, PSNR of the result) at every observed step.
@@ -674,9 +677,18 @@ pub fn run_plan(args: RunArgs, g: &Global) -> Result<Outcome> {
     }
     let mut todo = Vec::new();
     let mut already = 0;
+    let here = g.device.to_string();
+    let mut elsewhere: BTreeMap<String, usize> = BTreeMap::new();
     for (k, c) in &mine {
         match store.read(c) {
-            CellState::Done(_) => already += 1,
+            CellState::Done(r) => {
+                already += 1;
+                // Records from before devices were recorded ran on the CPU.
+                let ran = r.info["device"].as_str().unwrap_or("cpu");
+                if ran != here {
+                    *elsewhere.entry(ran.to_string()).or_default() += 1;
+                }
+            }
             CellState::Missing => todo.push((*k, *c)),
             CellState::Corrupt(why) => {
                 log.line(&format!(
@@ -686,6 +698,12 @@ pub fn run_plan(args: RunArgs, g: &Global) -> Result<Outcome> {
                 todo.push((*k, *c));
             }
         }
+    }
+    for (ran, n) in &elsewhere {
+        log.line(&format!(
+            "note: {n} finished cell(s) ran on {ran}, this run uses {here}: same settings, other \
+             noise streams (each cell records its device)"
+        ));
     }
     log.line(&format!(
         "sweep {}: shard {shard} has {} of the {} cells: {already} finished, {} to run",

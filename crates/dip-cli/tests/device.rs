@@ -77,6 +77,46 @@ fn fits_go_to_the_gpu_or_say_why_not() {
     assert!(!out.join("clean.png").exists());
 }
 
+/// A sweep's cells go to the GPU too; without one, nothing of the sweep is written.
+#[test]
+fn sweeps_go_to_the_gpu_or_say_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let img = image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, 90])
+    });
+    img.save(d.join("a.png")).unwrap();
+    std::fs::write(
+        d.join("plan.toml"),
+        "images = [\"a.png\"]\nseeds = 1\nset = [\"fit.iters=4\", \"net.scales=2\", \
+         \"net.down=8\", \"net.up=8\", \"net.skip=2\", \"net.input_channels=4\"]\n\
+         [[degradations]]\ntask = \"denoise\"\nlevels = [25]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dip"))
+        .current_dir(d)
+        .args(["--device", "cuda", "sweep", "run", "plan.toml", "-o", "res"])
+        .output()
+        .expect("run dip");
+    let (code, err) = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    if code == 0 {
+        eprintln!("ran on a GPU");
+        let cell = std::fs::read_dir(d.join("res/cells"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let text = std::fs::read_to_string(cell.path()).unwrap();
+        assert!(text.contains("\"device\":\"cuda:0\""), "{text}");
+        return;
+    }
+    says_why_there_is_no_gpu(code, &err);
+    assert!(!d.join("res").exists(), "nothing is written without a GPU");
+}
+
 #[test]
 fn commands_without_a_gpu_path_say_so() {
     let (code, _, err) = dip(&["--device", "cuda", "eval", "missing.png", "missing.png"]);

@@ -393,3 +393,39 @@ fn slurm_script_and_array_variables() {
         .unwrap();
     assert_eq!(text(&out.stdout).lines().count(), 2);
 }
+
+/// Each cell records where it ran; a run that finds finished cells from another device says so
+/// (same settings, other noise streams) and keeps them.
+#[test]
+fn cells_record_their_device_and_a_mixed_store_is_noted() {
+    let t = setup();
+    let d = t.path();
+    let small = PLAN
+        .replace("seeds = 2", "seeds = 1")
+        .replace("fit.iters=200", "fit.iters=20")
+        .replace("levels = [25, 50]", "levels = [25]");
+    fs::write(d.join("small.toml"), small).unwrap();
+    assert_ok(&run(d, &["sweep", "run", "small.toml", "-o", "out"]));
+    let done = cells(&d.join("out"));
+    assert_eq!(done.len(), 2);
+    for c in done.values() {
+        assert_eq!(c["info"]["device"], "cpu", "{c}");
+    }
+    // One cell as if a GPU had run it, one removed: the rerun fits the missing one here.
+    let ids: Vec<&String> = done.keys().collect();
+    let path = d.join("out/cells").join(format!("{}.json", ids[0]));
+    let mut moved = done[ids[0]].clone();
+    moved["info"]["device"] = "cuda:0".into();
+    fs::write(&path, serde_json::to_string(&moved).unwrap()).unwrap();
+    fs::remove_file(d.join("out/cells").join(format!("{}.json", ids[1]))).unwrap();
+    let out = run(d, &["sweep", "run", "small.toml", "-o", "out"]);
+    assert_ok(&out);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("note: 1 finished cell(s) ran on cuda:0, this run uses cpu"),
+        "{err}"
+    );
+    let again = cells(&d.join("out"));
+    assert_eq!(again[ids[0]]["info"]["device"], "cuda:0");
+    assert_eq!(again[ids[1]]["info"]["device"], "cpu");
+}
