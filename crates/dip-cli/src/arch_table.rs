@@ -79,6 +79,10 @@ pub struct Args {
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
 
+    /// Fit this many cells at once (see `dip sweep run --jobs`).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    jobs: usize,
+
     /// Only merge the finished cells into the tables; fit nothing.
     #[arg(long)]
     merge_only: bool,
@@ -238,6 +242,7 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
                 shard: args.shard.clone(),
                 list: false,
                 max_memory: args.recipe.max_memory,
+                jobs: args.jobs,
             },
             g,
         )?;

@@ -65,6 +65,10 @@ pub struct Args {
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
 
+    /// Fit this many cells at once (see `dip sweep run --jobs`).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    jobs: usize,
+
     /// Fit nothing: only summarise the finished cells of the folder (e.g. after the shards of
     /// a Slurm array are done, or over cells copied together from several runs).
     #[arg(long)]
@@ -135,6 +139,7 @@ pub fn run(a: Args, g: &Global) -> Result<Outcome> {
             shard: a.shard.clone(),
             list: false,
             max_memory: None,
+            jobs: a.jobs,
         },
         g,
     )?;

@@ -30,7 +30,8 @@ use dip::sweep::{
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::output::write_text;
 use crate::recipe::RecipeArgs;
@@ -84,6 +85,12 @@ pub struct RunArgs {
     /// [default: the memory available now].
     #[arg(long, value_name = "GIB")]
     pub max_memory: Option<f64>,
+
+    /// Fit this many cells at once, sharing the worker threads (--threads) or the GPU (each
+    /// fit on a stream of its own). Small images use more of a machine this way; --max-memory
+    /// is shared among them. Every cell's result is the same as with one at a time.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub jobs: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -246,13 +253,14 @@ fn shard_of(arg: Option<&str>) -> Result<Shard> {
 }
 
 /// A clean image as the plan prepares it, kept while consecutive cells use it.
-struct ImageCache {
+struct ImageCache<'a> {
     plan_dir: PathBuf,
     last: Option<(String, Image)>,
-    noted_alpha: HashSet<String>,
+    /// Images whose dropped alpha channel was noted (shared by the jobs: one note each).
+    noted_alpha: &'a Mutex<HashSet<String>>,
 }
 
-impl ImageCache {
+impl ImageCache<'_> {
     fn get(&mut self, s: &CellSettings, g: &Global, log: &Log) -> Result<Image> {
         if let Some((name, img)) = &self.last
             && name == &s.image
@@ -261,7 +269,14 @@ impl ImageCache {
         }
         let path = self.plan_dir.join(&s.image);
         let (mut img, info) = image::load(&path)?;
-        if info.dropped_alpha && !g.quiet && self.noted_alpha.insert(s.image.clone()) {
+        if info.dropped_alpha
+            && !g.quiet
+            && self
+                .noted_alpha
+                .lock()
+                .expect("no job panics holding the notes")
+                .insert(s.image.clone())
+        {
             log.line(&format!(
                 "note: {} has an alpha channel; it was dropped",
                 path.display()
@@ -454,6 +469,16 @@ fn band_recorder(observation: &Image, clean: &Image, n: usize) -> Result<BandRec
     Ok(BandRecorder::new(bands, observation, Some(clean))?)
 }
 
+/// What the jobs of a run did.
+#[derive(Default)]
+struct Tally {
+    fitted: usize,
+    /// Failed cells: "id (message)".
+    failed: Vec<String>,
+    /// A fit was stopped by Ctrl-C / SIGTERM (the other jobs take no new cell).
+    interrupted: bool,
+}
+
 /// What happened to one cell.
 enum CellOutcome {
     Done(Box<CellRecord>),
@@ -463,7 +488,7 @@ enum CellOutcome {
 /// Degrades, fits and measures one cell.
 fn run_cell(
     cell: &Cell,
-    images: &mut ImageCache,
+    images: &mut ImageCache<'_>,
     store: &Store,
     save_images: bool,
     max_memory: Option<usize>,
@@ -720,62 +745,94 @@ pub fn run_plan(args: RunArgs, g: &Global) -> Result<Outcome> {
             .progress_chars("=> "),
     );
     overall.set_position(already as u64);
-    let mut images = ImageCache {
-        plan_dir: args
-            .plan
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
-        last: None,
-        noted_alpha: HashSet::new(),
+    let plan_dir = args
+        .plan
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let noted_alpha = Mutex::new(HashSet::new());
+    let jobs = args.jobs.clamp(1, todo.len().max(1));
+    // Each of `jobs` fits at once gets its share of the memory limit.
+    let max_memory = max_memory.map(|m| m / jobs);
+    let next = AtomicUsize::new(0);
+    let tally = Mutex::new(Tally::default());
+    let job = || {
+        let mut images = ImageCache {
+            plan_dir: plan_dir.clone(),
+            last: None,
+            noted_alpha: &noted_alpha,
+        };
+        loop {
+            {
+                let mut t = tally.lock().expect("no job panics holding the tally");
+                if g.cancel.load(Ordering::SeqCst) {
+                    t.interrupted = true;
+                }
+                if t.interrupted {
+                    return;
+                }
+            }
+            let Some(&(k, cell)) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                return;
+            };
+            overall.set_message(format!("{} {}", cell.id, label(cell)));
+            let head = format!("cell {}/{} {}", k + 1, cells.len(), cell.id);
+            let result = run_cell(
+                cell,
+                &mut images,
+                &store,
+                plan.save_images,
+                max_memory,
+                &log,
+                g,
+            );
+            let mut t = tally.lock().expect("no job panics holding the tally");
+            match result {
+                Ok(CellOutcome::Done(r)) => {
+                    t.fitted += 1;
+                    overall.inc(1);
+                    let f = |m: &str| {
+                        r.metric(m)
+                            .map_or("-".to_string(), |v| dip::sweep::format_metric(m, v))
+                    };
+                    log.line(&format!(
+                        "{head} {}: PSNR final {} dB, best {} dB at step {} ({} s)",
+                        label(cell),
+                        f("psnr_final"),
+                        f("psnr_best"),
+                        f("iter_best"),
+                        f("seconds")
+                    ));
+                }
+                Ok(CellOutcome::Interrupted) => {
+                    t.interrupted = true;
+                    return;
+                }
+                Err(e) => {
+                    let msg = crate::one_line(&format!("{e:#}"));
+                    log.line(&format!("error: {head} {}: {msg}", label(cell)));
+                    t.failed.push(format!("{} ({msg})", cell.id));
+                    overall.inc(1);
+                }
+            }
+        }
     };
-    let mut fitted = 0;
-    let mut failed: Vec<String> = Vec::new();
-    let mut outcome = Outcome::Done;
-    for (k, cell) in &todo {
-        if g.cancel.load(std::sync::atomic::Ordering::SeqCst) {
-            outcome = Outcome::Interrupted;
-            break;
+    std::thread::scope(|scope| {
+        for _ in 1..jobs {
+            scope.spawn(job);
         }
-        overall.set_message(format!("{} {}", cell.id, label(cell)));
-        let head = format!("cell {}/{} {}", k + 1, cells.len(), cell.id);
-        match run_cell(
-            cell,
-            &mut images,
-            &store,
-            plan.save_images,
-            max_memory,
-            &log,
-            g,
-        ) {
-            Ok(CellOutcome::Done(r)) => {
-                fitted += 1;
-                overall.inc(1);
-                let f = |m: &str| {
-                    r.metric(m)
-                        .map_or("-".to_string(), |v| dip::sweep::format_metric(m, v))
-                };
-                log.line(&format!(
-                    "{head} {}: PSNR final {} dB, best {} dB at step {} ({} s)",
-                    label(cell),
-                    f("psnr_final"),
-                    f("psnr_best"),
-                    f("iter_best"),
-                    f("seconds")
-                ));
-            }
-            Ok(CellOutcome::Interrupted) => {
-                outcome = Outcome::Interrupted;
-                break;
-            }
-            Err(e) => {
-                let msg = crate::one_line(&format!("{e:#}"));
-                log.line(&format!("error: {head} {}: {msg}", label(cell)));
-                failed.push(format!("{} ({msg})", cell.id));
-                overall.inc(1);
-            }
-        }
-    }
+        job();
+    });
+    let Tally {
+        fitted,
+        failed,
+        interrupted,
+    } = tally.into_inner().expect("no job panics holding the tally");
+    let outcome = if interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::Done
+    };
     overall.finish_and_clear();
     if matches!(outcome, Outcome::Interrupted) {
         eprintln!(

@@ -429,3 +429,47 @@ fn cells_record_their_device_and_a_mixed_store_is_noted() {
     assert_eq!(again[ids[0]]["info"]["device"], "cuda:0");
     assert_eq!(again[ids[1]]["info"]["device"], "cpu");
 }
+
+/// Several cells fitted at once give the records of one at a time: each fit is deterministic
+/// however the worker threads are shared.
+#[test]
+fn jobs_fit_cells_at_once_with_the_same_results() {
+    let t = setup();
+    let d = t.path();
+    let small = PLAN
+        .replace("fit.iters=200", "fit.iters=30")
+        .replace("levels = [25, 50]", "levels = [25]");
+    fs::write(d.join("small.toml"), small).unwrap();
+    let two_threads = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dip"));
+        c.current_dir(d).args(["--threads", "2"]);
+        c
+    };
+    let one = two_threads()
+        .args(["sweep", "run", "small.toml", "-o", "one"])
+        .output()
+        .unwrap();
+    assert_ok(&one);
+    let three = two_threads()
+        .args(["sweep", "run", "small.toml", "-o", "three", "--jobs", "3"])
+        .output()
+        .unwrap();
+    assert_ok(&three);
+    let (a, b) = (cells(&d.join("one")), cells(&d.join("three")));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (id, c) in &a {
+        assert_eq!(stable_metrics(c), stable_metrics(&b[id]), "cell {id}");
+        assert_eq!(c["info"], b[id]["info"], "cell {id}");
+    }
+    let out = run(
+        d,
+        &["sweep", "run", "small.toml", "-o", "zero", "--jobs", "0"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--jobs"),
+        "{}",
+        text(&out.stderr)
+    );
+}
