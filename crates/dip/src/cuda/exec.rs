@@ -264,6 +264,34 @@ struct Cuda {
     graphs: Vec<Option<cudarc::driver::CudaGraph>>,
 }
 
+/// The kernels compiled by NVRTC for a compute capability, once per process (a sweep opens a
+/// network per cell).
+fn ptx_for(cc: (i32, i32)) -> Result<String, GpuError> {
+    static COMPILED: std::sync::Mutex<Vec<((i32, i32), String)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut done = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, ptx)) = done.iter().find(|(c, _)| *c == cc) {
+        return Ok(ptx.clone());
+    }
+    let (major, minor) = cc;
+    let ptx = catch("NVRTC", || {
+        cudarc::nvrtc::compile_ptx_with_opts(
+            super::KERNELS,
+            cudarc::nvrtc::CompileOptions {
+                options: vec![
+                    "--std=c++17".into(),
+                    format!("--gpu-architecture=compute_{major}{minor}"),
+                ],
+                ..Default::default()
+            },
+        )
+    })?
+    .map_err(|e| GpuError(format!("NVRTC could not compile the kernels: {e}")))?
+    .to_src();
+    done.push((cc, ptx.clone()));
+    Ok(ptx)
+}
+
 /// Bytes of cuBLAS workspace (NVIDIA suggests 32 MiB on Hopper).
 const BLAS_WORKSPACE: usize = 32 << 20;
 
@@ -285,20 +313,7 @@ impl Cuda {
         let stream = ctx
             .new_stream()
             .map_err(derr("cannot create a CUDA stream"))?;
-        let (major, minor) = info.compute_capability;
-        let ptx = catch("NVRTC", || {
-            cudarc::nvrtc::compile_ptx_with_opts(
-                super::KERNELS,
-                cudarc::nvrtc::CompileOptions {
-                    options: vec![
-                        "--std=c++17".into(),
-                        format!("--gpu-architecture=compute_{major}{minor}"),
-                    ],
-                    ..Default::default()
-                },
-            )
-        })?
-        .map_err(|e| GpuError(format!("NVRTC could not compile the kernels: {e}")))?;
+        let ptx = cudarc::nvrtc::Ptx::from_src(ptx_for(info.compute_capability)?);
         let module = ctx
             .load_module(ptx)
             .map_err(derr("cannot load the compiled kernels"))?;
