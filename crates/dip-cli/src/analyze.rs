@@ -86,6 +86,13 @@ pub struct Manifest {
     pub preset: String,
     pub recipe: Recipe,
     pub version: String,
+    /// Where the runs were fitted (`cpu`, `cuda:0`); older folders: the CPU.
+    #[serde(default = "cpu")]
+    pub device: String,
+}
+
+fn cpu() -> String {
+    "cpu".into()
 }
 
 pub const MANIFEST: &str = "analyze.json";
@@ -194,6 +201,7 @@ pub fn record_and_analyse(
         preset: plan.preset.clone(),
         recipe: recipe.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        device: g.device.to_string(),
     };
     crate::output::write_json(&dir.join(MANIFEST), &serde_json::to_value(&manifest)?)?;
     let analysis = analyse_runs(dir, &manifest.runs, &plan.opts, g)?;
@@ -242,6 +250,7 @@ fn fit_runs(
             seed,
             observe_every: plan.every,
             cancel: Some(g.cancel.clone()),
+            device: g.device,
             ..base.clone()
         };
         let name = format!("run-seed{seed}");

@@ -217,11 +217,16 @@ fn run(cli: Cli) -> Result<Outcome> {
                 | Command::Bench(_)
                 | Command::Selftest(_)
                 | Command::Sweep(sweep::Which::Run(_))
+                | Command::Analyze(_)
+                | Command::Experiment(
+                    experiment::Which::Triangles(_) | experiment::Which::SpectralBias(_)
+                )
         )
     {
         bail!(
             "--device {device}: this command runs on the CPU only so far (the GPU runs dip \
-             denoise, inpaint, sr, deblur, demo, sweep run, bench and selftest)"
+             denoise, inpaint, sr, deblur, demo, analyze, experiment triangles, experiment \
+             spectral-bias, sweep run, bench and selftest)"
         );
     }
     // A GPU that cannot be used is reported now, before any file is read or written.

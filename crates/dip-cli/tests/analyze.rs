@@ -66,6 +66,7 @@ fn analyze_writes_the_analysis_the_csvs_and_a_self_contained_report() {
     let stdout = ok(&run(&args, p));
     assert!(stdout.contains("t1/2 per band"), "{stdout}");
     let an = p.join("an");
+    assert_eq!(json(&an.join("analyze.json"))["device"], "cpu");
     let a = json(&an.join("analysis.json"));
     // The keys other tools read.
     let bands = a["bands"].as_array().unwrap();

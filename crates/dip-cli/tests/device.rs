@@ -117,6 +117,47 @@ fn sweeps_go_to_the_gpu_or_say_why_not() {
     assert!(!d.join("res").exists(), "nothing is written without a GPU");
 }
 
+/// The spectral analysis fits its runs on the GPU too; without one, nothing is written.
+#[test]
+fn analyses_go_to_the_gpu_or_say_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let img = image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, 90])
+    });
+    img.save(d.join("a.png")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dip"))
+        .current_dir(d)
+        .args([
+            "--device",
+            "cuda",
+            "analyze",
+            "a.png",
+            "-o",
+            "an",
+            "--set",
+            "net.scales=2",
+            "--iters",
+            "10",
+            "--every",
+            "5",
+        ])
+        .output()
+        .expect("run dip");
+    let (code, err) = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    if code == 0 {
+        eprintln!("ran on a GPU");
+        let m = std::fs::read_to_string(d.join("an/analyze.json")).unwrap();
+        assert!(m.contains("\"device\": \"cuda:0\""), "{m}");
+        return;
+    }
+    says_why_there_is_no_gpu(code, &err);
+    assert!(!d.join("an").exists(), "nothing is written without a GPU");
+}
+
 #[test]
 fn commands_without_a_gpu_path_say_so() {
     let (code, _, err) = dip(&["--device", "cuda", "eval", "missing.png", "missing.png"]);
