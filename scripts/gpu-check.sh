@@ -102,3 +102,21 @@ for dev in ("gpu", "cpu"):
     print(f"{dev}: PSNR {s.get('psnr_final')} dB (noisy {s.get('psnr_noisy')}), "
           f"{s.get('seconds')} s for {s.get('iterations_run')} steps")
 PY
+
+echo
+echo "== a sweep on the GPU: 8 fits of the demo image (200 steps), one at a time and 4 at once"
+cp "$work/cpu/clean.png" "$work/demo.png"
+cat > "$work/plan.toml" <<'TOML'
+images = ["demo.png"]
+seeds = 8
+set = ["fit.iters=200"]
+[[degradations]]
+task = "denoise"
+levels = [25]
+TOML
+for jobs in 1 4; do
+  start=$(date +%s.%N)
+  "$dip" --device cuda -q sweep run "$work/plan.toml" -o "$work/sweep-$jobs" --jobs "$jobs" > /dev/null
+  end=$(date +%s.%N)
+  awk -v j="$jobs" -v a="$start" -v b="$end" 'BEGIN { printf "--jobs %d: %.1f s for 8 fits\n", j, b - a }'
+done
