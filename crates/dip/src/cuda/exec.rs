@@ -144,6 +144,7 @@ pub(crate) enum K {
     Adam,
     Ema,
     FitTick,
+    PixGather,
 }
 
 /// A kernel argument.
@@ -648,6 +649,9 @@ impl GpuNet {
             op: None,
         };
         g.upload(g.layout.params, net.params())?;
+        for (at, words) in std::mem::take(&mut g.layout.constants) {
+            g.upload(at, &words)?;
+        }
         g.upload(g.layout.acts[0].0, &net.input().data)?;
         let (ones, ones_len, mask, out_len) = (
             g.layout.ones,
@@ -1529,9 +1533,67 @@ impl GpuNet {
                     len,
                     &[self.p(params + offset), self.p(y), long(len), A::I(0)],
                 )?,
+                &GpuOp::Dense {
+                    n_in,
+                    n_out,
+                    weight,
+                    bias,
+                } => {
+                    if let Some(b) = bias {
+                        self.copy(params + b, y, n_out)?;
+                    }
+                    // W[n_in][n_out] row-major is column-major A (n_out × n_in): y = A·x (+ b).
+                    self.sgemm(
+                        false,
+                        false,
+                        n_out,
+                        1,
+                        n_in,
+                        params + weight,
+                        n_out,
+                        x,
+                        n_in,
+                        bias.is_some() as i32 as f32,
+                        y,
+                        n_out,
+                    )?;
+                }
+                &GpuOp::Filter {
+                    c,
+                    out_pixels,
+                    forward,
+                    ..
+                } => self.gather(forward, x, y, out_pixels, c, 0)?,
             }
         }
         Ok(())
+    }
+
+    /// `dst[p][ch] (+)= Σ w·src[q][ch]` over the taps of a gather table (`[start, source,
+    /// weight]` offsets).
+    fn gather(
+        &self,
+        table: [usize; 3],
+        src: usize,
+        dst: usize,
+        pixels: usize,
+        c: usize,
+        add: i32,
+    ) -> Result<(), GpuError> {
+        self.launch_n(
+            K::PixGather,
+            pixels * c,
+            &[
+                self.p(table[0]),
+                self.p(table[1]),
+                self.p(table[2]),
+                self.p(src),
+                self.p(dst),
+                long(pixels),
+                int(c),
+                A::I(add),
+            ],
+        )
     }
 
     /// Backpropagates the output gradient into the parameter gradients (queued).
@@ -1809,6 +1871,58 @@ impl GpuNet {
                     len,
                     &[self.p(dy), self.p(dparams + offset), long(len), A::I(0)],
                 )?,
+                &GpuOp::Dense {
+                    n_in,
+                    n_out,
+                    weight,
+                    bias,
+                } => {
+                    if let Some(b) = bias {
+                        self.copy(dy, dparams + b, n_out)?;
+                    }
+                    // dW[i][o] = x[i]·dy[o]: column-major (n_out × n_in) dy · xᵀ.
+                    self.sgemm(
+                        false,
+                        false,
+                        n_out,
+                        n_in,
+                        1,
+                        dy,
+                        n_out,
+                        x,
+                        1,
+                        0.0,
+                        dparams + weight,
+                        n_out,
+                    )?;
+                    if let Some((dx, add)) = dx_of(0) {
+                        // dx = Aᵀ·dy.
+                        self.sgemm(
+                            true,
+                            false,
+                            n_in,
+                            1,
+                            n_out,
+                            params + weight,
+                            n_out,
+                            dy,
+                            n_out,
+                            add as f32,
+                            dx,
+                            n_in,
+                        )?;
+                    }
+                }
+                &GpuOp::Filter {
+                    c,
+                    in_pixels,
+                    adjoint,
+                    ..
+                } => {
+                    if let Some((dx, add)) = dx_of(0) {
+                        self.gather(adjoint, dy, dx, in_pixels, c, add)?;
+                    }
+                }
             }
         }
         Ok(())

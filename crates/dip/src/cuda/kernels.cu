@@ -386,6 +386,19 @@ extern "C" __global__ void spmv(const unsigned* start, const unsigned* idx, cons
     }
 }
 
+// A fixed depthwise filter as a gather over pixels: dst[p][ch] (+)= Σ w[k]·src[idx[k]][ch] over
+// the taps k of row p (CSR, 32-bit), each row in its order.
+extern "C" __global__ void pix_gather(const unsigned* start, const unsigned* idx, const float* w,
+                                      const float* src, float* dst, i64 pixels, int c, int add) {
+    GRID_LOOP(i, pixels * c) {
+        i64 p = i / c;
+        int ch = (int)(i % c);
+        float s = 0.0f;
+        for (unsigned k = start[p]; k < start[p + 1]; k++) s += w[k] * src[(i64)idx[k] * c + ch];
+        store(dst, i, s, add);
+    }
+}
+
 // A counter-based Gaussian: the splitmix64 finaliser of (key, index) gives two 24-bit uniforms
 // and Box–Muller one standard normal. The numbers depend on (key, i) only, not on the launch.
 __device__ __forceinline__ unsigned long long mix64(unsigned long long x) {

@@ -49,6 +49,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adam",
     "ema",
     "fit_tick",
+    "pix_gather",
 ];
 
 /// An error of the GPU backend, as one line for the user.

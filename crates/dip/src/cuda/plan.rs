@@ -78,6 +78,23 @@ pub enum GpuOp {
         offset: usize,
         len: usize,
     },
+    /// A fully connected layer: `y = Wᵀ x + b` over the flattened tensors, `W` stored
+    /// `[n_in][n_out]`.
+    Dense {
+        n_in: usize,
+        n_out: usize,
+        weight: usize,
+        bias: Option<usize>,
+    },
+    /// A fixed depthwise filter as two gather tables over pixels (`[start, source, weight]`
+    /// offsets in the f32 arena; see [`Layout::constants`]).
+    Filter {
+        c: usize,
+        out_pixels: usize,
+        in_pixels: usize,
+        forward: [usize; 3],
+        adjoint: [usize; 3],
+    },
 }
 
 /// How a node's backward treats the gradient of one input.
@@ -141,6 +158,9 @@ pub struct Layout {
     /// A fit's `[step, lr]`, read by the fit's kernels so that its captured step replays.
     pub fit_state: usize,
     pub len64: usize,
+    /// Fixed f32 words uploaded with the network, at their offsets: fixed filters' gather
+    /// tables (indices stored as the bits of f32 words).
+    pub constants: Vec<(usize, Vec<f32>)>,
 }
 
 struct Bump(usize);
@@ -153,8 +173,7 @@ impl Bump {
     }
 }
 
-/// Lowers `net` for the GPU: the node list and the buffer layout. Layers the GPU backend does
-/// not run yet are refused with their name.
+/// Lowers `net` for the GPU: the node list and the buffer layout.
 pub fn lower(net: &Net<f32>) -> Result<(Vec<GpuNode>, Layout), GpuError> {
     lower_with_extra(net, 0)
 }
@@ -181,6 +200,7 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
         .collect();
 
     let mut nodes = Vec::with_capacity(net.nodes().len());
+    let mut constants = Vec::new();
     let (mut col_len, mut ones_len, mut part_len) = (0usize, 1usize, 0usize);
     for node in net.nodes() {
         let op = match &node.op {
@@ -238,8 +258,35 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
                 offset: *offset,
                 len: *len,
             },
-            Op::Dense(_) => return Err(unsupported("fully connected (dense)")),
-            Op::Filter(_) => return Err(unsupported("fixed-filter")),
+            Op::Dense(l) => GpuOp::Dense {
+                n_in: l.n_in,
+                n_out: l.n_out,
+                weight: l.weight,
+                bias: l.bias,
+            },
+            Op::Filter(f) => {
+                let [fwd, adj] = f.tables();
+                let mut place = |(start, src, w): (Vec<u32>, Vec<u32>, Vec<f32>)| {
+                    let bits = |v: Vec<u32>| v.into_iter().map(f32::from_bits).collect::<Vec<_>>();
+                    let at = [
+                        f32s.take(start.len()),
+                        f32s.take(src.len()),
+                        f32s.take(w.len()),
+                    ];
+                    constants.push((at[0], bits(start)));
+                    constants.push((at[1], bits(src)));
+                    constants.push((at[2], w));
+                    at
+                };
+                let (ho, wo, c) = f.output_shape();
+                GpuOp::Filter {
+                    c,
+                    out_pixels: ho * wo,
+                    in_pixels: f.h * f.w,
+                    forward: place(fwd),
+                    adjoint: place(adj),
+                }
+            }
         };
         let grads = node
             .grad_modes
@@ -306,12 +353,7 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
             adam_state,
             fit_state,
             len64: f64s.0,
+            constants,
         },
-    ))
-}
-
-fn unsupported(what: &str) -> GpuError {
-    GpuError(format!(
-        "the GPU backend does not run {what} layers yet; use --device cpu for this network"
     ))
 }

@@ -183,6 +183,19 @@ impl<T: Float> FixedFilter<T> {
             .apply(&dy.data, &mut dx.data, self.c, self.w, accumulate);
     }
 
+    /// The forward and the adjoint gather tables as compressed rows over pixels: row starts,
+    /// source pixels, weights (for backends that apply them themselves).
+    pub fn tables(&self) -> [(Vec<u32>, Vec<u32>, Vec<f32>); 2] {
+        let export = |t: &Table<T>| {
+            (
+                t.start.iter().map(|&s| s as u32).collect(),
+                t.taps.iter().map(|&(q, _)| q).collect(),
+                t.taps.iter().map(|&(_, w)| w.to_f64() as f32).collect(),
+            )
+        };
+        [export(&self.forward), export(&self.adjoint)]
+    }
+
     /// Elements held by the tables (for memory accounting, in units of one tap).
     pub fn table_len(&self) -> usize {
         self.forward.len() + self.adjoint.len()
