@@ -173,6 +173,7 @@ pub fn structure_vs_noise(args: StructureArgs, g: &Global) -> Result<Outcome> {
                 observe_every: 10,
                 max_memory: ra.max_memory()?,
                 cancel: Some(g.cancel.clone()),
+                device: g.device,
                 ..recipe.fit_config()?
             };
             let op = Identity::new(target.width, target.height, target.channels);

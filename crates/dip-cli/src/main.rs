@@ -57,8 +57,8 @@ struct Cli {
     threads: Option<usize>,
 
     /// Where the numerics run: cpu, or an NVIDIA GPU (cuda, cuda:N; needs a build with
-    /// --features cuda). The GPU runs `dip denoise`, `inpaint`, `sr`, `deblur`, `demo`, `bench`
-    /// and `selftest` so far (skip and deep-decoder networks).
+    /// --features cuda). The GPU runs the fitting commands (`denoise`, `inpaint`, `sr`,
+    /// `deblur`, `demo`, `analyze`, `sweep run`, most experiments), `bench` and `selftest`.
     #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
     device: String,
 
@@ -219,14 +219,18 @@ fn run(cli: Cli) -> Result<Outcome> {
                 | Command::Sweep(sweep::Which::Run(_))
                 | Command::Analyze(_)
                 | Command::Experiment(
-                    experiment::Which::Triangles(_) | experiment::Which::SpectralBias(_)
+                    experiment::Which::Triangles(_)
+                        | experiment::Which::SpectralBias(_)
+                        | experiment::Which::ArchTable(_)
+                        | experiment::Which::StructureVsNoise(_)
+                        | experiment::Which::Stopping(_)
                 )
         )
     {
         bail!(
             "--device {device}: this command runs on the CPU only so far (the GPU runs dip \
-             denoise, inpaint, sr, deblur, demo, analyze, experiment triangles, experiment \
-             spectral-bias, sweep run, bench and selftest)"
+             denoise, inpaint, sr, deblur, demo, analyze, sweep run, bench, selftest and the \
+             experiments triangles, spectral-bias, arch-table, structure-vs-noise and stopping)"
         );
     }
     // A GPU that cannot be used is reported now, before any file is read or written.
