@@ -9,7 +9,8 @@
 #
 #   scripts/gpu-check.sh --dip ./dip --peer ./torch_dip.py --golden ./golden [--sizes 256,512]
 #
-# Prints the self-test results and a table: size, dip s/step, torch s/step, torch/dip.
+# Prints the self-test results and a table: size, dip s/step, torch s/step, torch/dip (the
+# bf16 row is set against torch in TF32, its fastest mode with f32 tensors).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dip="$here/../target/release/dip"
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
     --sizes) sizes="$2"; shift 2 ;;
     --iters) iters="$2"; shift 2 ;;
     --warmup) warmup="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -57,6 +58,8 @@ echo "== golden tests on the GPU (f32)"
 "$dip" selftest --device cuda --golden "$golden"
 echo "== golden tests on the GPU (TF32)"
 "$dip" selftest --device cuda --golden "$golden" --tf32
+echo "== golden tests on the GPU (bf16)"
+"$dip" selftest --device cuda --golden "$golden" --bf16
 
 echo "== timing (median seconds per step: forward, loss, backward, Adam)"
 dip_out="$("$dip" bench --device cuda --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
@@ -67,6 +70,8 @@ dip_tf32="$("$dip" bench --device cuda --tf32 --sizes "$sizes" --iters "$iters" 
 echo "$dip_tf32"
 dip_tf32_graph="$("$dip" bench --device cuda --tf32 --graph --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
 echo "$dip_tf32_graph"
+dip_bf16_graph="$("$dip" bench --device cuda --precision bf16 --graph --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
+echo "$dip_bf16_graph"
 torch_out="$("$python" "$here/torch_cuda_time.py" --peer "$peer" --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
 echo "$torch_out"
 torch_tf32="$("$python" "$here/torch_cuda_time.py" --peer "$peer" --sizes "$sizes" --iters "$iters" --warmup "$warmup" --tf32)"
@@ -76,12 +81,13 @@ echo
 printf '%-6s %-11s %12s %12s %10s\n' size mode "dip s/step" "torch s/step" torch/dip
 IFS=',' read -ra list <<< "$sizes"
 for s in "${list[@]}"; do
-  for mode in f32 f32+graph tf32 tf32+graph; do
+  for mode in f32 f32+graph tf32 tf32+graph bf16+graph; do
     case "$mode" in
       f32) d="$dip_out"; t="$torch_out" ;;
       f32+graph) d="$dip_graph"; t="$torch_out" ;;
       tf32) d="$dip_tf32"; t="$torch_tf32" ;;
       tf32+graph) d="$dip_tf32_graph"; t="$torch_tf32" ;;
+      bf16+graph) d="$dip_bf16_graph"; t="$torch_tf32" ;;
     esac
     ds="$(echo "$d" | awk -v s="$s" '$1 == s { print $2 }')"
     ts="$(echo "$t" | tr ' ' '\n' | awk -v s="size=$s" '$0 == s { f = 1 } f && /^median_s=/ { sub("median_s=", ""); print; exit }')"

@@ -52,7 +52,8 @@ pub struct Args {
     profile: bool,
 
     /// Number formats of the convolution GEMM inputs to time, each its own row: f32, bf16
-    /// (needs AVX-512-BF16, else it runs in f32). The PyTorch peer always runs in f32.
+    /// (needs AVX-512-BF16, else it runs in f32). The PyTorch peer always runs in f32. With
+    /// --device cuda: one value, bf16 meaning bf16 tensor cores for every GEMM.
     #[arg(long, value_name = "P,P,...", value_delimiter = ',', default_values_t = [Precision::F32])]
     precision: Vec<Precision>,
 
@@ -223,9 +224,22 @@ fn bench_cuda(spec: &SkipSpec, sizes: &[usize], ordinal: usize, args: &Args) -> 
              CUDA beside dip"
         );
     }
+    use dip::cuda::Precision as Gpu;
+    let precision = match (args.tf32, args.precision.as_slice()) {
+        (true, [Precision::F32]) => Gpu::Tf32,
+        (false, [Precision::F32]) => Gpu::F32,
+        (false, [Precision::Bf16]) => Gpu::Bf16,
+        _ => bail!(
+            "with --device cuda give one of: no precision flag (f32), --tf32, or --precision bf16"
+        ),
+    };
     let mode = format!(
         "{}{}",
-        if args.tf32 { "tf32" } else { "f32" },
+        match precision {
+            Gpu::F32 => "f32",
+            Gpu::Tf32 => "tf32",
+            Gpu::Bf16 => "bf16",
+        },
         if args.graph { ", CUDA graph" } else { "" }
     );
     let mut header = false;
@@ -234,7 +248,7 @@ fn bench_cuda(spec: &SkipSpec, sizes: &[usize], ordinal: usize, args: &Args) -> 
             spec,
             s,
             ordinal,
-            args.tf32,
+            precision,
             args.graph,
             args.warmup,
             args.iters,

@@ -13,7 +13,8 @@ use crate::Global;
 const SELFTEST_EXAMPLES: &str = "\
 Examples:
   dip selftest --golden golden/ --device cuda
-  dip selftest --golden golden/ --device cuda:1 --tf32";
+  dip selftest --golden golden/ --device cuda:1 --tf32
+  dip selftest --golden golden/ --device cuda --bf16";
 
 #[derive(ClapArgs, Debug)]
 #[command(after_help = SELFTEST_EXAMPLES)]
@@ -22,19 +23,19 @@ pub struct SelftestArgs {
     #[arg(long, value_name = "DIR")]
     pub golden: PathBuf,
 
-    /// Relative tolerance [default: 1e-4 in f32, 2e-2 with --tf32].
+    /// Relative tolerance [default: 1e-4 in f32; with tensor cores, normwise for gradients,
+    /// 0.1 with --tf32 and 0.25 with --bf16].
     #[arg(long, value_name = "TOL")]
     pub tol: Option<f64>,
 
     /// Matrix products on TF32 tensor cores.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bf16")]
     pub tf32: bool,
-}
 
-/// Tolerance of the TF32 mode: products of 10-bit mantissas (unit roundoff about 5e-4) summed
-/// over up to a few thousand terms, through a dozen layers.
-#[cfg(feature = "cuda")]
-pub const TF32_TOL: f64 = 2e-2;
+    /// Matrix products on bf16 tensor cores (f32 sums).
+    #[arg(long)]
+    pub bf16: bool,
+}
 
 #[cfg(feature = "cuda")]
 pub fn selftest(a: SelftestArgs, g: &Global) -> Result<()> {
@@ -47,11 +48,12 @@ pub fn selftest(a: SelftestArgs, g: &Global) -> Result<()> {
         );
     };
     let info = probe(ordinal).map_err(|e| anyhow!("{e}"))?;
-    let (precision, tol) = if a.tf32 {
-        (Precision::Tf32, a.tol.unwrap_or(TF32_TOL))
-    } else {
-        (Precision::F32, a.tol.unwrap_or(1e-4))
+    let precision = match (a.tf32, a.bf16) {
+        (true, _) => Precision::Tf32,
+        (_, true) => Precision::Bf16,
+        _ => Precision::F32,
     };
+    let tol = a.tol.unwrap_or(precision.golden_tolerance());
     println!(
         "golden tests on {} (cuda:{ordinal}, compute {}.{}), {:?}, tolerance {tol:e}",
         info.name, info.compute_capability.0, info.compute_capability.1, precision
@@ -111,13 +113,13 @@ pub fn time_step(
     spec: &dip::nets::SkipSpec,
     s: usize,
     ordinal: usize,
-    tf32: bool,
+    precision: dip::cuda::Precision,
     graph: bool,
     warmup: usize,
     iters: usize,
 ) -> Result<(f64, f64, f64, usize, String)> {
     use anyhow::anyhow;
-    use dip::cuda::{GpuNet, Precision};
+    use dip::cuda::GpuNet;
     use dip::engine::{AdamConfig, Net, Tensor};
     let mut net: Net<f32> = spec.build(s, s, 0)?;
     let mut state = 0x5EEDu64;
@@ -141,11 +143,6 @@ pub fn time_step(
         w,
         c,
         data: (0..h * w * c).map(|_| next()).collect(),
-    };
-    let precision = if tf32 {
-        Precision::Tf32
-    } else {
-        Precision::F32
     };
     let mut gpu = GpuNet::new(&net, ordinal, precision).map_err(|e| anyhow!("{e}"))?;
     drop(net);

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::GpuError;
-use super::exec::{A, Backend, K};
+use super::exec::{A, Backend, K, Precision};
 
 /// Kernels that call `__syncthreads()` and so need real threads.
 const SYNCING: &[&str] = &["bn_partial", "bn_bwd_partial", "data_loss"];
@@ -81,6 +81,8 @@ pub struct Emulator {
     /// Work recorded instead of run (a graph being captured), and the kept graphs.
     recording: RefCell<Option<Vec<Work>>>,
     graphs: Vec<Option<Vec<Work>>>,
+    /// How the GEMMs round their operands.
+    precision: Precision,
 }
 
 /// One queued piece of work, as a graph keeps it: the launch or call and its arguments.
@@ -93,7 +95,12 @@ enum Work {
 
 impl Emulator {
     /// Compiles the kernels with `c++` (C++20) in `dir`. Fails if there is no compiler.
-    pub fn new(dir: &Path, len: usize, len64: usize) -> Result<Self, GpuError> {
+    pub fn new(
+        dir: &Path,
+        len: usize,
+        len64: usize,
+        precision: Precision,
+    ) -> Result<Self, GpuError> {
         let mut src = String::from(SHIM);
         src.push_str(super::KERNELS);
         src.push_str(RUNNER);
@@ -139,6 +146,7 @@ impl Emulator {
             arena64: vec![f64::NAN; len64],
             recording: RefCell::new(None),
             graphs: Vec::new(),
+            precision,
         })
     }
 
@@ -166,8 +174,13 @@ impl Emulator {
     fn run(&self, w: &Work) {
         match w {
             Work::Launch(k, grid, block, args) => self.run_kernel(*k, *grid, *block, args),
-            &Work::Gemm(ta, tb, [m, n, k], [a, b, c], [lda, ldb, ldc], beta) => {
-                gemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+            &Work::Gemm(ta, tb, mnk, abc, ld, beta) => {
+                let round: fn(f32) -> f32 = match self.precision {
+                    Precision::F32 => |x| x,
+                    Precision::Tf32 => round_tf32,
+                    Precision::Bf16 => round_bf16,
+                };
+                gemm(ta, tb, mnk, abc, ld, beta, round)
             }
             &Work::Gemv([m, n, lda], [a, x, y]) => gemv(m, n, a, lda, x, y),
         }
@@ -199,21 +212,35 @@ impl Emulator {
     }
 }
 
-/// Reference column-major `C = op(A)·op(B) + beta·C`, summed in f64.
-#[allow(clippy::too_many_arguments)]
+/// An f32 rounded to TF32 (10 explicit mantissa bits), to nearest with ties away from zero
+/// (as `cvt.rna.tf32.f32`).
+fn round_tf32(x: f32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    f32::from_bits((x.to_bits() + (1 << 12)) & !((1 << 13) - 1))
+}
+
+/// An f32 rounded to bfloat16 (7 explicit mantissa bits), to nearest even.
+fn round_bf16(x: f32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    let b = x.to_bits();
+    let even = (b >> 16) & 1;
+    f32::from_bits((b + 0x7fff + even) & 0xffff_0000)
+}
+
+/// Reference column-major `C = op(A)·op(B) + beta·C`, the operands passed through `round`,
+/// summed in f64.
 fn gemm(
     ta: bool,
     tb: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: u64,
-    lda: usize,
-    b: u64,
-    ldb: usize,
+    [m, n, k]: [usize; 3],
+    [a, b, c]: [u64; 3],
+    [lda, ldb, ldc]: [usize; 3],
     beta: f32,
-    c: u64,
-    ldc: usize,
+    round: fn(f32) -> f32,
 ) {
     let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
     for j in 0..n {
@@ -228,7 +255,7 @@ fn gemm(
                         *b.add(if tb { j + p * ldb } else { p + j * ldb }),
                     )
                 };
-                s += x as f64 * y as f64;
+                s += round(x) as f64 * round(y) as f64;
             }
             // SAFETY: as above.
             unsafe {

@@ -112,6 +112,25 @@ pub enum Precision {
     F32,
     /// TF32 tensor cores in cuBLAS (10-bit mantissa products, f32 sums); everything else f32.
     Tf32,
+    /// bf16 tensor cores in cuBLAS: the GEMMs' operands rounded to bfloat16 (7-bit mantissa),
+    /// products summed in f32 (cuBLAS's `32F_FAST_16BF`); everything else f32.
+    Bf16,
+}
+
+impl Precision {
+    /// Largest relative error the golden tests allow in this mode. In f32, 1e-4 of each
+    /// tensor's largest magnitude, as the CPU engine's tests. With tensor cores the kernels are
+    /// the f32 ones (checked tightly by the f32 run); what changes is the GEMMs' rounding, which
+    /// also moves activations across LeakyReLU's kink, so gradients are compared normwise
+    /// (against the largest gradient) and bounded by twice what that rounding does on the host
+    /// emulation (worst over the golden cases: TF32 4.6e-2, bf16 1.2e-1): 0.1 and 0.25.
+    pub fn golden_tolerance(self) -> f64 {
+        match self {
+            Precision::F32 => 1e-4,
+            Precision::Tf32 => 0.1,
+            Precision::Bf16 => 0.25,
+        }
+    }
 }
 
 /// Kernel indices, in the order of [`super::KERNEL_NAMES`].
@@ -263,6 +282,8 @@ struct Cuda {
     /// cuBLAS's workspace, fixed so that captured GEMMs allocate nothing.
     _workspace: CudaSlice<u8>,
     graphs: Vec<Option<cudarc::driver::CudaGraph>>,
+    /// bf16 tensor-core GEMMs (`cublasGemmEx` with `32F_FAST_16BF`).
+    bf16: bool,
 }
 
 /// The kernels compiled by NVRTC for a compute capability, once per process (a sweep opens a
@@ -331,6 +352,7 @@ impl Cuda {
         let mode = match precision {
             Precision::F32 => blas::cublasMath_t::CUBLAS_DEFAULT_MATH,
             Precision::Tf32 => blas::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+            Precision::Bf16 => blas::cublasMath_t::CUBLAS_DEFAULT_MATH,
         };
         // SAFETY: a live handle.
         check_blas(unsafe { blas::cublasSetMathMode(*blas.handle(), mode) })?;
@@ -356,6 +378,7 @@ impl Cuda {
             arena64,
             _workspace: workspace,
             graphs: Vec::new(),
+            bf16: precision == Precision::Bf16,
         })
     }
 }
@@ -421,6 +444,33 @@ impl Backend for Cuda {
             }
         };
         let alpha = 1.0f32;
+        if self.bf16 {
+            let f32t = cudarc::cublas::sys::cudaDataType::CUDA_R_32F;
+            // SAFETY: as below; the f32 operands are rounded to bf16 inside cuBLAS.
+            return check_blas(unsafe {
+                blas::cublasGemmEx(
+                    *self.blas.handle(),
+                    op(ta),
+                    op(tb),
+                    m as i32,
+                    n as i32,
+                    k as i32,
+                    &alpha as *const f32 as *const std::ffi::c_void,
+                    a as *const std::ffi::c_void,
+                    f32t,
+                    lda as i32,
+                    b as *const std::ffi::c_void,
+                    f32t,
+                    ldb as i32,
+                    &beta as *const f32 as *const std::ffi::c_void,
+                    c as *mut std::ffi::c_void,
+                    f32t,
+                    ldc as i32,
+                    blas::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
+                    blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            });
+        }
         // SAFETY: device pointers inside the arena; sizes from the layout.
         check_blas(unsafe {
             blas::cublasSgemm_v2(
@@ -613,8 +663,20 @@ impl GpuNet {
         dir: &std::path::Path,
         extra: usize,
     ) -> Result<Self, GpuError> {
+        Self::emulated_with(net, dir, Precision::F32, extra)
+    }
+
+    /// [`GpuNet::emulated_with_room`] whose GEMMs round their operands as the tensor cores of
+    /// `precision` do (TF32: to nearest, ties away; bf16: to nearest even) and sum in f64.
+    #[doc(hidden)]
+    pub fn emulated_with(
+        net: &Net<f32>,
+        dir: &std::path::Path,
+        precision: Precision,
+        extra: usize,
+    ) -> Result<Self, GpuError> {
         let (nodes, layout) = lower_with_extra(net, extra)?;
-        let dev = super::emu::Emulator::new(dir, layout.len, layout.len64)?;
+        let dev = super::emu::Emulator::new(dir, layout.len, layout.len64, precision)?;
         let info = DeviceInfo {
             ordinal: 0,
             name: "host emulation".into(),

@@ -14,8 +14,10 @@
 //!   checkpoint's);
 //! - diagonal operators (denoising, inpainting) are a factor per sample; the others
 //!   (downsampling, blur, chains of these) an explicit sparse matrix and its transpose, each
-//!   row summed in one order (the CPU applies them separably); Lipschitz control, pixel batches
-//!   and bf16 GEMMs run on the CPU only.
+//!   row summed in one order (the CPU applies them separably); Lipschitz control and pixel
+//!   batches run on the CPU only;
+//! - `precision: bf16` rounds the operands of every GEMM (the CPU: the convolutions') to
+//!   bfloat16 on the tensor cores; the caller's `open` chooses the device's precision.
 
 use std::time::Instant;
 
@@ -27,7 +29,7 @@ use super::run::{
     uncrop_slice,
 };
 use crate::cuda::{FitStep, GpuError, GpuNet, operator_space};
-use crate::engine::{Net, Precision, Tensor};
+use crate::engine::{Net, Tensor};
 use crate::image::Image;
 use crate::nets::Arch;
 use crate::operators::{Operator, SparseRows};
@@ -77,9 +79,6 @@ pub fn fit_on_gpu(
     }
     if cfg.pixel_batch.is_some() {
         return refuse("fitting on pixel batches");
-    }
-    if cfg.precision != Precision::F32 {
-        return refuse("--precision bf16");
     }
     let Setup {
         xw,

@@ -499,7 +499,11 @@ pub fn fit(
             cfg,
             observers,
             &mut |net, room| {
-                crate::cuda::GpuNet::with_room(net, ordinal, crate::cuda::Precision::F32, room)
+                let precision = match cfg.precision {
+                    Precision::F32 => crate::cuda::Precision::F32,
+                    Precision::Bf16 => crate::cuda::Precision::Bf16,
+                };
+                crate::cuda::GpuNet::with_room(net, ordinal, precision, room)
             },
         ),
         #[cfg(not(feature = "cuda"))]
