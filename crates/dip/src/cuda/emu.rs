@@ -1,9 +1,9 @@
 //! A host emulation of the GPU, for testing the executor where there is no GPU: the same
-//! `kernels.cu`, compiled by the host C++ compiler with a small shim (one OS thread per CUDA
-//! thread where a kernel synchronises its block, a loop otherwise; blocks one after another),
-//! reference column-major GEMM/GEMV for cuBLAS, and graphs as recorded lists of work. Slow, and only as faithful as the shim: it
-//! checks the executor's logic (launch arguments, buffer offsets, GEMM shapes and transposes,
-//! write/add of gradients), not the real device's behaviour.
+//! `kernels.cu`, compiled by the host C++ compiler with a small shim (blocks and threads run one
+//! after another: no kernel synchronises its block), reference column-major GEMM/GEMV for
+//! cuBLAS, and graphs as recorded lists of work. Only as faithful as the shim: it checks the
+//! executor's logic (launch arguments, buffer offsets, GEMM shapes and transposes, write/add of
+//! gradients), not the real device's behaviour.
 
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -13,23 +13,14 @@ use std::process::Command;
 use super::GpuError;
 use super::exec::{A, Backend, K, Precision};
 
-/// Kernels that call `__syncthreads()` and so need real threads.
-const SYNCING: &[&str] = &["bn_partial", "bn_bwd_partial", "data_loss"];
-
 const SHIM: &str = r#"
 #include <algorithm>
-#include <barrier>
 #include <cmath>
-#include <thread>
 #include <utility>
-#include <vector>
 using std::max;
 using std::min;
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
-static thread_local dim3 threadIdx;
-static dim3 blockIdx, blockDim, gridDim;
-static std::barrier<>* emu_barrier = nullptr;
-static inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
+static dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -41,8 +32,10 @@ template <class... Ts, std::size_t... I>
 static void emu_call(void (*f)(Ts...), void** args, std::index_sequence<I...>) {
     f(*static_cast<Ts*>(args[I])...);
 }
+// Blocks and threads one after another: no kernel synchronises its block (a kernel calling
+// __syncthreads does not compile here).
 template <class... Ts>
-static void emu_run(void (*f)(Ts...), void** args, dim3 g, dim3 b, bool threads) {
+static void emu_run(void (*f)(Ts...), void** args, dim3 g, dim3 b) {
     gridDim = g;
     blockDim = b;
     unsigned n = b.x * b.y * b.z;
@@ -50,21 +43,11 @@ static void emu_run(void (*f)(Ts...), void** args, dim3 g, dim3 b, bool threads)
     for (unsigned by = 0; by < g.y; by++)
     for (unsigned bx = 0; bx < g.x; bx++) {
         blockIdx.x = bx; blockIdx.y = by; blockIdx.z = bz;
-        auto body = [&](unsigned t) {
+        for (unsigned t = 0; t < n; t++) {
             threadIdx.x = t % b.x;
             threadIdx.y = (t / b.x) % b.y;
             threadIdx.z = t / (b.x * b.y);
             emu_call(f, args, std::index_sequence_for<Ts...>{});
-        };
-        if (threads) {
-            std::barrier<> bar(n);
-            emu_barrier = &bar;
-            std::vector<std::thread> pool;
-            for (unsigned t = 0; t < n; t++) pool.emplace_back(body, t);
-            for (auto& th : pool) th.join();
-            emu_barrier = nullptr;
-        } else {
-            for (unsigned t = 0; t < n; t++) body(t);
         }
     }
 }
@@ -94,7 +77,7 @@ enum Work {
 }
 
 impl Emulator {
-    /// Compiles the kernels with `c++` (C++20) in `dir`. Fails if there is no compiler.
+    /// Compiles the kernels with `c++` (C++17) in `dir`. Fails if there is no compiler.
     pub fn new(
         dir: &Path,
         len: usize,
@@ -105,18 +88,17 @@ impl Emulator {
         src.push_str(super::KERNELS);
         src.push_str(RUNNER);
         for name in super::KERNEL_NAMES {
-            let threads = SYNCING.contains(name);
             src.push_str(&format!(
                 "extern \"C\" void emu_{name}(void** a, unsigned gx, unsigned gy, unsigned gz, \
                  unsigned bx, unsigned by, unsigned bz) {{ emu_run({name}, a, dim3{{gx, gy, gz}}, \
-                 dim3{{bx, by, bz}}, {threads}); }}\n"
+                 dim3{{bx, by, bz}}); }}\n"
             ));
         }
         let cpp = dir.join("dip_kernels_emu.cpp");
         let so = dir.join("libdip_kernels_emu.so");
         std::fs::write(&cpp, src).map_err(|e| GpuError(format!("{}: {e}", cpp.display())))?;
         let out = Command::new("c++")
-            .args(["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-o"])
+            .args(["-std=c++17", "-O1", "-shared", "-fPIC", "-o"])
             .arg(&so)
             .arg(&cpp)
             .output()

@@ -12,7 +12,8 @@ use cudarc::driver::{
 
 use super::GpuError;
 use super::plan::{
-    BLOCK, GpuNode, GpuOp, GradUse, Layout, RED_Y, grid_1d, lower_with_extra, reduction_parts,
+    BLOCK, GpuNode, GpuOp, GradUse, LOSS_THREADS, Layout, RED_Y, grid_1d, lower_with_extra,
+    reduction_parts,
 };
 use crate::engine::{AdamConfig, Net, Tensor};
 use crate::operators::SparseRows;
@@ -164,6 +165,7 @@ pub(crate) enum K {
     Ema,
     FitTick,
     PixGather,
+    LossFinalize,
 }
 
 /// A kernel argument.
@@ -905,36 +907,40 @@ impl GpuNet {
         let dout = self.layout.grads[last].ok_or_else(|| GpuError("no output gradient".into()))?;
         if let Some(op) = self.op {
             self.spmv(op.a, out, op.ax, op.n_obs)?;
-            self.launch(
-                K::DataLoss,
-                (1, 1, 1),
-                (1024, 1, 1),
-                &[
-                    self.p(op.ax),
-                    self.p(op.target),
-                    self.p(op.ones),
-                    self.p(op.g_ax),
-                    self.p64(self.layout.loss),
-                    long(op.n_obs),
-                    A::F(scale),
-                    int(l1 as usize),
-                ],
-            )?;
+            self.loss_kernels([op.ax, op.target, op.ones, op.g_ax], op.n_obs, scale, l1)?;
             return self.spmv(op.at, op.g_ax, dout, n);
         }
+        let l = &self.layout;
+        self.loss_kernels([out, l.target, l.mask, dout], n, scale, l1)
+    }
+
+    /// The data term's two kernels over `[out, target, factor, gradient]`: partial sums per
+    /// thread, then their fixed-order total in the loss slot.
+    fn loss_kernels(&self, b: [usize; 4], n: usize, scale: f32, l1: bool) -> Result<(), GpuError> {
+        let part = self.layout.part;
         self.launch(
             K::DataLoss,
-            (1, 1, 1),
-            (1024, 1, 1),
+            ((LOSS_THREADS / BLOCK as usize) as u32, 1, 1),
+            (BLOCK, 1, 1),
             &[
-                self.p(out),
-                self.p(self.layout.target),
-                self.p(self.layout.mask),
-                self.p(dout),
-                self.p64(self.layout.loss),
+                self.p(b[0]),
+                self.p(b[1]),
+                self.p(b[2]),
+                self.p(b[3]),
+                self.p64(part),
                 long(n),
                 A::F(scale),
                 int(l1 as usize),
+            ],
+        )?;
+        self.launch(
+            K::LossFinalize,
+            (1, 1, 1),
+            (1, 1, 1),
+            &[
+                self.p64(part),
+                int(LOSS_THREADS),
+                self.p64(self.layout.loss),
             ],
         )
     }
@@ -1521,7 +1527,7 @@ impl GpuNet {
                         (128, 1, 1),
                         &[
                             self.p64(part),
-                            int(parts),
+                            int(parts * RED_Y as usize),
                             int(rows),
                             int(c),
                             self.p(params + gamma),
@@ -1829,7 +1835,7 @@ impl GpuNet {
                         (128, 1, 1),
                         &[
                             self.p64(part),
-                            int(parts),
+                            int(parts * RED_Y as usize),
                             int(rows),
                             int(c),
                             self.p(params + gamma),

@@ -1,9 +1,9 @@
 // Kernels of the GPU executor, compiled at run time with NVRTC (no CUDA headers needed).
 //
 // Tensors are single images, channel-last (HWC), f32. Elementwise kernels use grid-stride loops,
-// so any grid size is correct. Per-channel reductions (batch norm) write partial sums per block of
-// rows in f64 and a second kernel adds them up in a fixed order: results do not depend on
-// scheduling. Gradient kernels either write or add to their destination (`add`), as the CPU
+// so any grid size is correct. Reductions (batch norm's per-channel sums, the data term) have
+// every thread write its partial sums in f64 and a second kernel add them up in a fixed order:
+// results do not depend on scheduling, and no kernel synchronises its block. Gradient kernels either write or add to their destination (`add`), as the CPU
 // engine does for activations that feed several nodes.
 
 typedef long long i64;
@@ -103,32 +103,23 @@ extern "C" __global__ void copy(const float* x, float* y, i64 n, int add) {
     GRID_LOOP(i, n) { store(y, i, x[i], add); }
 }
 
-// Per-channel partial sums over a block of rows: part[2*blk][ch] = Σ x, part[2*blk+1][ch] = Σ x².
+// Per-channel partial sums over a block of rows, one pair per thread row `ty`:
+// part[2q][ch] = Σ x, part[2q+1][ch] = Σ x², q = blockIdx.y·RED_Y + ty.
 // Grid (ceil(c/32), parts), block (32, RED_Y).
 extern "C" __global__ void bn_partial(const float* x, double* part, int rows, int c, int per) {
     int ch = blockIdx.x * 32 + threadIdx.x;
+    if (ch >= c) return;
     int r0 = blockIdx.y * per;
     int r1 = min(rows, r0 + per);
     double s = 0.0, q = 0.0;
-    if (ch < c) {
-        for (int r = r0 + threadIdx.y; r < r1; r += RED_Y) {
-            double v = x[(i64)r * c + ch];
-            s += v;
-            q += v * v;
-        }
+    for (int r = r0 + threadIdx.y; r < r1; r += RED_Y) {
+        double v = x[(i64)r * c + ch];
+        s += v;
+        q += v * v;
     }
-    __shared__ double ss[RED_Y][32], sq[RED_Y][32];
-    ss[threadIdx.y][threadIdx.x] = s;
-    sq[threadIdx.y][threadIdx.x] = q;
-    __syncthreads();
-    if (threadIdx.y == 0 && ch < c) {
-        for (int j = 1; j < RED_Y; j++) {
-            s += ss[j][threadIdx.x];
-            q += sq[j][threadIdx.x];
-        }
-        part[(i64)(2 * blockIdx.y) * c + ch] = s;
-        part[(i64)(2 * blockIdx.y + 1) * c + ch] = q;
-    }
+    i64 k = (i64)blockIdx.y * RED_Y + threadIdx.y;
+    part[(2 * k) * c + ch] = s;
+    part[(2 * k + 1) * c + ch] = q;
 }
 
 // stats: [mean c][rstd c][k1 c][k2 c][k3 c]. y = act(x*k1 + k2), k1 = rstd*gamma.
@@ -162,36 +153,27 @@ extern "C" __global__ void bn_apply(const float* x, float* y, const float* stats
     }
 }
 
-// Backward partial sums: Σ dz and Σ dz·(x − mean), dz = dy through the activation (sign of y).
+// Backward partial sums: Σ dz and Σ dz·(x − mean), dz = dy through the activation (sign of y),
+// laid out as bn_partial's.
 extern "C" __global__ void bn_bwd_partial(const float* x, const float* y, const float* dy,
                                           const float* stats, double* part, int rows, int c,
                                           int per, float neg_slope) {
     int ch = blockIdx.x * 32 + threadIdx.x;
+    if (ch >= c) return;
     int r0 = blockIdx.y * per;
     int r1 = min(rows, r0 + per);
     double s = 0.0, q = 0.0;
-    if (ch < c) {
-        float mean = stats[ch];
-        for (int r = r0 + threadIdx.y; r < r1; r += RED_Y) {
-            i64 i = (i64)r * c + ch;
-            float g = dy[i];
-            float dz = y[i] > 0.0f ? g : g * neg_slope;
-            s += dz;
-            q += (double)dz * (double)(x[i] - mean);
-        }
+    float mean = stats[ch];
+    for (int r = r0 + threadIdx.y; r < r1; r += RED_Y) {
+        i64 i = (i64)r * c + ch;
+        float g = dy[i];
+        float dz = y[i] > 0.0f ? g : g * neg_slope;
+        s += dz;
+        q += (double)dz * (double)(x[i] - mean);
     }
-    __shared__ double ss[RED_Y][32], sq[RED_Y][32];
-    ss[threadIdx.y][threadIdx.x] = s;
-    sq[threadIdx.y][threadIdx.x] = q;
-    __syncthreads();
-    if (threadIdx.y == 0 && ch < c) {
-        for (int j = 1; j < RED_Y; j++) {
-            s += ss[j][threadIdx.x];
-            q += sq[j][threadIdx.x];
-        }
-        part[(i64)(2 * blockIdx.y) * c + ch] = s;
-        part[(i64)(2 * blockIdx.y + 1) * c + ch] = q;
-    }
+    i64 k = (i64)blockIdx.y * RED_Y + threadIdx.y;
+    part[(2 * k) * c + ch] = s;
+    part[(2 * k + 1) * c + ch] = q;
 }
 
 // dbeta = Σ dz, dgamma = rstd·Σ dz·(x − mean); dx = k1·dz + k2·(x − mean) + k3.
@@ -342,38 +324,36 @@ extern "C" __global__ void lrelu_bwd(const float* x, const float* dy, float* dx,
     GRID_LOOP(i, n) { store(dx, i, x[i] > 0.0f ? dy[i] : slope * dy[i], add); }
 }
 
-// Mean squared error over `mask`ed elements (mask may be null: all of them), as the fit loop's
-// loss: dout = scale·mask·(out − target). One block; the loss (Σ mask·d²) goes to loss[0].
 // The data term of a diagonal forward operator `a` (all ones when denoising, the mask when
-// inpainting, zero on padding): d = a·out − target, loss = [Σ d², Σ |d|], and the gradient with
-// respect to out, scale·a·d (l1 = 0) or scale·a·sign(d) (l1 = 1; 0 at d = 0, as PyTorch). One
-// block; the sums run in a fixed order.
+// inpainting, zero on padding): d = a·out − target, and the gradient with respect to out,
+// scale·a·d (l1 = 0) or scale·a·sign(d) (l1 = 1; 0 at d = 0, as PyTorch). Each thread t of the
+// grid writes its sums [Σ d², Σ |d|] to part[2t], part[2t + 1]; loss_finalize adds them.
 extern "C" __global__ void data_loss(const float* out, const float* target, const float* a,
-                                     float* dout, double* loss, i64 n, float scale, int l1) {
-    __shared__ double acc[2][1024];
-    double s = 0.0, t = 0.0;
-    for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
+                                     float* dout, double* part, i64 n, float scale, int l1) {
+    i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    double s = 0.0, u = 0.0;
+    GRID_LOOP(i, n) {
         float ai = a[i];
         float d = ai * out[i] - target[i];
         s += (double)d * (double)d;
-        t += (double)fabsf(d);
+        u += (double)fabsf(d);
         float g = l1 ? (d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f)) : d;
         dout[i] = scale * ai * g;
     }
-    acc[0][threadIdx.x] = s;
-    acc[1][threadIdx.x] = t;
-    __syncthreads();
-    for (int k = blockDim.x / 2; k > 0; k /= 2) {
-        if (threadIdx.x < k) {
-            acc[0][threadIdx.x] += acc[0][threadIdx.x + k];
-            acc[1][threadIdx.x] += acc[1][threadIdx.x + k];
-        }
-        __syncthreads();
+    part[2 * t] = s;
+    part[2 * t + 1] = u;
+}
+
+// loss = [Σ d², Σ |d|] from data_loss's `threads` partial pairs, added in order. One thread.
+extern "C" __global__ void loss_finalize(const double* part, int threads, double* loss) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    double s = 0.0, u = 0.0;
+    for (int t = 0; t < threads; t++) {
+        s += part[2 * t];
+        u += part[2 * t + 1];
     }
-    if (threadIdx.x == 0) {
-        loss[0] = acc[0][0];
-        loss[1] = acc[1][0];
-    }
+    loss[0] = s;
+    loss[1] = u;
 }
 
 // y = A x for a sparse A stored by rows (CSR, 32-bit indices); each row summed in its order.

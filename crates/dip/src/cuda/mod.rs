@@ -50,6 +50,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "ema",
     "fit_tick",
     "pix_gather",
+    "loss_finalize",
 ];
 
 /// An error of the GPU backend, as one line for the user.

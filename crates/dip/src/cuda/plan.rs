@@ -19,6 +19,8 @@ pub const MAX_BLOCKS: usize = 1 << 16;
 pub const RED_Y: u32 = 8;
 /// Most row blocks a per-channel reduction is split into.
 pub const MAX_PARTS: usize = 256;
+/// Threads of the data term's reduction (each writes one pair of partial sums).
+pub const LOSS_THREADS: usize = 1024;
 
 /// Blocks for an elementwise kernel over `n` elements.
 pub fn grid_1d(n: usize) -> u32 {
@@ -227,7 +229,7 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
             }
             Op::Norm(l) => {
                 let (_, parts) = reduction_parts(l.pixels);
-                part_len = part_len.max(2 * parts * l.c);
+                part_len = part_len.max(2 * parts * RED_Y as usize * l.c);
                 GpuOp::Norm {
                     c: l.c,
                     rows: l.pixels,
@@ -317,6 +319,7 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
     let snap_ema = f32s.take(out_len);
     let extra_at = f32s.take(extra);
     let mut f64s = Bump(0);
+    let part_len = part_len.max(2 * LOSS_THREADS);
     let part = f64s.take(part_len);
     // Neighbours: a fit's check reads both with one copy.
     let loss = f64s.take(2 + 3);
