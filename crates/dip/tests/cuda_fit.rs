@@ -182,6 +182,26 @@ fn deblurring_on_the_gpu_is_the_cpu_fit() {
     matches_the_cpu(&op, &obs, &clean, &config());
 }
 
+/// Fitting on a batch of pixels per step (the coordinate-MLP recipe): the GPU draws the CPU's
+/// batches and weighs the samples as it does, for a diagonal operator and a sparse one.
+#[test]
+fn pixel_batches_on_the_gpu_are_the_cpu_fit() {
+    let (noisy, clean) = images();
+    let op = Identity::new(noisy.width, noisy.height, noisy.channels);
+    let cfg = FitConfig {
+        pixel_batch: Some(40),
+        ..config()
+    };
+    matches_the_cpu(&op, &noisy, &clean, &cfg);
+    let blur = Blur::new(Psf::gaussian(1.2, 5).unwrap(), noisy.width, noisy.height, 3).unwrap();
+    let obs = blur.apply(&noisy).unwrap();
+    let l1 = FitConfig {
+        loss: Loss::L1,
+        ..cfg
+    };
+    matches_the_cpu(&blur, &obs, &clean, &l1);
+}
+
 /// A chain (blur, then holes) runs as the product of its matrices.
 #[test]
 fn a_composed_operator_on_the_gpu_is_the_cpu_fit() {
@@ -470,6 +490,7 @@ fn a_fit_from_captured_graphs_is_the_directly_launched_fit() {
         reg_noise: 0.1,
         scale: 1.0,
         l1: false,
+        weighted: false,
         ema: 0.9,
         adam: Default::default(),
         sgld: None,

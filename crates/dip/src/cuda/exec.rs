@@ -221,6 +221,9 @@ pub struct FitStep {
     /// absolute error) and whether it is the absolute error.
     pub scale: f32,
     pub l1: bool,
+    /// Whether the data term weights its samples ([`GpuNet::set_weights`], a batch of pixels;
+    /// then `scale` is 2 or 1, the weights carrying the mean).
+    pub weighted: bool,
     /// The moving average's β (the first step copies).
     pub ema: f32,
     /// Adam (its `lr` unused: the step size is the device-side one).
@@ -884,11 +887,12 @@ impl GpuNet {
         Ok((l[0], l[1]))
     }
 
-    /// [`GpuNet::loss_sums`] and Adam's state `[t, β1^t, β2^t]` in one copy (they are
-    /// neighbours in the arena): one wait at a fit's divergence check.
-    pub fn loss_sums_and_adam(&self) -> Result<((f64, f64), [f64; 3]), GpuError> {
-        let l = self.dev.download64(self.layout.loss, 5)?;
-        Ok(((l[0], l[1]), [l[2], l[3], l[4]]))
+    /// The data term's sums `[Σ d², Σ |d|, Σ w·d², Σ w·|d|]` and Adam's state
+    /// `[t, β1^t, β2^t]` in one copy (they are neighbours in the arena): one wait at a fit's
+    /// divergence check.
+    pub fn loss_sums_and_adam(&self) -> Result<([f64; 4], [f64; 3]), GpuError> {
+        let l = self.dev.download64(self.layout.loss, 7)?;
+        Ok(([l[0], l[1], l[2], l[3]], [l[4], l[5], l[6]]))
     }
 
     /// Queues the squared-error loss and writes its gradient, `scale·a·(a·output − target)`, as
@@ -902,21 +906,49 @@ impl GpuNet {
     /// d = a·output − target: its sums `[Σ d², Σ |d|]` and, as the output gradient,
     /// `scale·a·d` (squared error) or `scale·a·sign(d)` (`l1`, absolute error).
     pub fn data_term(&mut self, scale: f32, l1: bool) -> Result<(), GpuError> {
+        self.weighted_data_term(scale, l1, false)
+    }
+
+    /// [`GpuNet::data_term`] with each sample's gradient also multiplied by its weight of
+    /// [`GpuNet::set_weights`] (when `weighted`), whose weighted sums `[Σ w·d², Σ w·|d|]` are
+    /// kept too ([`GpuNet::loss_sums_and_adam`]).
+    pub fn weighted_data_term(
+        &mut self,
+        scale: f32,
+        l1: bool,
+        weighted: bool,
+    ) -> Result<(), GpuError> {
         let last = self.layout.acts.len() - 1;
         let (out, n) = self.layout.acts[last];
         let dout = self.layout.grads[last].ok_or_else(|| GpuError("no output gradient".into()))?;
+        let w = weighted.then_some(self.layout.weights);
         if let Some(op) = self.op {
             self.spmv(op.a, out, op.ax, op.n_obs)?;
-            self.loss_kernels([op.ax, op.target, op.ones, op.g_ax], op.n_obs, scale, l1)?;
+            self.loss_kernels([op.ax, op.target, op.ones, op.g_ax], w, op.n_obs, scale, l1)?;
             return self.spmv(op.at, op.g_ax, dout, n);
         }
         let l = &self.layout;
-        self.loss_kernels([out, l.target, l.mask, dout], n, scale, l1)
+        self.loss_kernels([out, l.target, l.mask, dout], w, n, scale, l1)
     }
 
-    /// The data term's two kernels over `[out, target, factor, gradient]`: partial sums per
-    /// thread, then their fixed-order total in the loss slot.
-    fn loss_kernels(&self, b: [usize; 4], n: usize, scale: f32, l1: bool) -> Result<(), GpuError> {
+    /// Replaces the data term's per-sample weights (over the observation: the output, or the
+    /// sparse operator's rows).
+    pub fn set_weights(&mut self, w: &[f32]) -> Result<(), GpuError> {
+        let n = self.op.map_or(self.output_len(), |op| op.n_obs);
+        check_len("sample weights", w.len(), n)?;
+        self.upload(self.layout.weights, w)
+    }
+
+    /// The data term's two kernels over `[out, target, factor, gradient]` (and weights): partial
+    /// sums per thread, then their fixed-order total in the loss slot.
+    fn loss_kernels(
+        &self,
+        b: [usize; 4],
+        w: Option<usize>,
+        n: usize,
+        scale: f32,
+        l1: bool,
+    ) -> Result<(), GpuError> {
         let part = self.layout.part;
         self.launch(
             K::DataLoss,
@@ -926,6 +958,7 @@ impl GpuNet {
                 self.p(b[0]),
                 self.p(b[1]),
                 self.p(b[2]),
+                w.map_or(A::P(0), |w| self.p(w)),
                 self.p(b[3]),
                 self.p64(part),
                 long(n),
@@ -1356,7 +1389,7 @@ impl GpuNet {
             self.fit_gauss(self.layout.z, off, n, &f, 0, f.reg_noise, false)?;
         }
         self.forward()?;
-        self.data_term(f.scale, f.l1)
+        self.weighted_data_term(f.scale, f.l1, f.weighted)
     }
 
     fn queue_back(&mut self) -> Result<(), GpuError> {

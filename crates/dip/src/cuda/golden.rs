@@ -306,6 +306,7 @@ pub fn fit_graph_difference(
         reg_noise: 0.1,
         scale: 1.0,
         l1: false,
+        weighted: false,
         ema: 0.9,
         adam: AdamConfig::default(),
         sgld: None,

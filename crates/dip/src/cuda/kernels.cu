@@ -326,34 +326,39 @@ extern "C" __global__ void lrelu_bwd(const float* x, const float* dy, float* dx,
 
 // The data term of a diagonal forward operator `a` (all ones when denoising, the mask when
 // inpainting, zero on padding): d = a·out − target, and the gradient with respect to out,
-// scale·a·d (l1 = 0) or scale·a·sign(d) (l1 = 1; 0 at d = 0, as PyTorch). Each thread t of the
-// grid writes its sums [Σ d², Σ |d|] to part[2t], part[2t + 1]; loss_finalize adds them.
+// scale·w·a·d (l1 = 0) or scale·w·a·sign(d) (l1 = 1; 0 at d = 0, as PyTorch), with per-sample
+// weights `w` (a batch of pixels; null: all 1). Each thread t of the grid writes its sums
+// [Σ d², Σ |d|, Σ w·d², Σ w·|d|] to part[4t..4t + 4]; loss_finalize adds them.
 extern "C" __global__ void data_loss(const float* out, const float* target, const float* a,
-                                     float* dout, double* part, i64 n, float scale, int l1) {
+                                     const float* w, float* dout, double* part, i64 n,
+                                     float scale, int l1) {
     i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    double s = 0.0, u = 0.0;
+    double s = 0.0, u = 0.0, ws = 0.0, wu = 0.0;
     GRID_LOOP(i, n) {
         float ai = a[i];
         float d = ai * out[i] - target[i];
-        s += (double)d * (double)d;
-        u += (double)fabsf(d);
+        double d2 = (double)d * (double)d, ad = (double)fabsf(d);
+        s += d2;
+        u += ad;
+        float wi = w ? w[i] : 1.0f;
+        ws += (double)wi * d2;
+        wu += (double)wi * ad;
         float g = l1 ? (d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f)) : d;
-        dout[i] = scale * ai * g;
+        dout[i] = scale * wi * ai * g;
     }
-    part[2 * t] = s;
-    part[2 * t + 1] = u;
+    part[4 * t] = s;
+    part[4 * t + 1] = u;
+    part[4 * t + 2] = ws;
+    part[4 * t + 3] = wu;
 }
 
-// loss = [Σ d², Σ |d|] from data_loss's `threads` partial pairs, added in order. One thread.
+// loss = data_loss's four sums from its `threads` partials, added in order. One thread.
 extern "C" __global__ void loss_finalize(const double* part, int threads, double* loss) {
     if (threadIdx.x != 0 || blockIdx.x != 0) return;
-    double s = 0.0, u = 0.0;
-    for (int t = 0; t < threads; t++) {
-        s += part[2 * t];
-        u += part[2 * t + 1];
-    }
-    loss[0] = s;
-    loss[1] = u;
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int t = 0; t < threads; t++)
+        for (int j = 0; j < 4; j++) acc[j] += part[4 * t + j];
+    for (int j = 0; j < 4; j++) loss[j] = acc[j];
 }
 
 // y = A x for a sparse A stored by rows (CSR, 32-bit indices); each row summed in its order.

@@ -139,6 +139,8 @@ pub struct Layout {
     pub target: usize,
     pub mask: usize,
     pub ema: usize,
+    /// Per-sample weights of the data term (a fit's batch of pixels), over the observation.
+    pub weights: usize,
     /// The network's fixed input, from which each step's perturbed input is made.
     pub z: usize,
     /// A fit's last good state (parameters, Adam's moments, the moving average), kept on the
@@ -151,8 +153,8 @@ pub struct Layout {
     pub extra: usize,
     pub extra_len: usize,
     pub len: usize,
-    /// f64 arena: per-channel partial sums, the loss sums `[Σ d², Σ |d|]`, Adam's
-    /// `[t, β1^t, β2^t]`, a fit's `[step, lr]`.
+    /// f64 arena: per-channel partial sums, the loss sums `[Σ d², Σ |d|, Σ w·d², Σ w·|d|]`,
+    /// Adam's `[t, β1^t, β2^t]`, a fit's `[step, lr]`.
     pub part: usize,
     pub part_len: usize,
     pub loss: usize,
@@ -312,6 +314,7 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
     let target = f32s.take(out_len);
     let mask = f32s.take(out_len);
     let ema = f32s.take(out_len);
+    let weights = f32s.take(out_len);
     let z = f32s.take(acts.first().map_or(0, |a| a.1));
     let snap_params = f32s.take(n_params);
     let snap_m = f32s.take(n_params);
@@ -319,11 +322,11 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
     let snap_ema = f32s.take(out_len);
     let extra_at = f32s.take(extra);
     let mut f64s = Bump(0);
-    let part_len = part_len.max(2 * LOSS_THREADS);
+    let part_len = part_len.max(4 * LOSS_THREADS);
     let part = f64s.take(part_len);
     // Neighbours: a fit's check reads both with one copy.
-    let loss = f64s.take(2 + 3);
-    let adam_state = loss + 2;
+    let loss = f64s.take(4 + 3);
+    let adam_state = loss + 4;
     let fit_state = f64s.take(2);
     Ok((
         nodes,
@@ -342,6 +345,7 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
             target,
             mask,
             ema,
+            weights,
             z,
             snap_params,
             snap_m,

@@ -14,8 +14,10 @@
 //!   checkpoint's);
 //! - diagonal operators (denoising, inpainting) are a factor per sample; the others
 //!   (downsampling, blur, chains of these) an explicit sparse matrix and its transpose, each
-//!   row summed in one order (the CPU applies them separably); Lipschitz control and pixel
-//!   batches run on the CPU only;
+//!   row summed in one order (the CPU applies them separably); Lipschitz control runs on the
+//!   CPU only;
+//! - a batch of pixels (`pixel_batch`) is drawn on the host as on the CPU and sent as per-sample
+//!   weights of the data term before each step;
 //! - `precision: bf16` rounds the operands of every GEMM (the CPU: the convolutions') to
 //!   bfloat16 on the tensor cores; the caller's `open` chooses the device's precision.
 
@@ -25,8 +27,8 @@ use super::checkpoint::SnapshotState;
 use super::observer::Observer;
 use super::run::{
     FitConfig, FitReport, Loss, Parts, Progress, Setup, adam_config, check_psnr,
-    check_resume_state, checkpoint_due, crop_into, crop_slice, dropped, setup, sgld_tensors,
-    uncrop_slice,
+    check_resume_state, checkpoint_due, crop_into, crop_slice, draw_batch, dropped, setup,
+    sgld_tensors, uncrop_slice,
 };
 use crate::cuda::{FitStep, GpuError, GpuNet, operator_space};
 use crate::engine::{Net, Tensor};
@@ -76,9 +78,6 @@ pub fn fit_on_gpu(
     };
     if cfg.lipschitz.is_some() {
         return refuse("Lipschitz control");
-    }
-    if cfg.pixel_batch.is_some() {
-        return refuse("fitting on pixel batches");
     }
     let Setup {
         xw,
@@ -144,10 +143,38 @@ pub fn fit_on_gpu(
     drop(data);
 
     let n = observation.data.len() as f64;
+    // With a batch of pixels the per-sample weights carry the mean (count / samples).
+    let mean_over = if cfg.pixel_batch.is_some() { 1.0 } else { n };
     let scale = match cfg.loss {
-        Loss::L2 => (2.0 / n) as f32,
-        Loss::L1 => (1.0 / n) as f32,
+        Loss::L2 => (2.0 / mean_over) as f32,
+        Loss::L1 => (1.0 / mean_over) as f32,
     };
+    let obs_pixels = observation.width * observation.height;
+    let mut counts = vec![
+        0u32;
+        if cfg.pixel_batch.is_some() {
+            obs_pixels
+        } else {
+            0
+        }
+    ];
+    let mut weights = vec![
+        0.0f32;
+        if cfg.pixel_batch.is_some() {
+            observation.data.len()
+        } else {
+            0
+        }
+    ];
+    let diagonal = operator.diagonal().is_some();
+    let mut padded_weights = vec![
+        0.0f32;
+        if cfg.pixel_batch.is_some() && diagonal {
+            h * w * c
+        } else {
+            0
+        }
+    ];
     let mut adam = adam_config(cfg);
     let noisy = sgld_tensors(&net, cfg);
     let n_params = net.num_params();
@@ -191,6 +218,7 @@ pub fn fit_on_gpu(
         reg_noise: cfg.reg_noise.max(0.0),
         scale,
         l1: cfg.loss == Loss::L1,
+        weighted: cfg.pixel_batch.is_some(),
         ema: cfg.ema as f32,
         adam,
         sgld: cfg
@@ -204,6 +232,20 @@ pub fn fit_on_gpu(
     let mut last_checkpoint = Instant::now();
 
     for it in first..=cfg.iters {
+        if let Some(b) = cfg.pixel_batch {
+            // The CPU's batch of this step, as weights per observation sample.
+            draw_batch(cfg.seed, it, b, &mut counts);
+            let samples = (b * xc) as f64;
+            for (p, &k) in counts.iter().enumerate() {
+                weights[p * xc..(p + 1) * xc].fill((k as f64 / samples) as f32);
+            }
+            if diagonal {
+                uncrop_slice(&weights, w, c, &pad, xw, &mut padded_weights);
+                g.set_weights(&padded_weights).map_err(gpu)?;
+            } else {
+                g.set_weights(&weights).map_err(gpu)?;
+            }
+        }
         g.fit_front().map_err(gpu)?;
         pr.iterations_run = it;
 
@@ -212,10 +254,12 @@ pub fn fit_on_gpu(
         let check = it % cfg.check_every == 0 || it == 1;
         // The loss is read (a wait for the device) only where the loop needs it.
         let (loss, mse, adam_state) = if check || regular || cancel {
-            let ((sq, abs), adam_state) = g.loss_sums_and_adam().map_err(gpu)?;
-            let value = match cfg.loss {
-                Loss::L2 => sq / n,
-                Loss::L1 => abs / n,
+            let ([sq, abs, wsq, wabs], adam_state) = g.loss_sums_and_adam().map_err(gpu)?;
+            let value = match (cfg.loss, cfg.pixel_batch.is_some()) {
+                (Loss::L2, false) => sq / n,
+                (Loss::L1, false) => abs / n,
+                (Loss::L2, true) => wsq,
+                (Loss::L1, true) => wabs,
             };
             (value, sq / n, adam_state)
         } else {

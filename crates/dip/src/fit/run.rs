@@ -418,6 +418,19 @@ fn data_term(
 }
 
 /// [`data_term`] over a batch of pixels.
+/// Step `it`'s batch of `n` pixels drawn with replacement from `counts.len()`: how often each
+/// is drawn (the same on every device).
+pub(super) fn draw_batch(seed: u64, it: usize, n: usize, counts: &mut [u32]) {
+    counts.fill(0);
+    let mut r = Pcg64Mcg::seed_from_u64(
+        seed ^ 0xBA7C_0000_0000_0000 ^ (it as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    let pixels = counts.len();
+    for _ in 0..n {
+        counts[r.random_range(0..pixels)] += 1;
+    }
+}
+
 fn data_term_batch(
     ax: &[f32],
     y: &[f32],
@@ -622,13 +635,7 @@ fn fit_on_pool(
         crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);
         operator.forward(&x_buf, &mut ax);
         let batch = cfg.pixel_batch.map(|n| {
-            counts.fill(0);
-            let mut r = Pcg64Mcg::seed_from_u64(
-                cfg.seed ^ 0xBA7C_0000_0000_0000 ^ (it as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
-            for _ in 0..n {
-                counts[r.random_range(0..obs_pixels)] += 1;
-            }
+            draw_batch(cfg.seed, it, n, &mut counts);
             (&counts[..], n, observation.channels)
         });
         let (loss, mse) = data_term(&ax, &observation.data, &mut g_ax, cfg.loss, batch);
