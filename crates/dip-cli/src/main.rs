@@ -58,7 +58,7 @@ struct Cli {
 
     /// Where the numerics run: cpu, or an NVIDIA GPU (cuda, cuda:N; needs a build with
     /// --features cuda). The GPU runs the fitting commands (`denoise`, `inpaint`, `sr`,
-    /// `deblur`, `demo`, `analyze`, `sweep run`, most experiments), `bench` and `selftest`.
+    /// `deblur`, `demo`, `analyze`, `experiment`, `sweep run`), `bench` and `selftest`.
     #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
     device: String,
 
@@ -218,19 +218,13 @@ fn run(cli: Cli) -> Result<Outcome> {
                 | Command::Selftest(_)
                 | Command::Sweep(sweep::Which::Run(_))
                 | Command::Analyze(_)
-                | Command::Experiment(
-                    experiment::Which::Triangles(_)
-                        | experiment::Which::SpectralBias(_)
-                        | experiment::Which::ArchTable(_)
-                        | experiment::Which::StructureVsNoise(_)
-                        | experiment::Which::Stopping(_)
-                )
+                | Command::Experiment(_)
         )
     {
         bail!(
             "--device {device}: this command runs on the CPU only so far (the GPU runs dip \
-             denoise, inpaint, sr, deblur, demo, analyze, sweep run, bench, selftest and the \
-             experiments triangles, spectral-bias, arch-table, structure-vs-noise and stopping)"
+             denoise, inpaint, sr, deblur, demo, analyze, experiment, sweep run, bench and \
+             selftest)"
         );
     }
     // A GPU that cannot be used is reported now, before any file is read or written.

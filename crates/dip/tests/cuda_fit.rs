@@ -202,6 +202,27 @@ fn pixel_batches_on_the_gpu_are_the_cpu_fit() {
     matches_the_cpu(&blur, &obs, &clean, &l1);
 }
 
+/// Lipschitz control (Shi et al.) projects the GPU's updated weights with the CPU's code: the
+/// fit is the CPU's, and the bound binds (the fit differs from the unconstrained one).
+#[test]
+fn lipschitz_control_on_the_gpu_is_the_cpu_fit() {
+    let (noisy, clean) = images();
+    let op = Identity::new(noisy.width, noisy.height, noisy.channels);
+    let cfg = FitConfig {
+        lipschitz: Some(0.5),
+        ..config()
+    };
+    matches_the_cpu(&op, &noisy, &clean, &cfg);
+    let free = gpu_fit(&noisy, &op, Some(&clean), &config(), &mut [])
+        .unwrap()
+        .unwrap();
+    let bound = gpu_fit(&noisy, &op, Some(&clean), &cfg, &mut [])
+        .unwrap()
+        .unwrap();
+    let d = max_diff(&free.output_raw.data, &bound.output_raw.data);
+    assert!(d > 1e-3, "the bound changes nothing: {d:e}");
+}
+
 /// A chain (blur, then holes) runs as the product of its matrices.
 #[test]
 fn a_composed_operator_on_the_gpu_is_the_cpu_fit() {
@@ -359,20 +380,8 @@ impl Operator for Opaque {
 
 #[test]
 fn what_the_gpu_cannot_run_is_refused_clearly() {
-    let (noisy, clean) = images();
+    let (noisy, _) = images();
     let id = Identity::new(noisy.width, noisy.height, noisy.channels);
-    let lipschitz = FitConfig {
-        lipschitz: Some(2.0),
-        ..config()
-    };
-    let e = gpu_fit(&noisy, &id, Some(&clean), &lipschitz, &mut [])
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("Lipschitz control: not on the GPU yet"),
-        "{e}"
-    );
     // An operator of the user's own with neither a diagonal nor a sparse form.
     let e = gpu_fit(&noisy, &Opaque(id), None, &config(), &mut [])
         .unwrap()
@@ -420,64 +429,77 @@ fn divergence_rolls_back_as_on_the_cpu() {
 fn a_fit_from_captured_graphs_is_the_directly_launched_fit() {
     let (noisy, clean) = images();
     let op = Identity::new(noisy.width, noisy.height, noisy.channels);
-    let cfg = FitConfig {
+    let sgld = Some(SgldConfig {
+        burn_in: 4,
+        sample_every: 2,
+        ..SgldConfig::for_iters(24)
+    });
+    let diverging = FitConfig {
         iters: 24,
         lr: 1.0,
         check_every: 2,
         reg_noise: 1.0 / 30.0,
-        sgld: Some(SgldConfig {
-            burn_in: 4,
-            sample_every: 2,
-            ..SgldConfig::for_iters(24)
-        }),
+        sgld,
+        ..config()
+    };
+    // Lipschitz control splits the second half: the host projects between Adam and SGLD.
+    let projected = FitConfig {
+        iters: 24,
+        reg_noise: 1.0 / 30.0,
+        lipschitz: Some(0.5),
+        sgld,
         ..config()
     };
     let emu = Emu::new();
-    let captured = match fit_on_gpu(
-        &noisy,
-        &op,
-        Some(&clean),
-        &tiny(),
-        &cfg,
-        &mut [],
-        &mut emu.open(),
-    ) {
-        Err(e) if e.to_string().contains("no host C++ compiler") => {
-            eprintln!("skipped: {e}");
-            return;
+    for (k, cfg) in [diverging, projected].iter().enumerate() {
+        let captured = match fit_on_gpu(
+            &noisy,
+            &op,
+            Some(&clean),
+            &tiny(),
+            cfg,
+            &mut [],
+            &mut emu.open(),
+        ) {
+            Err(e) if e.to_string().contains("no host C++ compiler") => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            r => r.unwrap(),
+        };
+        let direct = fit_on_gpu(
+            &noisy,
+            &op,
+            Some(&clean),
+            &tiny(),
+            cfg,
+            &mut [],
+            &mut emu.open_direct(),
+        )
+        .unwrap();
+        if k == 0 {
+            assert!(
+                captured.rollbacks > 0,
+                "no rollback: the step size was not varied"
+            );
         }
-        r => r.unwrap(),
-    };
-    let direct = fit_on_gpu(
-        &noisy,
-        &op,
-        Some(&clean),
-        &tiny(),
-        &cfg,
-        &mut [],
-        &mut emu.open_direct(),
-    )
-    .unwrap();
-    assert!(
-        captured.rollbacks > 0,
-        "no rollback: the step size was not varied"
-    );
-    assert_eq!(
-        (captured.rollbacks, captured.lr_final),
-        (direct.rollbacks, direct.lr_final)
-    );
-    assert_eq!(captured.output_raw.data, direct.output_raw.data);
-    assert_eq!(captured.output_ema.data, direct.output_ema.data);
-    let rows = |r: &FitReport| {
-        r.history
-            .iter()
-            .map(|h| (h.iter, h.loss, h.psnr_ema, h.psnr_sgld))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(rows(&captured), rows(&direct));
-    let (a, b) = (captured.sgld.unwrap(), direct.sgld.unwrap());
-    assert!(a.samples > 0);
-    assert_eq!((a.samples, &a.mean.data), (b.samples, &b.mean.data));
+        assert_eq!(
+            (captured.rollbacks, captured.lr_final),
+            (direct.rollbacks, direct.lr_final)
+        );
+        assert_eq!(captured.output_raw.data, direct.output_raw.data);
+        assert_eq!(captured.output_ema.data, direct.output_ema.data);
+        let rows = |r: &FitReport| {
+            r.history
+                .iter()
+                .map(|h| (h.iter, h.loss, h.psnr_ema, h.psnr_sgld))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rows(&captured), rows(&direct));
+        let (a, b) = (captured.sgld.unwrap(), direct.sgld.unwrap());
+        assert!(a.samples > 0);
+        assert_eq!((a.samples, &a.mean.data), (b.samples, &b.mean.data));
+    }
 
     // And the fit above did run from graphs: the emulation captures them.
     let net = match tiny().builder::<f32>(16, 16) {

@@ -206,9 +206,11 @@ fn seed_key(seed: u64) -> u64 {
     mix64(seed ^ 0x6a09_e667_f3bc_c908)
 }
 
-/// Graph slots: the bench's step, and a fit's two halves.
+/// Graph slots: the bench's step, and a fit's two halves (the second in two parts: up to the
+/// parameters' update, and SGLD's noise).
 const FRONT: usize = 1;
 const BACK: usize = 2;
+const NOISE: usize = 3;
 
 /// What each step of a fit does on the device (see [`GpuNet::prepare_fit`]).
 #[derive(Debug, Clone)]
@@ -1311,7 +1313,13 @@ impl GpuNet {
         }
         let captured = self
             .capture(FRONT, Self::queue_front)
-            .and_then(|()| self.capture(BACK, Self::queue_back));
+            .and_then(|()| self.capture(BACK, Self::queue_update))
+            .and_then(
+                |()| match self.fit.as_ref().is_some_and(|f| f.sgld.is_some()) {
+                    true => self.capture(NOISE, Self::queue_noise),
+                    false => Ok(()),
+                },
+            );
         match captured {
             Ok(()) => self.fit_captured = true,
             Err(e) => self.graph_error = Some(e.0),
@@ -1367,10 +1375,26 @@ impl GpuNet {
 
     /// The second half (queued): backward, moving average, Adam, SGLD's weight noise.
     pub fn fit_back(&mut self) -> Result<(), GpuError> {
+        self.fit_update()?;
+        self.fit_noise()
+    }
+
+    /// The second half up to the parameters' update (queued): backward, moving average, Adam.
+    /// [`GpuNet::fit_noise`] completes it (a caller may change the parameters in between).
+    pub fn fit_update(&mut self) -> Result<(), GpuError> {
         if self.fit_captured {
             self.dev.replay(BACK)
         } else {
-            self.queue_back()
+            self.queue_update()
+        }
+    }
+
+    /// SGLD's weight noise, if the fit has it (queued).
+    pub fn fit_noise(&mut self) -> Result<(), GpuError> {
+        match (&self.fit, self.fit_captured) {
+            (Some(f), _) if f.sgld.is_none() => Ok(()),
+            (_, true) => self.dev.replay(NOISE),
+            (_, false) => self.queue_noise(),
         }
     }
 
@@ -1392,7 +1416,7 @@ impl GpuNet {
         self.weighted_data_term(f.scale, f.l1, f.weighted)
     }
 
-    fn queue_back(&mut self) -> Result<(), GpuError> {
+    fn queue_update(&mut self) -> Result<(), GpuError> {
         let f = self.fit_step()?;
         self.backward()?;
         let n = self.output_len();
@@ -1408,7 +1432,11 @@ impl GpuNet {
                 self.p64(self.layout.fit_state),
             ],
         )?;
-        self.queue_adam(&f.adam, true)?;
+        self.queue_adam(&f.adam, true)
+    }
+
+    fn queue_noise(&mut self) -> Result<(), GpuError> {
+        let f = self.fit_step()?;
         if let Some((noise, tensors)) = &f.sgld {
             for (k, &(off, len)) in tensors.iter().enumerate() {
                 let at = self.layout.params + off;

@@ -14,8 +14,9 @@
 //!   checkpoint's);
 //! - diagonal operators (denoising, inpainting) are a factor per sample; the others
 //!   (downsampling, blur, chains of these) an explicit sparse matrix and its transpose, each
-//!   row summed in one order (the CPU applies them separably); Lipschitz control runs on the
-//!   CPU only;
+//!   row summed in one order (the CPU applies them separably);
+//! - Lipschitz control projects the updated weights on the host (the CPU's code and power
+//!   vectors), a download and an upload of the parameters per step;
 //! - a batch of pixels (`pixel_batch`) is drawn on the host as on the CPU and sent as per-sample
 //!   weights of the data term before each step;
 //! - `precision: bf16` rounds the operands of every GEMM (the CPU: the convolutions') to
@@ -76,9 +77,6 @@ pub fn fit_on_gpu(
             "{what}: not on the GPU yet; use --device cpu"
         )))
     };
-    if cfg.lipschitz.is_some() {
-        return refuse("Lipschitz control");
-    }
     let Setup {
         xw,
         xh,
@@ -87,7 +85,7 @@ pub fn fit_on_gpu(
         h,
         w,
         c,
-        net,
+        mut net,
         z,
         started,
     } = setup(observation, operator, clean, spec, cfg)?;
@@ -288,7 +286,19 @@ pub fn fit_on_gpu(
         }
 
         // Backward, moving average, Adam, SGLD's noise. The output stays the forward's.
-        g.fit_back().map_err(gpu)?;
+        match cfg.lipschitz {
+            None => g.fit_back().map_err(gpu)?,
+            Some(l) => {
+                // Lipschitz control between Adam and the noise, as on the CPU: the host's
+                // projection (power iterations warm-started from its last vectors) of the
+                // updated weights.
+                g.fit_update().map_err(gpu)?;
+                net.params_mut().copy_from_slice(&g.params().map_err(gpu)?);
+                net.lipschitz_project(l);
+                g.set_params(net.params()).map_err(gpu)?;
+                g.fit_noise().map_err(gpu)?;
+            }
+        }
         if pr.sample_due(cfg, it) {
             let out = g.output().map_err(gpu)?;
             crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);
