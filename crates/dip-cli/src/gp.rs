@@ -158,6 +158,7 @@ fn prior(a: PriorArgs, g: &Global) -> Result<()> {
         size: a.size,
         seed: a.seed,
         radius: a.radius,
+        device: g.device,
         ..PriorConfig::default()
     };
     let mut all: Vec<(String, PriorStats)> = Vec::new();
@@ -416,6 +417,7 @@ impl KernelArgs {
                     &PriorConfig {
                         samples: self.samples,
                         size: self.prior_size,
+                        device: g.device,
                         ..PriorConfig::default()
                     },
                 )?;
@@ -747,6 +749,7 @@ fn rates(a: RatesArgs, g: &Global) -> Result<()> {
             }
             let cfg = FitConfig {
                 observe_every: a.every,
+                device: g.device,
                 ..recipe.fit_config()?
             };
             Ok((name.clone(), arch, cfg))

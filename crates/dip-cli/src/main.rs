@@ -57,8 +57,8 @@ struct Cli {
     threads: Option<usize>,
 
     /// Where the numerics run: cpu, or an NVIDIA GPU (cuda, cuda:N; needs a build with
-    /// --features cuda). The GPU runs the fitting commands (`denoise`, `inpaint`, `sr`,
-    /// `deblur`, `demo`, `analyze`, `experiment`, `sweep run`), `bench` and `selftest`.
+    /// --features cuda). The GPU runs the networks of `denoise`, `inpaint`, `sr`, `deblur`,
+    /// `demo`, `analyze`, `experiment`, `gp` and `sweep run`, and `bench` and `selftest`.
     #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
     device: String,
 
@@ -219,12 +219,12 @@ fn run(cli: Cli) -> Result<Outcome> {
                 | Command::Sweep(sweep::Which::Run(_))
                 | Command::Analyze(_)
                 | Command::Experiment(_)
+                | Command::Gp(_)
         )
     {
         bail!(
-            "--device {device}: this command runs on the CPU only so far (the GPU runs dip \
-             denoise, inpaint, sr, deblur, demo, analyze, experiment, sweep run, bench and \
-             selftest)"
+            "--device {device}: this command runs on the CPU only (the GPU runs dip denoise, \
+             inpaint, sr, deblur, demo, analyze, experiment, gp, sweep run, bench and selftest)"
         );
     }
     // A GPU that cannot be used is reported now, before any file is read or written.

@@ -545,3 +545,26 @@ fn a_bf16_fit_tracks_the_f32_fit() {
     eprintln!("bf16 vs f32 output after 12 steps: {d:e}");
     assert!(d > 1e-4 && d < 5e-2, "bf16 vs f32 output: {d:e}");
 }
+
+/// The Monte Carlo prior of the GP view on the GPU: each sample's network (initialised on the
+/// host from its seed) runs its forward on the device, and gives the CPU's output.
+#[test]
+fn prior_samples_on_the_gpu_are_the_cpu_samples() {
+    use dip::gp::prior::{draw_outputs, draw_outputs_gpu};
+    let emu = Emu::new();
+    let mut open = |net: &Net<f32>| GpuNet::emulated(net, emu.dir.path());
+    let gpu = match draw_outputs_gpu(&tiny(), 16, 3, 7, &mut open) {
+        Err(e) if e.to_string().contains("no host C++ compiler") => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        r => r.unwrap(),
+    };
+    let cpu = draw_outputs(&tiny(), 16, 3, 7).unwrap();
+    assert_eq!(gpu.len(), 3);
+    for (g, c) in gpu.iter().zip(&cpu) {
+        let d = max_diff(g, c);
+        assert!(d < 1e-5, "{d:e}");
+    }
+    assert!(max_diff(&cpu[0], &cpu[1]) > 1e-3, "the samples differ");
+}

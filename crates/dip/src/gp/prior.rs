@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::grid::Grid;
 use super::kernel::Kernel;
+use crate::device::Device;
 use crate::fit::{FitConfig, network_input};
 use crate::nets::Arch;
 use crate::{Error, Result};
@@ -32,6 +33,8 @@ pub struct PriorConfig {
     pub radius: Option<usize>,
     /// Half-width of the window of displacements compared around each anchor.
     pub anchor_radius: usize,
+    /// Where the networks run (the statistics are computed on the host).
+    pub device: Device,
 }
 
 impl Default for PriorConfig {
@@ -42,6 +45,7 @@ impl Default for PriorConfig {
             seed: 0,
             radius: None,
             anchor_radius: 3,
+            device: Device::Cpu,
         }
     }
 }
@@ -82,8 +86,78 @@ pub struct PriorStats {
     pub seconds: f64,
 }
 
-/// One network output per sample: `size × size × channels`, HWC.
-pub fn draw_outputs(spec: &Arch, size: usize, samples: usize, seed: u64) -> Result<Vec<Vec<f32>>> {
+/// The seed of sample `i` of a prior drawn with `seed`.
+fn sample_seed(seed: u64, i: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(i as u64 + 1)
+}
+
+/// [`draw_outputs`] on `device`: on a GPU, one network on the device takes each sample's
+/// parameters and input (initialised on the host, as on the CPU) and runs its forward, so the
+/// samples are the CPU's.
+pub fn draw_outputs_on(
+    spec: &Arch,
+    size: usize,
+    samples: usize,
+    seed: u64,
+    device: Device,
+) -> Result<Vec<Vec<f32>>> {
+    match device {
+        Device::Cpu => draw_outputs(spec, size, samples, seed),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => draw_outputs_gpu(spec, size, samples, seed, &mut |net| {
+            crate::cuda::GpuNet::new(net, ordinal, crate::cuda::Precision::F32)
+        }),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(Error::invalid(crate::device::NO_CUDA_BUILD)),
+    }
+}
+
+/// [`draw_outputs`] on the GPU network `open` makes from the first sample's network.
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
+pub fn draw_outputs_gpu(
+    spec: &Arch,
+    size: usize,
+    samples: usize,
+    seed: u64,
+    open: &mut dyn FnMut(
+        &crate::engine::Net<f32>,
+    ) -> std::result::Result<crate::cuda::GpuNet, crate::cuda::GpuError>,
+) -> Result<Vec<Vec<f32>>> {
+    use crate::engine::Tensor;
+    check_prior(spec, size, samples)?;
+    let gpu = |e: crate::cuda::GpuError| Error::invalid(e.0);
+    let mut device_net = None;
+    let mut outs = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let s = sample_seed(seed, i);
+        let net = spec.build::<f32>(size, size, s)?;
+        let cfg = FitConfig {
+            seed: s,
+            ..FitConfig::default()
+        };
+        let z = network_input(spec, &cfg, size, size);
+        let g = match &mut device_net {
+            Some(g) => g,
+            None => device_net.insert(open(&net).map_err(gpu)?),
+        };
+        g.set_params(net.params()).map_err(gpu)?;
+        let x = net.input();
+        let input = Tensor {
+            h: x.h,
+            w: x.w,
+            c: x.c,
+            data: z,
+        };
+        g.set_input(&input).map_err(gpu)?;
+        g.forward().map_err(gpu)?;
+        outs.push(g.output().map_err(gpu)?.data);
+    }
+    Ok(outs)
+}
+
+fn check_prior(spec: &Arch, size: usize, samples: usize) -> Result<()> {
     let m = spec.size_multiple();
     if size == 0 || !size.is_multiple_of(m) || size < spec.min_side() {
         return Err(Error::invalid(format!(
@@ -95,12 +169,16 @@ pub fn draw_outputs(spec: &Arch, size: usize, samples: usize, seed: u64) -> Resu
     if samples == 0 {
         return Err(Error::invalid("the prior needs at least 1 sample"));
     }
+    Ok(())
+}
+
+/// One network output per sample: `size × size × channels`, HWC.
+pub fn draw_outputs(spec: &Arch, size: usize, samples: usize, seed: u64) -> Result<Vec<Vec<f32>>> {
+    check_prior(spec, size, samples)?;
     (0..samples)
         .into_par_iter()
         .map(|i| -> Result<Vec<f32>> {
-            let s = seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(i as u64 + 1);
+            let s = sample_seed(seed, i);
             let mut net = spec.build::<f32>(size, size, s)?;
             let cfg = FitConfig {
                 seed: s,
@@ -120,7 +198,7 @@ const CHUNK: usize = 8;
 pub fn sample_prior(spec: &Arch, cfg: &PriorConfig) -> Result<PriorStats> {
     let started = Instant::now();
     let s = cfg.size;
-    let outs = draw_outputs(spec, s, cfg.samples, cfg.seed)?;
+    let outs = draw_outputs_on(spec, s, cfg.samples, cfg.seed, cfg.device)?;
     let ch = spec.out_channels();
     let n = cfg.samples;
     let total = (n * s * s * ch) as f64;
