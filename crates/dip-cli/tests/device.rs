@@ -4,7 +4,13 @@
 use std::process::Command;
 
 fn dip(args: &[&str]) -> (i32, String, String) {
+    dip_in(std::path::Path::new("."), args)
+}
+
+/// `dip args` run in `dir`: exit code, stdout, stderr.
+fn dip_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dip"))
+        .current_dir(dir)
         .args(args)
         .output()
         .expect("run dip");
@@ -93,14 +99,9 @@ fn sweeps_go_to_the_gpu_or_say_why_not() {
          [[degradations]]\ntask = \"denoise\"\nlevels = [25]\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dip"))
-        .current_dir(d)
-        .args(["--device", "cuda", "sweep", "run", "plan.toml", "-o", "res"])
-        .output()
-        .expect("run dip");
-    let (code, err) = (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    let (code, _, err) = dip_in(
+        d,
+        &["--device", "cuda", "sweep", "run", "plan.toml", "-o", "res"],
     );
     if code == 0 {
         eprintln!("ran on a GPU");
@@ -126,9 +127,9 @@ fn analyses_go_to_the_gpu_or_say_why_not() {
         image::Rgb([(x * 8) as u8, (y * 8) as u8, 90])
     });
     img.save(d.join("a.png")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dip"))
-        .current_dir(d)
-        .args([
+    let (code, _, err) = dip_in(
+        d,
+        &[
             "--device",
             "cuda",
             "analyze",
@@ -141,12 +142,7 @@ fn analyses_go_to_the_gpu_or_say_why_not() {
             "10",
             "--every",
             "5",
-        ])
-        .output()
-        .expect("run dip");
-    let (code, err) = (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        ],
     );
     if code == 0 {
         eprintln!("ran on a GPU");

@@ -1366,10 +1366,19 @@ impl GpuNet {
     /// The first half of a fit's step (queued): the step counter, the perturbed input, the
     /// forward and the data term with its gradient. The loss can then be read.
     pub fn fit_front(&mut self) -> Result<(), GpuError> {
+        self.run_part(FRONT, Self::queue_front)
+    }
+
+    /// A part of the fit's step: its graph replayed, or its launches queued directly.
+    fn run_part(
+        &mut self,
+        slot: usize,
+        queue: fn(&mut Self) -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
         if self.fit_captured {
-            self.dev.replay(FRONT)
+            self.dev.replay(slot)
         } else {
-            self.queue_front()
+            queue(self)
         }
     }
 
@@ -1382,19 +1391,14 @@ impl GpuNet {
     /// The second half up to the parameters' update (queued): backward, moving average, Adam.
     /// [`GpuNet::fit_noise`] completes it (a caller may change the parameters in between).
     pub fn fit_update(&mut self) -> Result<(), GpuError> {
-        if self.fit_captured {
-            self.dev.replay(BACK)
-        } else {
-            self.queue_update()
-        }
+        self.run_part(BACK, Self::queue_update)
     }
 
     /// SGLD's weight noise, if the fit has it (queued).
     pub fn fit_noise(&mut self) -> Result<(), GpuError> {
-        match (&self.fit, self.fit_captured) {
-            (Some(f), _) if f.sgld.is_none() => Ok(()),
-            (_, true) => self.dev.replay(NOISE),
-            (_, false) => self.queue_noise(),
+        match &self.fit {
+            Some(f) if f.sgld.is_none() => Ok(()),
+            _ => self.run_part(NOISE, Self::queue_noise),
         }
     }
 
