@@ -306,3 +306,18 @@ fn matches_the_cpu_on_the_emulation(mut net: dip::engine::Net<f32>) {
         net.params(),
     );
 }
+
+/// Tensor-core modes on a card without them are refused, naming the card's capability.
+#[test]
+fn tensor_core_modes_need_an_ampere_card() {
+    use dip::cuda::Precision;
+    assert!(Precision::F32.check_card((6, 1)).is_ok());
+    for p in [Precision::Tf32, Precision::Bf16] {
+        assert!(p.check_card((8, 0)).is_ok() && p.check_card((9, 0)).is_ok());
+        let e = p.check_card((7, 5)).unwrap_err();
+        assert!(
+            e.0.contains("compute capability 8.0") && e.0.contains("7.5"),
+            "{e}"
+        );
+    }
+}

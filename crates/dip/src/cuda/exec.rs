@@ -125,6 +125,24 @@ impl Precision {
     /// also moves activations across LeakyReLU's kink, so gradients are compared normwise
     /// (against the largest gradient) and bounded by twice what that rounding does on the host
     /// emulation (worst over the golden cases: TF32 4.6e-2, bf16 1.2e-1): 0.1 and 0.25.
+    /// Whether a card of compute capability `cc` has this mode's tensor cores (TF32 and bf16:
+    /// 8.0, Ampere, or newer); the error names the card's capability.
+    pub fn check_card(self, cc: (i32, i32)) -> Result<(), GpuError> {
+        let name = match self {
+            Precision::F32 => return Ok(()),
+            Precision::Tf32 => "TF32",
+            Precision::Bf16 => "bf16",
+        };
+        if cc.0 >= 8 {
+            return Ok(());
+        }
+        Err(GpuError(format!(
+            "{name} tensor cores need a GPU of compute capability 8.0 or newer; this one is \
+             {}.{} (use f32)",
+            cc.0, cc.1
+        )))
+    }
+
     pub fn golden_tolerance(self) -> f64 {
         match self {
             Precision::F32 => 1e-4,
@@ -331,6 +349,7 @@ impl Cuda {
         len: usize,
         len64: usize,
     ) -> Result<Self, GpuError> {
+        precision.check_card(info.compute_capability)?;
         let ordinal = info.ordinal;
         let ctx = catch("CUDA driver", || CudaContext::new(ordinal))?
             .map_err(derr("cannot open the CUDA device"))?;
