@@ -105,6 +105,13 @@ struct StructureCell {
     parameters: usize,
     seconds: f64,
     history: Vec<HistoryRow>,
+    /// Where the fit ran (`cpu`, `cuda:0`); cells from before this was recorded ran on the CPU.
+    #[serde(default = "cpu")]
+    device: String,
+}
+
+fn cpu() -> String {
+    "cpu".into()
 }
 
 impl StructureCell {
@@ -188,6 +195,7 @@ pub fn structure_vs_noise(args: StructureArgs, g: &Global) -> Result<Outcome> {
                 parameters: report.parameters,
                 seconds: report.seconds,
                 history: report.history,
+                device: g.device.to_string(),
             };
             crate::output::write_json(&file, &serde_json::to_value(&cell)?)?;
             cells.push(cell);

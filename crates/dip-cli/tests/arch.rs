@@ -223,6 +223,7 @@ fn structure_and_upsampling_experiments_write_their_tables_and_resume() {
     ok(&run(&svn, d));
     let cells = json(&d.join("svn/results.json"));
     assert_eq!(cells.as_array().unwrap().len(), 8);
+    assert_eq!(json(&d.join("svn/cells/skip_noise.json"))["device"], "cpu");
     let md = std::fs::read_to_string(d.join("svn/results.md")).unwrap();
     assert!(
         md.contains("MSE noise / image") && md.contains("decoder-16"),
