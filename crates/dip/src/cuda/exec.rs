@@ -1098,6 +1098,23 @@ impl GpuNet {
         key: u64,
         sd: f32,
     ) -> Result<(), GpuError> {
+        self.gauss(base, dst, n, key, None, sd as f64, false)
+    }
+
+    /// `dst = base + sd·N(0, 1)`: the normals of `key`, or with `stream` those of (the fit's
+    /// seed key `key`, its device-side step, `stream`), sd then multiplied by the device-side
+    /// step size if `by_lr`.
+    #[allow(clippy::too_many_arguments)]
+    fn gauss(
+        &self,
+        base: usize,
+        dst: usize,
+        n: usize,
+        key: u64,
+        stream: Option<u64>,
+        sd: f64,
+        by_lr: bool,
+    ) -> Result<(), GpuError> {
         self.launch_n(
             K::AddGauss,
             n,
@@ -1106,10 +1123,13 @@ impl GpuNet {
                 self.p(dst),
                 long(n),
                 A::L(key as i64),
-                A::L(0),
-                A::P(0),
-                A::D(sd as f64),
-                int(0),
+                A::L(stream.unwrap_or(0) as i64),
+                match stream {
+                    Some(_) => self.p64(self.layout.fit_state),
+                    None => A::P(0),
+                },
+                A::D(sd),
+                int(by_lr as usize),
             ],
         )
     }
@@ -1482,20 +1502,7 @@ impl GpuNet {
         sd: f64,
         by_lr: bool,
     ) -> Result<(), GpuError> {
-        self.launch_n(
-            K::AddGauss,
-            n,
-            &[
-                self.p(base),
-                self.p(dst),
-                long(n),
-                A::L(seed_key(f.seed) as i64),
-                A::L(stream as i64),
-                self.p64(self.layout.fit_state),
-                A::D(sd),
-                int(by_lr as usize),
-            ],
-        )
+        self.gauss(base, dst, n, seed_key(f.seed), Some(stream), sd, by_lr)
     }
 
     /// Records one [`GpuNet::step`] into a CUDA graph (nothing runs); [`GpuNet::replay_step`]

@@ -138,6 +138,7 @@ pub fn fit_on_gpu(
         }
         Data::Rows(rows) => g.set_operator(rows, &observation.data).map_err(gpu)?,
     }
+    let diagonal = matches!(data, Data::Diagonal(_));
     drop(data);
 
     let n = observation.data.len() as f64;
@@ -147,32 +148,12 @@ pub fn fit_on_gpu(
         Loss::L2 => (2.0 / mean_over) as f32,
         Loss::L1 => (1.0 / mean_over) as f32,
     };
-    let obs_pixels = observation.width * observation.height;
-    let mut counts = vec![
-        0u32;
-        if cfg.pixel_batch.is_some() {
-            obs_pixels
-        } else {
-            0
-        }
-    ];
-    let mut weights = vec![
-        0.0f32;
-        if cfg.pixel_batch.is_some() {
-            observation.data.len()
-        } else {
-            0
-        }
-    ];
-    let diagonal = operator.diagonal().is_some();
-    let mut padded_weights = vec![
-        0.0f32;
-        if cfg.pixel_batch.is_some() && diagonal {
-            h * w * c
-        } else {
-            0
-        }
-    ];
+    // Pixel batches: the draw counts, and the per-sample weights (on the padded grid for a
+    // diagonal operator), allocated once.
+    let batched = |len: usize| if cfg.pixel_batch.is_some() { len } else { 0 };
+    let mut counts = vec![0u32; batched(observation.width * observation.height)];
+    let mut weights = vec![0.0f32; batched(observation.data.len())];
+    let mut padded_weights = vec![0.0f32; batched(if diagonal { h * w * c } else { 0 })];
     let mut adam = adam_config(cfg);
     let noisy = sgld_tensors(&net, cfg);
     let n_params = net.num_params();

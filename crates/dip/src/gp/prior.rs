@@ -86,10 +86,20 @@ pub struct PriorStats {
     pub seconds: f64,
 }
 
-/// The seed of sample `i` of a prior drawn with `seed`.
-fn sample_seed(seed: u64, i: usize) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(i as u64 + 1)
+/// Sample `i` of a prior drawn with `seed`: its network, initialised from the sample's seed,
+/// with the fixed input a fit of that seed would give it.
+fn sample_net(spec: &Arch, size: usize, seed: u64, i: usize) -> Result<crate::engine::Net<f32>> {
+    let s = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(i as u64 + 1);
+    let mut net = spec.build::<f32>(size, size, s)?;
+    let cfg = FitConfig {
+        seed: s,
+        ..FitConfig::default()
+    };
+    let z = network_input(spec, &cfg, size, size);
+    net.input_mut().data.copy_from_slice(&z);
+    Ok(net)
 }
 
 /// [`draw_outputs`] on `device`: on a GPU, one network on the device takes each sample's
@@ -125,32 +135,18 @@ pub fn draw_outputs_gpu(
         &crate::engine::Net<f32>,
     ) -> std::result::Result<crate::cuda::GpuNet, crate::cuda::GpuError>,
 ) -> Result<Vec<Vec<f32>>> {
-    use crate::engine::Tensor;
     check_prior(spec, size, samples)?;
     let gpu = |e: crate::cuda::GpuError| Error::invalid(e.0);
     let mut device_net = None;
     let mut outs = Vec::with_capacity(samples);
     for i in 0..samples {
-        let s = sample_seed(seed, i);
-        let net = spec.build::<f32>(size, size, s)?;
-        let cfg = FitConfig {
-            seed: s,
-            ..FitConfig::default()
-        };
-        let z = network_input(spec, &cfg, size, size);
+        let net = sample_net(spec, size, seed, i)?;
         let g = match &mut device_net {
             Some(g) => g,
             None => device_net.insert(open(&net).map_err(gpu)?),
         };
         g.set_params(net.params()).map_err(gpu)?;
-        let x = net.input();
-        let input = Tensor {
-            h: x.h,
-            w: x.w,
-            c: x.c,
-            data: z,
-        };
-        g.set_input(&input).map_err(gpu)?;
+        g.set_input(net.input()).map_err(gpu)?;
         g.forward().map_err(gpu)?;
         outs.push(g.output().map_err(gpu)?.data);
     }
@@ -178,15 +174,7 @@ pub fn draw_outputs(spec: &Arch, size: usize, samples: usize, seed: u64) -> Resu
     (0..samples)
         .into_par_iter()
         .map(|i| -> Result<Vec<f32>> {
-            let s = sample_seed(seed, i);
-            let mut net = spec.build::<f32>(size, size, s)?;
-            let cfg = FitConfig {
-                seed: s,
-                ..FitConfig::default()
-            };
-            let z = network_input(spec, &cfg, size, size);
-            net.input_mut().data.copy_from_slice(&z);
-            Ok(net.forward().data.clone())
+            Ok(sample_net(spec, size, seed, i)?.forward().data.clone())
         })
         .collect()
 }
