@@ -205,6 +205,10 @@ fn golden_cases_on_the_host_emulation() {
 /// and parameters after an Adam step.
 #[test]
 fn other_layers_on_the_host_emulation_match_the_cpu() {
+    matches_the_cpu_on_the_emulation(other_layers());
+}
+
+fn other_layers() -> dip::engine::Net<f32> {
     use dip::engine::{PadMode, UpsampleMode};
     let mut b = NetBuilder::<f32>::new(8, 8, 3);
     let x = b.input();
@@ -218,8 +222,7 @@ fn other_layers_on_the_host_emulation_match_the_cpu() {
     let o = b.conv(n, 3, 3, 1, PadMode::Reflection, true, "out");
     let u = b.upsample(o, 2, UpsampleMode::Nearest);
     let y = b.sigmoid(u);
-    let net = b.build(y, 11, false);
-    matches_the_cpu_on_the_emulation(net);
+    b.build(y, 11, false)
 }
 
 /// A fully connected layer (DIP-Linear) and fixed filters (zero insertion then a Gaussian, with
@@ -227,6 +230,10 @@ fn other_layers_on_the_host_emulation_match_the_cpu() {
 /// node reads too.
 #[test]
 fn dense_and_fixed_filter_layers_on_the_host_emulation_match_the_cpu() {
+    matches_the_cpu_on_the_emulation(dense_and_filters());
+}
+
+fn dense_and_filters() -> dip::engine::Net<f32> {
     use dip::engine::{FilterPad, PadMode};
     let mut b = NetBuilder::<f32>::new(6, 5, 3);
     let x = b.input();
@@ -242,8 +249,154 @@ fn dense_and_fixed_filter_layers_on_the_host_emulation_match_the_cpu() {
     let r = b.leaky_relu(c, 0.2);
     let out = b.dense(r, (12, 10, 3), false, "out");
     let y = b.sigmoid(out);
-    let net = b.build(y, 3, false);
-    matches_the_cpu_on_the_emulation(net);
+    b.build(y, 3, false)
+}
+
+/// Lanes: three fits of one network in one launch sequence (each lane its own parameters,
+/// input, target and seed; input noise, the moving average, Adam and SGLD's weight noise, from
+/// captured graphs) equal three networks fitted one at a time, bit for bit, including a lane
+/// that skips the second half of a step (a rollback) while the others go on. A kernel or GEMM
+/// that ignored its lane would read lane 0's numbers and fail this.
+#[test]
+fn lanes_of_a_network_equal_separate_networks() {
+    for net in [other_layers(), dense_and_filters()] {
+        lanes_equal_separate_networks(net);
+    }
+}
+
+fn lanes_equal_separate_networks(net: dip::engine::Net<f32>) {
+    use dip::cuda::{FitStep, GpuNet, Precision};
+    use dip::engine::{AdamConfig, Tensor};
+    const LANES: usize = 3;
+    let work = tempfile::tempdir().unwrap();
+    let mut batch = match GpuNet::emulated_lanes(&net, work.path(), Precision::F32, 0, LANES) {
+        Ok(g) => g,
+        Err(e) if e.0.contains("no host C++ compiler") => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(batch.lanes(), LANES);
+    assert!(batch.select(LANES).is_err());
+    let (h, w, c) = (net.output().h, net.output().w, net.output().c);
+    let n_in = net.input().data.len();
+    let adam = AdamConfig {
+        lr: 0.02,
+        ..AdamConfig::default()
+    };
+    let step = |seed: u64| FitStep {
+        seed,
+        reg_noise: 0.05,
+        scale: 2.0 / (h * w * c) as f32,
+        l1: false,
+        weighted: false,
+        ema: 0.9,
+        adam,
+        sgld: Some((0.3, vec![(0, 20), (net.num_params() - 7, 7)])),
+    };
+    let mut singles = Vec::new();
+    for lane in 0..LANES {
+        let params: Vec<f32> = net
+            .params()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p + 0.05 * lane as f32 * ((i * 7 % 13) as f32 / 13.0 - 0.5))
+            .collect();
+        let z: Vec<f32> = (0..n_in)
+            .map(|i| ((i * 37 + lane * 11) % 101) as f32 / 101.0 - 0.3)
+            .collect();
+        let target = Tensor {
+            h,
+            w,
+            c,
+            data: (0..h * w * c)
+                .map(|i| ((i * 13 + lane * 5) % 29) as f32 / 29.0)
+                .collect(),
+        };
+        let dir = work.path().join(format!("single{lane}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut single = GpuNet::emulated(&net, &dir).unwrap();
+        for g in [&mut single, &mut batch] {
+            if g.lanes() > 1 {
+                g.select(lane).unwrap();
+            }
+            g.set_params(&params).unwrap();
+            g.set_fixed_input(&z).unwrap();
+            g.set_target(&target, None).unwrap();
+        }
+        single.prepare_fit(step(100 + lane as u64)).unwrap();
+        single.set_fit_state(0, adam.lr).unwrap();
+        singles.push(single);
+    }
+    batch.prepare_fit(step(100)).unwrap();
+    assert!(batch.fit_graphs());
+    for lane in 0..LANES {
+        batch.select(lane).unwrap();
+        batch.set_fit_seed(100 + lane as u64).unwrap();
+        batch.set_fit_state(0, adam.lr).unwrap();
+    }
+    for it in 1..=4 {
+        batch.fit_front().unwrap();
+        for s in &mut singles {
+            s.fit_front().unwrap();
+        }
+        let skip = (it == 3).then_some(1);
+        if let Some(l) = skip {
+            batch.select(l).unwrap();
+            batch.set_active(false).unwrap();
+        }
+        batch.fit_back().unwrap();
+        for (lane, s) in singles.iter_mut().enumerate() {
+            if skip != Some(lane) {
+                s.fit_back().unwrap();
+            }
+        }
+        if let Some(l) = skip {
+            batch.select(l).unwrap();
+            batch.set_active(true).unwrap();
+        }
+    }
+    for (lane, s) in singles.iter().enumerate() {
+        batch.select(lane).unwrap();
+        let what = |x: &str| format!("lane {lane}: {x}");
+        assert_eq!(
+            batch.output().unwrap().data,
+            s.output().unwrap().data,
+            "{}",
+            what("output")
+        );
+        assert_eq!(
+            batch.ema().unwrap().data,
+            s.ema().unwrap().data,
+            "{}",
+            what("average")
+        );
+        assert_eq!(
+            batch.params().unwrap(),
+            s.params().unwrap(),
+            "{}",
+            what("parameters")
+        );
+        assert_eq!(
+            batch.moments().unwrap(),
+            s.moments().unwrap(),
+            "{}",
+            what("moments")
+        );
+        assert_eq!(
+            batch.loss_sums_and_adam().unwrap(),
+            s.loss_sums_and_adam().unwrap(),
+            "{}",
+            what("loss and Adam's state")
+        );
+        assert_eq!(batch.adam_t().unwrap(), if lane == 1 { 3 } else { 4 });
+    }
+    // The lanes really differ (each its own parameters, input, target and noise).
+    batch.select(0).unwrap();
+    let first = batch.params().unwrap();
+    batch.select(2).unwrap();
+    assert_ne!(first, batch.params().unwrap());
 }
 
 /// Forward, gradients and the parameters after one Adam step of `net` on the host emulation

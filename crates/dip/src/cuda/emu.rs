@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::GpuError;
-use super::exec::{A, Backend, K, Precision};
+use super::exec::{A, Backend, Batch, K, Precision};
 
 const SHIM: &str = r#"
 #include <algorithm>
@@ -72,8 +72,8 @@ pub struct Emulator {
 #[derive(Clone)]
 enum Work {
     Launch(K, (u32, u32, u32), (u32, u32, u32), Vec<A>),
-    Gemm(bool, bool, [usize; 3], [u64; 3], [usize; 3], f32),
-    Gemv([usize; 3], [u64; 3]),
+    Gemm(bool, bool, [usize; 3], [u64; 3], [usize; 3], f32, Batch),
+    Gemv([usize; 3], [u64; 3], Batch),
 }
 
 impl Emulator {
@@ -156,15 +156,23 @@ impl Emulator {
     fn run(&self, w: &Work) {
         match w {
             Work::Launch(k, grid, block, args) => self.run_kernel(*k, *grid, *block, args),
-            &Work::Gemm(ta, tb, mnk, abc, ld, beta) => {
+            &Work::Gemm(ta, tb, mnk, [a, b, c], ld, beta, batch) => {
                 let round: fn(f32) -> f32 = match self.precision {
                     Precision::F32 => |x| x,
                     Precision::Tf32 => round_tf32,
                     Precision::Bf16 => round_bf16,
                 };
-                gemm(ta, tb, mnk, abc, ld, beta, round)
+                for l in 0..batch.count as u64 {
+                    let s = l * 4 * batch.stride as u64;
+                    gemm(ta, tb, mnk, [a + s, b + s, c + s], ld, beta, round)
+                }
             }
-            &Work::Gemv([m, n, lda], [a, x, y]) => gemv(m, n, a, lda, x, y),
+            &Work::Gemv([m, n, lda], [a, x, y], batch) => {
+                for l in 0..batch.count as u64 {
+                    let s = l * 4 * batch.stride as u64;
+                    gemv(m, n, a + s, lda, x + s, y + s)
+                }
+            }
         }
     }
 
@@ -299,8 +307,9 @@ impl Backend for Emulator {
         beta: f32,
         c: u64,
         ldc: usize,
+        batch: Batch,
     ) -> Result<(), GpuError> {
-        let w = Work::Gemm(ta, tb, [m, n, k], [a, b, c], [lda, ldb, ldc], beta);
+        let w = Work::Gemm(ta, tb, [m, n, k], [a, b, c], [lda, ldb, ldc], beta, batch);
         if let Some(w) = self.record(w) {
             self.run(&w);
         }
@@ -315,8 +324,9 @@ impl Backend for Emulator {
         lda: usize,
         x: u64,
         y: u64,
+        batch: Batch,
     ) -> Result<(), GpuError> {
-        if let Some(w) = self.record(Work::Gemv([m, n, lda], [a, x, y])) {
+        if let Some(w) = self.record(Work::Gemv([m, n, lda], [a, x, y], batch)) {
             self.run(&w);
         }
         Ok(())

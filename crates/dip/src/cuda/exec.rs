@@ -252,6 +252,14 @@ pub struct FitStep {
     pub sgld: Option<(f64, Vec<(usize, usize)>)>,
 }
 
+/// How many lanes a BLAS call runs for, and the distance between two lanes' operands in f32
+/// words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Batch {
+    pub count: usize,
+    pub stride: usize,
+}
+
 /// What the executor needs of a device: kernel launches, the two BLAS calls, copies. The CUDA
 /// device is one; a host emulation (tests) is the other.
 pub(crate) trait Backend {
@@ -264,7 +272,8 @@ pub(crate) trait Backend {
         block: (u32, u32, u32),
         args: &[A],
     ) -> Result<(), GpuError>;
-    /// Column-major `C = op(A)·op(B) + beta·C` (cuBLAS's SGEMM with alpha 1).
+    /// Column-major `C = op(A)·op(B) + beta·C` (cuBLAS's SGEMM with alpha 1), for each of
+    /// `batch.count` lanes (every operand `batch.stride` f32 words after the last lane's).
     #[allow(clippy::too_many_arguments)]
     fn sgemm(
         &self,
@@ -280,10 +289,20 @@ pub(crate) trait Backend {
         beta: f32,
         c: u64,
         ldc: usize,
+        batch: Batch,
     ) -> Result<(), GpuError>;
-    /// Column-major `y = A·x` (`A` is m × n).
-    fn sgemv(&self, m: usize, n: usize, a: u64, lda: usize, x: u64, y: u64)
-    -> Result<(), GpuError>;
+    /// Column-major `y = A·x` (`A` is m × n), for each lane of `batch`.
+    #[allow(clippy::too_many_arguments)]
+    fn sgemv(
+        &self,
+        m: usize,
+        n: usize,
+        a: u64,
+        lda: usize,
+        x: u64,
+        y: u64,
+        batch: Batch,
+    ) -> Result<(), GpuError>;
     fn upload(&mut self, off: usize, src: &[f32]) -> Result<(), GpuError>;
     fn upload64(&mut self, off: usize, src: &[f64]) -> Result<(), GpuError>;
     fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError>;
@@ -409,6 +428,11 @@ impl Cuda {
     }
 }
 
+// SAFETY: the raw handles the device holds (context, stream, cuBLAS, the captured graphs) may be
+// used from any thread, one at a time: CUDA binds none of them to the thread that made it, and
+// a `GpuNet` is used through `&mut` or behind a lock (a batch of fits shares one).
+unsafe impl Send for Cuda {}
+
 impl Backend for Cuda {
     fn base(&self) -> (u64, u64) {
         (
@@ -461,6 +485,7 @@ impl Backend for Cuda {
         beta: f32,
         c: u64,
         ldc: usize,
+        batch: Batch,
     ) -> Result<(), GpuError> {
         let op = |t: bool| {
             if t {
@@ -470,6 +495,63 @@ impl Backend for Cuda {
             }
         };
         let alpha = 1.0f32;
+        let (lanes, stride) = (batch.count as i32, batch.stride as i64);
+        if self.bf16 && lanes > 1 {
+            let f32t = cudarc::cublas::sys::cudaDataType::CUDA_R_32F;
+            // SAFETY: as below, for every lane.
+            return check_blas(unsafe {
+                blas::cublasGemmStridedBatchedEx(
+                    *self.blas.handle(),
+                    op(ta),
+                    op(tb),
+                    m as i32,
+                    n as i32,
+                    k as i32,
+                    &alpha as *const f32 as *const std::ffi::c_void,
+                    a as *const std::ffi::c_void,
+                    f32t,
+                    lda as i32,
+                    stride,
+                    b as *const std::ffi::c_void,
+                    f32t,
+                    ldb as i32,
+                    stride,
+                    &beta as *const f32 as *const std::ffi::c_void,
+                    c as *mut std::ffi::c_void,
+                    f32t,
+                    ldc as i32,
+                    stride,
+                    lanes,
+                    blas::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
+                    blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            });
+        }
+        if lanes > 1 {
+            // SAFETY: device pointers inside the arena, each lane's operands one stride on.
+            return check_blas(unsafe {
+                blas::cublasSgemmStridedBatched(
+                    *self.blas.handle(),
+                    op(ta),
+                    op(tb),
+                    m as i32,
+                    n as i32,
+                    k as i32,
+                    &alpha,
+                    a as *const f32,
+                    lda as i32,
+                    stride,
+                    b as *const f32,
+                    ldb as i32,
+                    stride,
+                    &beta,
+                    c as *mut f32,
+                    ldc as i32,
+                    stride,
+                    lanes,
+                )
+            });
+        }
         if self.bf16 {
             let f32t = cudarc::cublas::sys::cudaDataType::CUDA_R_32F;
             // SAFETY: as below; the f32 operands are rounded to bf16 inside cuBLAS.
@@ -526,8 +608,33 @@ impl Backend for Cuda {
         lda: usize,
         x: u64,
         y: u64,
+        batch: Batch,
     ) -> Result<(), GpuError> {
         let (alpha, beta) = (1.0f32, 0.0f32);
+        if batch.count > 1 {
+            let stride = batch.stride as i64;
+            // SAFETY: device pointers inside the arena, each lane's operands one stride on.
+            return check_blas(unsafe {
+                blas::cublasSgemvStridedBatched(
+                    *self.blas.handle(),
+                    blas::cublasOperation_t::CUBLAS_OP_N,
+                    m as i32,
+                    n as i32,
+                    &alpha,
+                    a as *const f32,
+                    lda as i32,
+                    stride,
+                    x as *const f32,
+                    1,
+                    stride,
+                    &beta,
+                    y as *mut f32,
+                    1,
+                    stride,
+                    batch.count as i32,
+                )
+            });
+        }
         // SAFETY: device pointers inside the arena.
         check_blas(unsafe {
             blas::cublasSgemv_v2(
@@ -614,7 +721,7 @@ impl Backend for Cuda {
 /// A network on the GPU: parameters, Adam's moments, activations, gradients and scratch.
 pub struct GpuNet {
     info: DeviceInfo,
-    dev: Box<dyn Backend>,
+    dev: Box<dyn Backend + Send>,
     base: u64,
     base64: u64,
     nodes: Vec<GpuNode>,
@@ -630,6 +737,15 @@ pub struct GpuNet {
     use_graphs: bool,
     /// A non-diagonal forward operator, when [`GpuNet::set_operator`] gave one.
     op: Option<OpLayout>,
+    /// Lanes: `lanes` networks of one layout, lane `l`'s buffers `l·stride` (f32) and
+    /// `l·stride64` (f64) words after lane 0's. Work for one lane (copies, per-lane kernels)
+    /// goes to the selected `lane`; the network's work (forward, backward, a fit's step) runs
+    /// for all lanes at once (`all`): the launches' third grid dimension and batched GEMMs.
+    lanes: usize,
+    lane: usize,
+    all: bool,
+    stride: usize,
+    stride64: usize,
 }
 
 /// Where a sparse forward operator and its work buffers sit in the arena's extra room.
@@ -670,10 +786,24 @@ impl GpuNet {
         precision: Precision,
         extra: usize,
     ) -> Result<Self, GpuError> {
+        Self::with_lanes(net, ordinal, precision, extra, 1)
+    }
+
+    /// [`GpuNet::with_room`] for `lanes` networks of `net`'s layout, each starting from `net`'s
+    /// parameters and input: a batch of independent fits that run in one launch sequence
+    /// ([`GpuNet::select`] chooses the lane that per-lane calls address).
+    pub fn with_lanes(
+        net: &Net<f32>,
+        ordinal: usize,
+        precision: Precision,
+        extra: usize,
+        lanes: usize,
+    ) -> Result<Self, GpuError> {
         let (nodes, layout) = lower_with_extra(net, extra)?;
         let info = probe(ordinal)?;
-        let dev = Cuda::open(&info, precision, layout.len, layout.len64)?;
-        Self::with_backend(net, info, Box::new(dev), nodes, layout)
+        let (len, len64) = lane_lengths(&layout, lanes)?;
+        let dev = Cuda::open(&info, precision, len, len64)?;
+        Self::with_backend(net, info, Box::new(dev), nodes, layout, lanes)
     }
 
     /// `net` on the host emulation of the GPU, its kernels compiled in `dir` (tests).
@@ -701,26 +831,42 @@ impl GpuNet {
         precision: Precision,
         extra: usize,
     ) -> Result<Self, GpuError> {
+        Self::emulated_lanes(net, dir, precision, extra, 1)
+    }
+
+    /// [`GpuNet::with_lanes`] on the host emulation.
+    #[doc(hidden)]
+    pub fn emulated_lanes(
+        net: &Net<f32>,
+        dir: &std::path::Path,
+        precision: Precision,
+        extra: usize,
+        lanes: usize,
+    ) -> Result<Self, GpuError> {
         let (nodes, layout) = lower_with_extra(net, extra)?;
-        let dev = super::emu::Emulator::new(dir, layout.len, layout.len64, precision)?;
+        let (len, len64) = lane_lengths(&layout, lanes)?;
+        let dev = super::emu::Emulator::new(dir, len, len64, precision)?;
         let info = DeviceInfo {
             ordinal: 0,
             name: "host emulation".into(),
             compute_capability: (0, 0),
             memory_bytes: 0,
         };
-        Self::with_backend(net, info, Box::new(dev), nodes, layout)
+        Self::with_backend(net, info, Box::new(dev), nodes, layout, lanes)
     }
 
     fn with_backend(
         net: &Net<f32>,
         info: DeviceInfo,
-        dev: Box<dyn Backend>,
+        dev: Box<dyn Backend + Send>,
         nodes: Vec<GpuNode>,
-        layout: Layout,
+        mut layout: Layout,
+        lanes: usize,
     ) -> Result<Self, GpuError> {
         let (base, base64) = dev.base();
         let (shapes, _) = net.buffer_plan();
+        let constants = std::mem::take(&mut layout.constants);
+        let (stride, stride64) = (align_up(layout.len), align_up(layout.len64));
         let mut g = GpuNet {
             info,
             dev,
@@ -735,23 +881,89 @@ impl GpuNet {
             graph_error: None,
             use_graphs: true,
             op: None,
+            lanes,
+            lane: 0,
+            all: false,
+            stride,
+            stride64,
         };
-        g.upload(g.layout.params, net.params())?;
-        for (at, words) in std::mem::take(&mut g.layout.constants) {
-            g.upload(at, &words)?;
+        for lane in 0..lanes {
+            g.select(lane)?;
+            g.upload(g.layout.params, net.params())?;
+            for (at, words) in &constants {
+                g.upload(*at, words)?;
+            }
+            g.upload(g.layout.acts[0].0, &net.input().data)?;
+            let (ones, ones_len, mask, out_len) = (
+                g.layout.ones,
+                g.layout.ones_len,
+                g.layout.mask,
+                g.output_len(),
+            );
+            g.fill(ones, ones_len, 1.0)?;
+            g.fill(mask, out_len, 1.0)?;
+            g.reset_adam()?;
         }
-        g.upload(g.layout.acts[0].0, &net.input().data)?;
-        let (ones, ones_len, mask, out_len) = (
-            g.layout.ones,
-            g.layout.ones_len,
-            g.layout.mask,
-            g.output_len(),
-        );
-        g.fill(ones, ones_len, 1.0)?;
-        g.fill(mask, out_len, 1.0)?;
-        g.reset_adam()?;
+        g.select(0)?;
         g.sync()?;
         Ok(g)
+    }
+
+    /// How many networks run side by side ([`GpuNet::with_lanes`]).
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// Makes `lane` the one that per-lane calls (parameters, targets, downloads, a fit's
+    /// state, snapshots) address.
+    pub fn select(&mut self, lane: usize) -> Result<(), GpuError> {
+        if lane >= self.lanes {
+            return Err(GpuError(format!(
+                "lane {lane} of a network with {} lanes",
+                self.lanes
+            )));
+        }
+        self.lane = lane;
+        Ok(())
+    }
+
+    /// The selected lane's first f32 word (0 while the network's work for all lanes is
+    /// queued).
+    fn lane_at(&self) -> usize {
+        if self.all { 0 } else { self.lane * self.stride }
+    }
+
+    fn lane_at64(&self) -> usize {
+        if self.all {
+            0
+        } else {
+            self.lane * self.stride64
+        }
+    }
+
+    /// Queues `f`'s work for every lane.
+    fn collective<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let was = std::mem::replace(&mut self.all, true);
+        let r = f(self);
+        self.all = was;
+        r
+    }
+
+    fn up64(&mut self, off: usize, src: &[f64]) -> Result<(), GpuError> {
+        let at = off + self.lane_at64();
+        self.dev.upload64(at, src)
+    }
+
+    fn down64(&self, off: usize, n: usize) -> Result<Vec<f64>, GpuError> {
+        self.dev.download64(off + self.lane_at64(), n)
+    }
+
+    /// The BLAS calls' lanes: all of them while the network's work is queued.
+    fn batch(&self) -> Batch {
+        Batch {
+            count: if self.all { self.lanes } else { 1 },
+            stride: self.stride,
+        }
     }
 
     pub fn device(&self) -> &DeviceInfo {
@@ -760,7 +972,7 @@ impl GpuNet {
 
     /// Bytes of device memory the network holds.
     pub fn memory_bytes(&self) -> usize {
-        self.layout.len * 4 + self.layout.len64 * 8
+        self.lanes * (self.stride * 4 + self.stride64 * 8)
     }
 
     fn p(&self, off: usize) -> A {
@@ -768,11 +980,11 @@ impl GpuNet {
     }
 
     fn ptr(&self, off: usize) -> u64 {
-        self.base + 4 * off as u64
+        self.base + 4 * (off + self.lane_at()) as u64
     }
 
     fn p64(&self, off: usize) -> A {
-        A::P(self.base64 + 8 * off as u64)
+        A::P(self.base64 + 8 * (off + self.lane_at64()) as u64)
     }
 
     fn output_len(&self) -> usize {
@@ -786,7 +998,12 @@ impl GpuNet {
         block: (u32, u32, u32),
         args: &[A],
     ) -> Result<(), GpuError> {
-        self.dev.launch(k, grid, block, args)
+        let lanes = if self.all { self.lanes } else { 1 };
+        let mut args = args.to_vec();
+        args.push(long(4 * self.stride));
+        args.push(long(8 * self.stride64));
+        self.dev
+            .launch(k, (grid.0, grid.1, lanes as u32), block, &args)
     }
 
     /// An elementwise launch over `n` elements.
@@ -799,11 +1016,11 @@ impl GpuNet {
     }
 
     fn upload(&mut self, off: usize, src: &[f32]) -> Result<(), GpuError> {
-        self.dev.upload(off, src)
+        self.dev.upload(off + self.lane_at(), src)
     }
 
     fn download(&self, off: usize, n: usize) -> Result<Vec<f32>, GpuError> {
-        self.dev.download(off, n)
+        self.dev.download(off + self.lane_at(), n)
     }
 
     /// Waits for all queued work; reports an error a kernel raised.
@@ -816,8 +1033,7 @@ impl GpuNet {
         let n = self.layout.n_params;
         self.fill(self.layout.adam_m, n, 0.0)?;
         self.fill(self.layout.adam_v, n, 0.0)?;
-        self.dev
-            .upload64(self.layout.adam_state, &[0.0, 1.0, 1.0])?;
+        self.up64(self.layout.adam_state, &[0.0, 1.0, 1.0])?;
         self.adam_betas = None;
         Ok(())
     }
@@ -904,7 +1120,7 @@ impl GpuNet {
 
     /// `(Σ d², Σ |d|)` of the last data term (waits for it).
     pub fn loss_sums(&self) -> Result<(f64, f64), GpuError> {
-        let l = self.dev.download64(self.layout.loss, 2)?;
+        let l = self.down64(self.layout.loss, 2)?;
         Ok((l[0], l[1]))
     }
 
@@ -912,7 +1128,7 @@ impl GpuNet {
     /// `[t, β1^t, β2^t]` in one copy (they are neighbours in the arena): one wait at a fit's
     /// divergence check.
     pub fn loss_sums_and_adam(&self) -> Result<([f64; 4], [f64; 3]), GpuError> {
-        let l = self.dev.download64(self.layout.loss, 7)?;
+        let l = self.down64(self.layout.loss, 7)?;
         Ok(([l[0], l[1], l[2], l[3]], [l[4], l[5], l[6]]))
     }
 
@@ -1176,15 +1392,14 @@ impl GpuNet {
             b1 *= beta1;
             b2 *= beta2;
         }
-        self.dev
-            .upload64(self.layout.adam_state, &[t as f64, b1, b2])?;
+        self.up64(self.layout.adam_state, &[t as f64, b1, b2])?;
         self.adam_betas = (t > 0).then_some((beta1, beta2));
         Ok(())
     }
 
     /// Adam's step count (waits for it).
     pub fn adam_t(&self) -> Result<u64, GpuError> {
-        Ok(self.dev.download64(self.layout.adam_state, 1)?[0] as u64)
+        Ok(self.down64(self.layout.adam_state, 1)?[0] as u64)
     }
 
     fn copy(&self, from: usize, to: usize, n: usize) -> Result<(), GpuError> {
@@ -1195,7 +1410,7 @@ impl GpuNet {
     /// [`GpuNet::restore`]; returns Adam's state, which the caller keeps (waits for it).
     pub fn save(&mut self) -> Result<[f64; 3], GpuError> {
         self.keep()?;
-        let s = self.dev.download64(self.layout.adam_state, 3)?;
+        let s = self.down64(self.layout.adam_state, 3)?;
         Ok([s[0], s[1], s[2]])
     }
 
@@ -1223,7 +1438,7 @@ impl GpuNet {
         self.copy(l.snap_m, l.adam_m, n)?;
         self.copy(l.snap_v, l.adam_v, n)?;
         self.copy(l.snap_ema, l.ema, e)?;
-        self.dev.upload64(self.layout.adam_state, &adam)
+        self.up64(self.layout.adam_state, &adam)
     }
 
     /// What [`GpuNet::save`] kept: parameters and Adam's two moments (waits for them).
@@ -1272,7 +1487,12 @@ impl GpuNet {
             K::AdamTick,
             (1, 1, 1),
             (1, 1, 1),
-            &[self.p64(l.adam_state), A::D(cfg.beta1), A::D(cfg.beta2)],
+            &[
+                self.p64(l.adam_state),
+                A::D(cfg.beta1),
+                A::D(cfg.beta2),
+                if fit { self.p64(l.fit_state) } else { A::P(0) },
+            ],
         )?;
         self.launch_n(
             K::Adam,
@@ -1299,10 +1519,12 @@ impl GpuNet {
     /// One training step: forward, squared-error loss against the target (scaled by `scale`),
     /// backward and Adam. Only queues work.
     pub fn step(&mut self, scale: f32, cfg: &AdamConfig) -> Result<(), GpuError> {
-        self.forward()?;
-        self.loss_and_grad(scale)?;
-        self.backward()?;
-        self.adam_step(cfg)
+        self.collective(|g| {
+            g.forward()?;
+            g.loss_and_grad(scale)?;
+            g.backward()?;
+            g.adam_step(cfg)
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1334,6 +1556,7 @@ impl GpuNet {
             beta,
             self.ptr(c),
             ldc,
+            self.batch(),
         )
     }
 
@@ -1344,6 +1567,7 @@ impl GpuNet {
     /// bit for bit. A capture the device refuses leaves the fit on direct launches
     /// ([`GpuNet::graph_error`] says why).
     pub fn prepare_fit(&mut self, step: FitStep) -> Result<(), GpuError> {
+        self.set_fit_seed(step.seed)?;
         self.fit = Some(step);
         self.fit_captured = false;
         self.graph_error = None;
@@ -1372,7 +1596,7 @@ impl GpuNet {
         queue: fn(&mut Self) -> Result<(), GpuError>,
     ) -> Result<(), GpuError> {
         self.dev.begin_capture()?;
-        let recorded = queue(self);
+        let recorded = self.collective(queue);
         let ended = self.dev.end_capture(slot);
         recorded.and(ended)
     }
@@ -1394,12 +1618,29 @@ impl GpuNet {
 
     /// Sets the fit's device state: `done` steps done, step size `lr`.
     pub fn set_fit_state(&mut self, done: u64, lr: f64) -> Result<(), GpuError> {
-        self.dev.upload64(self.layout.fit_state, &[done as f64, lr])
+        self.up64(self.layout.fit_state, &[done as f64, lr])
+    }
+
+    /// Sets the selected lane's seed, from which its fit's noise is drawn (with the step and a
+    /// stream; [`GpuNet::prepare_fit`] sets the prepared step's), and makes its fit active.
+    pub fn set_fit_seed(&mut self, seed: u64) -> Result<(), GpuError> {
+        let k = seed_key(seed);
+        self.up64(
+            self.layout.fit_state + 2,
+            &[(k >> 32) as f64, (k & 0xffff_ffff) as f64, 1.0],
+        )
+    }
+
+    /// Whether the selected lane's fit takes the rest of its current step (moving average,
+    /// Adam, SGLD's noise): a lane that went back to its last good state skips them while the
+    /// other lanes go on.
+    pub fn set_active(&mut self, active: bool) -> Result<(), GpuError> {
+        self.up64(self.layout.fit_state + 4, &[active as u8 as f64])
     }
 
     /// Sets the fit's step size (after a rollback).
     pub fn set_lr(&mut self, lr: f64) -> Result<(), GpuError> {
-        self.dev.upload64(self.layout.fit_state + 1, &[lr])
+        self.up64(self.layout.fit_state + 1, &[lr])
     }
 
     /// The first half of a fit's step (queued): the step counter, the perturbed input, the
@@ -1417,7 +1658,7 @@ impl GpuNet {
         if self.fit_captured {
             self.dev.replay(slot)
         } else {
-            queue(self)
+            self.collective(queue)
         }
     }
 
@@ -1453,7 +1694,7 @@ impl GpuNet {
         self.launch(K::FitTick, (1, 1, 1), (1, 1, 1), &[st])?;
         if f.reg_noise > 0.0 {
             let (off, n) = self.layout.acts[0];
-            self.fit_gauss(self.layout.z, off, n, &f, 0, f.reg_noise, false)?;
+            self.fit_gauss(self.layout.z, off, n, 0, f.reg_noise, false)?;
         }
         self.forward()?;
         self.weighted_data_term(f.scale, f.l1, f.weighted)
@@ -1483,13 +1724,13 @@ impl GpuNet {
         if let Some((noise, tensors)) = &f.sgld {
             for (k, &(off, len)) in tensors.iter().enumerate() {
                 let at = self.layout.params + off;
-                self.fit_gauss(at, at, len, &f, 1 + k as u64, *noise, true)?;
+                self.fit_gauss(at, at, len, 1 + k as u64, *noise, true)?;
             }
         }
         Ok(())
     }
 
-    /// `dst = base + sd·N(0, 1)` with the normals of (the fit's seed, its device-side step,
+    /// `dst = base + sd·N(0, 1)` with the normals of (the fit's device-side seed key and step,
     /// `stream`), sd multiplied by the device-side step size if `by_lr`.
     #[allow(clippy::too_many_arguments)]
     fn fit_gauss(
@@ -1497,12 +1738,11 @@ impl GpuNet {
         base: usize,
         dst: usize,
         n: usize,
-        f: &FitStep,
         stream: u64,
         sd: f64,
         by_lr: bool,
     ) -> Result<(), GpuError> {
-        self.gauss(base, dst, n, seed_key(f.seed), Some(stream), sd, by_lr)
+        self.gauss(base, dst, n, 0, Some(stream), sd, by_lr)
     }
 
     /// Records one [`GpuNet::step`] into a CUDA graph (nothing runs); [`GpuNet::replay_step`]
@@ -1526,6 +1766,10 @@ impl GpuNet {
 
     /// Runs every node on the current input (queued).
     pub fn forward(&mut self) -> Result<(), GpuError> {
+        self.collective(Self::queue_forward)
+    }
+
+    fn queue_forward(&mut self) -> Result<(), GpuError> {
         let params = self.layout.params;
         for node in &self.nodes {
             let x = self.act(node.inputs[0]);
@@ -1757,6 +2001,10 @@ impl GpuNet {
 
     /// Backpropagates the output gradient into the parameter gradients (queued).
     pub fn backward(&mut self) -> Result<(), GpuError> {
+        self.collective(Self::queue_backward)
+    }
+
+    fn queue_backward(&mut self) -> Result<(), GpuError> {
         let l = &self.layout;
         let (params, dparams) = (l.params, l.dparams);
         for node in self.nodes.iter().rev() {
@@ -1838,6 +2086,7 @@ impl GpuNet {
                             cout,
                             self.ptr(self.layout.ones),
                             self.ptr(dparams + b),
+                            self.batch(),
                         )?;
                     }
                     if let Some((dx, add)) = dx_of(0) {
@@ -2086,6 +2335,22 @@ impl GpuNet {
         }
         Ok(())
     }
+}
+
+/// `n` rounded up to the arenas' alignment (a lane starts aligned, as every buffer in it).
+fn align_up(n: usize) -> usize {
+    n.div_ceil(super::plan::ALIGN).max(1) * super::plan::ALIGN
+}
+
+/// The f32 and f64 arena lengths of `lanes` lanes of `layout`.
+fn lane_lengths(layout: &Layout, lanes: usize) -> Result<(usize, usize), GpuError> {
+    if lanes == 0 {
+        return Err(GpuError("a network needs at least one lane".into()));
+    }
+    if lanes > 65_535 {
+        return Err(GpuError(format!("{lanes} lanes: at most 65535")));
+    }
+    Ok((lanes * align_up(layout.len), lanes * align_up(layout.len64)))
 }
 
 fn check_len(what: &str, got: usize, want: usize) -> Result<(), GpuError> {

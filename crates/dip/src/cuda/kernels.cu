@@ -3,8 +3,9 @@
 // Tensors are single images, channel-last (HWC), f32. Elementwise kernels use grid-stride loops,
 // so any grid size is correct. Reductions (batch norm's per-channel sums, the data term) have
 // every thread write its partial sums in f64 and a second kernel add them up in a fixed order:
-// results do not depend on scheduling, and no kernel synchronises its block. Gradient kernels either write or add to their destination (`add`), as the CPU
-// engine does for activations that feed several nodes.
+// results do not depend on scheduling, and no kernel synchronises its block. Gradient kernels
+// either write or add to their destination (`add`), as the CPU engine does for activations that
+// feed several nodes.
 
 typedef long long i64;
 
@@ -13,6 +14,22 @@ typedef long long i64;
 
 // Number of threads along y in the channel-reduction blocks (32 channels along x).
 #define RED_Y 8
+
+// Lanes: a launch with gridDim.z > 1 runs several networks of one layout at once (a batch of
+// independent fits), lane z's buffers `ls` bytes after lane 0's in the f32 arena (float and the
+// 32-bit tables) and `ls64` bytes in the f64 arena (double). Every kernel moves its pointers to
+// its lane first; a null pointer stays null.
+template <class T>
+__device__ __forceinline__ void lane_of(T*& p, i64 ls, i64 ls64) {
+    i64 off = (i64)blockIdx.z * (sizeof(T) == 8 ? ls64 : ls);
+    if (p) p = (T*)((unsigned long long)p + (unsigned long long)off);
+}
+__device__ __forceinline__ void lanes(i64, i64) {}
+template <class T, class... R>
+__device__ __forceinline__ void lanes(i64 ls, i64 ls64, T*& p, R*&... r) {
+    lane_of(p, ls, ls64);
+    lanes(ls, ls64, r...);
+}
 
 // Source index of padded position `i` (padding `p` each side, axis of length `n`): -1 for a zero.
 __device__ __forceinline__ int pad_src(int i, int n, int p, int reflect) {
@@ -43,7 +60,8 @@ __device__ __forceinline__ void store(float* d, i64 i, float v, int add) {
 
 // col[m][(ky*k + kx)*cin + ci] = padded x at (oy*s + ky, ox*s + kx, ci), m = oy*wo + ox.
 extern "C" __global__ void im2col(const float* x, float* col, int h, int w, int cin, int ho,
-                                  int wo, int k, int s, int p, int reflect) {
+                                  int wo, int k, int s, int p, int reflect, i64 ls, i64 ls64) {
+    lanes(ls, ls64, x, col);
     i64 n = (i64)ho * wo * k * k * cin;
     GRID_LOOP(i, n) {
         int ci = (int)(i % cin);
@@ -61,7 +79,9 @@ extern "C" __global__ void im2col(const float* x, float* col, int h, int w, int 
 // The adjoint of im2col, as a gather (no atomics): every input element sums the column entries
 // that read it, through the padding.
 extern "C" __global__ void col2im(const float* col, float* dx, int h, int w, int cin, int ho,
-                                  int wo, int k, int s, int p, int reflect, int add) {
+                                  int wo, int k, int s, int p, int reflect, int add, i64 ls,
+                                  i64 ls64) {
+    lanes(ls, ls64, col, dx);
     i64 n = (i64)h * w * cin;
     i64 kcin = (i64)k * k * cin;
     GRID_LOOP(i, n) {
@@ -91,22 +111,27 @@ extern "C" __global__ void col2im(const float* col, float* dx, int h, int w, int
     }
 }
 
-extern "C" __global__ void add_bias(float* y, const float* b, i64 n, int c) {
+extern "C" __global__ void add_bias(float* y, const float* b, i64 n, int c, i64 ls, i64 ls64) {
+    lanes(ls, ls64, y, b);
     GRID_LOOP(i, n) { y[i] += b[i % c]; }
 }
 
-extern "C" __global__ void fill(float* y, i64 n, float v) {
+extern "C" __global__ void fill(float* y, i64 n, float v, i64 ls, i64 ls64) {
+    lanes(ls, ls64, y);
     GRID_LOOP(i, n) { y[i] = v; }
 }
 
-extern "C" __global__ void copy(const float* x, float* y, i64 n, int add) {
+extern "C" __global__ void copy(const float* x, float* y, i64 n, int add, i64 ls, i64 ls64) {
+    lanes(ls, ls64, x, y);
     GRID_LOOP(i, n) { store(y, i, x[i], add); }
 }
 
 // Per-channel partial sums over a block of rows, one pair per thread row `ty`:
 // part[2q][ch] = Σ x, part[2q+1][ch] = Σ x², q = blockIdx.y·RED_Y + ty.
 // Grid (ceil(c/32), parts), block (32, RED_Y).
-extern "C" __global__ void bn_partial(const float* x, double* part, int rows, int c, int per) {
+extern "C" __global__ void bn_partial(const float* x, double* part, int rows, int c, int per,
+                                      i64 ls, i64 ls64) {
+    lanes(ls, ls64, x, part);
     int ch = blockIdx.x * 32 + threadIdx.x;
     if (ch >= c) return;
     int r0 = blockIdx.y * per;
@@ -125,7 +150,8 @@ extern "C" __global__ void bn_partial(const float* x, double* part, int rows, in
 // stats: [mean c][rstd c][k1 c][k2 c][k3 c]. y = act(x*k1 + k2), k1 = rstd*gamma.
 extern "C" __global__ void bn_finalize(const double* part, int parts, int rows, int c,
                                        const float* gamma, const float* beta, float* stats,
-                                       double eps) {
+                                       double eps, i64 ls, i64 ls64) {
+    lanes(ls, ls64, part, gamma, beta, stats);
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= c) return;
     double s = 0.0, q = 0.0;
@@ -145,7 +171,8 @@ extern "C" __global__ void bn_finalize(const double* part, int parts, int rows, 
 }
 
 extern "C" __global__ void bn_apply(const float* x, float* y, const float* stats, i64 n, int c,
-                                    float neg_slope) {
+                                    float neg_slope, i64 ls, i64 ls64) {
+    lanes(ls, ls64, x, y, stats);
     GRID_LOOP(i, n) {
         int ch = (int)(i % c);
         float v = x[i] * stats[2 * c + ch] + stats[3 * c + ch];
@@ -157,7 +184,8 @@ extern "C" __global__ void bn_apply(const float* x, float* y, const float* stats
 // laid out as bn_partial's.
 extern "C" __global__ void bn_bwd_partial(const float* x, const float* y, const float* dy,
                                           const float* stats, double* part, int rows, int c,
-                                          int per, float neg_slope) {
+                                          int per, float neg_slope, i64 ls, i64 ls64) {
+    lanes(ls, ls64, x, y, dy, stats, part);
     int ch = blockIdx.x * 32 + threadIdx.x;
     if (ch >= c) return;
     int r0 = blockIdx.y * per;
@@ -179,7 +207,8 @@ extern "C" __global__ void bn_bwd_partial(const float* x, const float* y, const 
 // dbeta = Σ dz, dgamma = rstd·Σ dz·(x − mean); dx = k1·dz + k2·(x − mean) + k3.
 extern "C" __global__ void bn_bwd_finalize(const double* part, int parts, int rows, int c,
                                            const float* gamma, float* stats, float* dgamma,
-                                           float* dbeta) {
+                                           float* dbeta, i64 ls, i64 ls64) {
+    lanes(ls, ls64, part, gamma, stats, dgamma, dbeta);
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= c) return;
     double s = 0.0, q = 0.0;
@@ -200,7 +229,8 @@ extern "C" __global__ void bn_bwd_finalize(const double* part, int parts, int ro
 
 extern "C" __global__ void bn_bwd_apply(const float* x, const float* y, const float* dy,
                                         const float* stats, float* dx, i64 n, int c,
-                                        float neg_slope, int add) {
+                                        float neg_slope, int add, i64 ls, i64 ls64) {
+    lanes(ls, ls64, x, y, dy, stats, dx);
     GRID_LOOP(i, n) {
         int ch = (int)(i % c);
         float g = dy[i];
@@ -240,7 +270,8 @@ __device__ __forceinline__ float tap_weight(int mode, int o, int f, int n, int s
 }
 
 extern "C" __global__ void upsample_fwd(const float* x, float* y, int h, int w, int c, int f,
-                                        int mode) {
+                                        int mode, i64 ls, i64 ls64) {
+    lanes(ls, ls64, x, y);
     int ho = h * f, wo = w * f;
     i64 n = (i64)ho * wo * c;
     GRID_LOOP(i, n) {
@@ -261,7 +292,8 @@ extern "C" __global__ void upsample_fwd(const float* x, float* y, int h, int w, 
 // Gather: source pixel (sy, sx) sums the outputs that read it. Outputs reading source index s lie
 // within [(s − 1)·f, (s + 2)·f) for every mode.
 extern "C" __global__ void upsample_bwd(const float* dy, float* dx, int h, int w, int c, int f,
-                                        int mode, int add) {
+                                        int mode, int add, i64 ls, i64 ls64) {
+    lanes(ls, ls64, dy, dx);
     int ho = h * f, wo = w * f;
     i64 n = (i64)h * w * c;
     GRID_LOOP(i, n) {
@@ -287,7 +319,8 @@ extern "C" __global__ void upsample_bwd(const float* dy, float* dx, int h, int w
 
 // Channels [off, off + ci) of the `ctot`-channel y are the `ci`-channel x.
 extern "C" __global__ void concat_fwd(const float* x, float* y, i64 pixels, int ci, int ctot,
-                                      int off) {
+                                      int off, i64 ls, i64 ls64) {
+    lanes(ls, ls64, x, y);
     i64 n = pixels * ci;
     GRID_LOOP(i, n) {
         i64 p = i / ci;
@@ -296,7 +329,8 @@ extern "C" __global__ void concat_fwd(const float* x, float* y, i64 pixels, int 
 }
 
 extern "C" __global__ void concat_bwd(const float* dy, float* dx, i64 pixels, int ci, int ctot,
-                                      int off, int add) {
+                                      int off, int add, i64 ls, i64 ls64) {
+    lanes(ls, ls64, dy, dx);
     i64 n = pixels * ci;
     GRID_LOOP(i, n) {
         i64 p = i / ci;
@@ -304,15 +338,20 @@ extern "C" __global__ void concat_bwd(const float* dy, float* dx, i64 pixels, in
     }
 }
 
-extern "C" __global__ void sigmoid_fwd(const float* x, float* y, i64 n) {
+extern "C" __global__ void sigmoid_fwd(const float* x, float* y, i64 n, i64 ls, i64 ls64) {
+    lanes(ls, ls64, x, y);
     GRID_LOOP(i, n) { y[i] = 1.0f / (1.0f + expf(-x[i])); }
 }
 
-extern "C" __global__ void sigmoid_bwd(const float* y, const float* dy, float* dx, i64 n, int add) {
+extern "C" __global__ void sigmoid_bwd(const float* y, const float* dy, float* dx, i64 n, int add,
+                                       i64 ls, i64 ls64) {
+    lanes(ls, ls64, y, dy, dx);
     GRID_LOOP(i, n) { store(dx, i, dy[i] * y[i] * (1.0f - y[i]), add); }
 }
 
-extern "C" __global__ void lrelu_fwd(const float* x, float* y, i64 n, float slope) {
+extern "C" __global__ void lrelu_fwd(const float* x, float* y, i64 n, float slope, i64 ls,
+                                     i64 ls64) {
+    lanes(ls, ls64, x, y);
     GRID_LOOP(i, n) {
         float v = x[i];
         y[i] = v > 0.0f ? v : slope * v;
@@ -320,7 +359,8 @@ extern "C" __global__ void lrelu_fwd(const float* x, float* y, i64 n, float slop
 }
 
 extern "C" __global__ void lrelu_bwd(const float* x, const float* dy, float* dx, i64 n,
-                                     float slope, int add) {
+                                     float slope, int add, i64 ls, i64 ls64) {
+    lanes(ls, ls64, x, dy, dx);
     GRID_LOOP(i, n) { store(dx, i, x[i] > 0.0f ? dy[i] : slope * dy[i], add); }
 }
 
@@ -331,7 +371,8 @@ extern "C" __global__ void lrelu_bwd(const float* x, const float* dy, float* dx,
 // [Σ d², Σ |d|, Σ w·d², Σ w·|d|] to part[4t..4t + 4]; loss_finalize adds them.
 extern "C" __global__ void data_loss(const float* out, const float* target, const float* a,
                                      const float* w, float* dout, double* part, i64 n,
-                                     float scale, int l1) {
+                                     float scale, int l1, i64 ls, i64 ls64) {
+    lanes(ls, ls64, out, target, a, w, dout, part);
     i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     double s = 0.0, u = 0.0, ws = 0.0, wu = 0.0;
     GRID_LOOP(i, n) {
@@ -353,7 +394,9 @@ extern "C" __global__ void data_loss(const float* out, const float* target, cons
 }
 
 // loss = data_loss's four sums from its `threads` partials, added in order. One thread.
-extern "C" __global__ void loss_finalize(const double* part, int threads, double* loss) {
+extern "C" __global__ void loss_finalize(const double* part, int threads, double* loss, i64 ls,
+                                         i64 ls64) {
+    lanes(ls, ls64, part, loss);
     if (threadIdx.x != 0 || blockIdx.x != 0) return;
     double acc[4] = {0.0, 0.0, 0.0, 0.0};
     for (int t = 0; t < threads; t++)
@@ -363,7 +406,8 @@ extern "C" __global__ void loss_finalize(const double* part, int threads, double
 
 // y = A x for a sparse A stored by rows (CSR, 32-bit indices); each row summed in its order.
 extern "C" __global__ void spmv(const unsigned* start, const unsigned* idx, const float* w,
-                                const float* x, float* y, i64 rows) {
+                                const float* x, float* y, i64 rows, i64 ls, i64 ls64) {
+    lanes(ls, ls64, start, idx, w, x, y);
     GRID_LOOP(r, rows) {
         float s = 0.0f;
         for (unsigned k = start[r]; k < start[r + 1]; k++) s += w[k] * x[idx[k]];
@@ -374,7 +418,9 @@ extern "C" __global__ void spmv(const unsigned* start, const unsigned* idx, cons
 // A fixed depthwise filter as a gather over pixels: dst[p][ch] (+)= Σ w[k]·src[idx[k]][ch] over
 // the taps k of row p (CSR, 32-bit), each row in its order.
 extern "C" __global__ void pix_gather(const unsigned* start, const unsigned* idx, const float* w,
-                                      const float* src, float* dst, i64 pixels, int c, int add) {
+                                      const float* src, float* dst, i64 pixels, int c, int add,
+                                      i64 ls, i64 ls64) {
+    lanes(ls, ls64, start, idx, w, src, dst);
     GRID_LOOP(i, pixels * c) {
         i64 p = i / c;
         int ch = (int)(i % c);
@@ -402,15 +448,24 @@ __device__ __forceinline__ float gauss(unsigned long long key, i64 i) {
     return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530717958647692f * u2);
 }
 
+// A fit's device state: [step, lr, seed key (high 32 bits), seed key (low 32 bits), active].
+// `active` is 0 for a lane whose fit skips the rest of this step (a rollback in a batch of
+// fits): its moving average, Adam and SGLD noise leave it alone.
+__device__ __forceinline__ bool skipped(const double* fit) { return fit && fit[4] == 0.0; }
+
 // x = base + sd·N(0, 1) (x may be base). Without `fit` the normals are drawn from `key`; with
-// it (a fit's device state [step, lr]) `key` is the fit's seed key and the normals are those of
-// (seed, step, stream), as the host's `noise_key` makes them, and sd is multiplied by lr if
-// `by_lr`. Then the step and the step size are read on the device, so a captured step replays.
+// it (a fit's device state) they are those of (the fit's seed key, step, stream), as the host's
+// `noise_key` makes them, and sd is multiplied by lr if `by_lr`. Then the seed, the step and
+// the step size are read on the device, so a captured step replays, for every lane.
 extern "C" __global__ void add_gauss(const float* base, float* x, i64 n, i64 key, i64 stream,
-                                     const double* fit, double sd, int by_lr) {
+                                     const double* fit, double sd, int by_lr, i64 ls,
+                                     i64 ls64) {
+    lanes(ls, ls64, base, x, fit);
+    if (skipped(fit)) return;
     unsigned long long k = (unsigned long long)key;
     float s = (float)sd;
     if (fit) {
+        k = ((unsigned long long)fit[2] << 32) | (unsigned long long)fit[3];
         k = mix64(mix64(k ^ (unsigned long long)fit[0]) ^
                   ((unsigned long long)stream + 0x3c6ef372ULL));
         if (by_lr) s = (float)(sd * fit[1]);
@@ -418,14 +473,18 @@ extern "C" __global__ void add_gauss(const float* base, float* x, i64 n, i64 key
     GRID_LOOP(i, n) { x[i] = base[i] + s * gauss(k, i); }
 }
 
-// A fit's step counter: fit = [step, lr].
-extern "C" __global__ void fit_tick(double* fit) {
+// A fit's step counter.
+extern "C" __global__ void fit_tick(double* fit, i64 ls, i64 ls64) {
+    lanes(ls, ls64, fit);
     if (threadIdx.x == 0 && blockIdx.x == 0) fit[0] += 1.0;
 }
 
 // Adam's step counter and bias corrections live on the device, so that a captured step replays
 // correctly: state = [t, β1^t, β2^t].
-extern "C" __global__ void adam_tick(double* state, double b1, double b2) {
+extern "C" __global__ void adam_tick(double* state, double b1, double b2, const double* fit,
+                                     i64 ls, i64 ls64) {
+    lanes(ls, ls64, state, fit);
+    if (skipped(fit)) return;
     if (threadIdx.x == 0 && blockIdx.x == 0) {
         state[0] += 1.0;
         state[1] *= b1;
@@ -437,7 +496,10 @@ extern "C" __global__ void adam_tick(double* state, double b1, double b2) {
 // The step size is `lr`, or a fit's device-side one (fit[1]) when `fit` is given.
 extern "C" __global__ void adam(float* p, const float* g, float* m, float* v, i64 n,
                                 const double* state, double lr, const double* fit, float b1,
-                                float b2, float eps, float wd, float w1, float w2) {
+                                float b2, float eps, float wd, float w1, float w2, i64 ls,
+                                i64 ls64) {
+    lanes(ls, ls64, p, g, m, v, state, fit);
+    if (skipped(fit)) return;
     if (fit) lr = fit[1];
     float step_size = (float)(lr / (1.0 - state[1]));
     float bc2_sqrt = (float)sqrt(1.0 - state[2]);
@@ -453,7 +515,10 @@ extern "C" __global__ void adam(float* p, const float* g, float* m, float* v, i6
 
 // Exponential moving average: avg = β·avg + (1 − β)·x. With a fit's state, at its first step
 // the average is a copy of x (it may not hold numbers yet).
-extern "C" __global__ void ema(float* avg, const float* x, i64 n, float beta, const double* fit) {
+extern "C" __global__ void ema(float* avg, const float* x, i64 n, float beta, const double* fit,
+                               i64 ls, i64 ls64) {
+    lanes(ls, ls64, avg, x, fit);
+    if (skipped(fit)) return;
     if (fit && fit[0] == 1.0) {
         GRID_LOOP(i, n) { avg[i] = x[i]; }
         return;

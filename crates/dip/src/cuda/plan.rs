@@ -327,7 +327,8 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
     // Neighbours: a fit's check reads both with one copy.
     let loss = f64s.take(4 + 3);
     let adam_state = loss + 4;
-    let fit_state = f64s.take(2);
+    // [step, lr, seed key high, seed key low, active] (see the kernels).
+    let fit_state = f64s.take(5);
     Ok((
         nodes,
         Layout {
