@@ -564,3 +564,153 @@ fn prior_samples_on_the_gpu_are_the_cpu_samples() {
     }
     assert!(max_diff(&cpu[0], &cpu[1]) > 1e-3, "the samples differ");
 }
+
+/// Fits sharing a batch ([`LanePool`]: one network of three lanes, each step one launch
+/// sequence for all) are the fits each would be on a network of its own, bit for bit: five fits
+/// on five threads with their own seeds, observations and step sizes, one rolling back (lr 1),
+/// one stopping early (its lane then taken by the fourth fit, which waited for one), and one of
+/// another image size (another layout: a network of its own).
+#[test]
+fn fits_in_lanes_are_the_fits_on_networks_of_their_own() {
+    use dip::device::Device;
+    use dip::fit::LanePool;
+    use std::sync::atomic::AtomicUsize;
+    let (noisy, clean) = images();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().to_path_buf();
+    let made = Arc::new(AtomicUsize::new(0));
+    let count = made.clone();
+    // Each network compiles the kernels in a folder of its own.
+    let pool = Arc::new(LanePool::new(
+        3,
+        Box::new(move |net: &Net<f32>, room, lanes| {
+            let dir = root.join(format!("net{}", count.fetch_add(1, Ordering::SeqCst)));
+            std::fs::create_dir_all(&dir).map_err(|e| GpuError(e.to_string()))?;
+            GpuNet::emulated_lanes(net, &dir, dip::cuda::Precision::F32, room, lanes)
+        }),
+    ));
+    let base = FitConfig {
+        iters: 20,
+        check_every: 2,
+        reg_noise: 1.0 / 30.0,
+        sgld: Some(SgldConfig {
+            burn_in: 4,
+            sample_every: 2,
+            ..SgldConfig::for_iters(20)
+        }),
+        ..config()
+    };
+    let shifted = |img: &Image, by: f32| {
+        Image::new(
+            img.width,
+            img.height,
+            img.channels,
+            img.data.iter().map(|v| v + by).collect(),
+        )
+    };
+    let crop = |img: &Image| {
+        let (w, h, c) = (10, 9, img.channels);
+        let data = (0..h)
+            .flat_map(|y| (0..w * c).map(move |i| (y, i)))
+            .map(|(y, i)| img.data[y * img.width * c + i])
+            .collect();
+        Image::new(w, h, c, data)
+    };
+    let fits: Vec<(Image, Image, FitConfig)> = vec![
+        (
+            noisy.clone(),
+            clean.clone(),
+            FitConfig {
+                lr: 1.0,
+                seed: 1,
+                ..base.clone()
+            },
+        ),
+        (
+            shifted(&noisy, 0.02),
+            clean.clone(),
+            FitConfig {
+                seed: 2,
+                ..base.clone()
+            },
+        ),
+        (
+            shifted(&noisy, -0.03),
+            clean.clone(),
+            FitConfig {
+                seed: 3,
+                iters: 7,
+                lr: 0.003,
+                ..base.clone()
+            },
+        ),
+        (
+            shifted(&noisy, 0.01),
+            clean.clone(),
+            FitConfig {
+                seed: 4,
+                ..base.clone()
+            },
+        ),
+        (
+            crop(&noisy),
+            crop(&clean),
+            FitConfig {
+                seed: 5,
+                ..base.clone()
+            },
+        ),
+    ];
+    let in_lanes: Vec<dip::Result<FitReport>> = std::thread::scope(|s| {
+        let handles: Vec<_> = fits
+            .iter()
+            .map(|(obs, clean, cfg)| {
+                let cfg = FitConfig {
+                    device: Device::Cuda(0),
+                    lanes: Some(pool.clone()),
+                    ..cfg.clone()
+                };
+                let pool = pool.clone();
+                s.spawn(move || {
+                    if obs.width != noisy.width {
+                        // The other layout comes while the batch's lanes are all held.
+                        let t = std::time::Instant::now();
+                        while pool.held() < 3 && t.elapsed().as_secs() < 60 {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                    }
+                    let op = Identity::new(obs.width, obs.height, obs.channels);
+                    fit(obs, &op, Some(clean), tiny(), &cfg, &mut [])
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    if let Some(Err(e)) = in_lanes.first()
+        && e.to_string().contains("no host C++ compiler")
+    {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    for (k, ((obs, clean, cfg), lanes)) in fits.iter().zip(in_lanes).enumerate() {
+        let lanes = lanes.unwrap_or_else(|e| panic!("fit {k}: {e}"));
+        let op = Identity::new(obs.width, obs.height, obs.channels);
+        let own = gpu_fit(obs, &op, Some(clean), cfg, &mut [])
+            .unwrap()
+            .unwrap();
+        assert_eq!(lanes.iterations_run, cfg.iters, "fit {k}");
+        assert_eq!(
+            (lanes.rollbacks, lanes.lr_final),
+            (own.rollbacks, own.lr_final),
+            "fit {k}"
+        );
+        assert_same_fit(&lanes, &own);
+        if k == 0 {
+            assert!(lanes.rollbacks > 0, "no rollback in the diverging fit");
+        }
+    }
+    // One batch of three lanes for the four fits of one layout, and a network of its own for
+    // the other.
+    assert_eq!(made.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.fits_in_lanes(), 4);
+}

@@ -231,7 +231,7 @@ const BACK: usize = 2;
 const NOISE: usize = 3;
 
 /// What each step of a fit does on the device (see [`GpuNet::prepare_fit`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FitStep {
     /// The fit's seed, from which its noise is drawn (with the step and a stream).
     pub seed: u64,
@@ -749,7 +749,7 @@ pub struct GpuNet {
 }
 
 /// Where a sparse forward operator and its work buffers sit in the arena's extra room.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct OpLayout {
     n_obs: usize,
     /// `A x`, the observation, ones (the data term's factor), the gradient with respect to `A x`.
@@ -1261,6 +1261,17 @@ impl GpuNet {
             a: [take(a.n_out + 1), take(a.nnz()), take(a.nnz())],
             at: [take(at.n_out + 1), take(at.nnz()), take(at.nnz())],
         };
+        if let Some(have) = self.op.filter(|_| self.lanes > 1)
+            && have != op
+        {
+            return Err(GpuError(format!(
+                "lane {}: a forward operator of another shape than the other lanes' ({} \
+                 observations, {} weights)",
+                self.lane,
+                a.n_out,
+                a.nnz()
+            )));
+        }
         let words = |v: &[u32]| v.iter().map(|&u| f32::from_bits(u)).collect::<Vec<f32>>();
         self.upload(op.target, target)?;
         self.fill(op.ones, a.n_out, 1.0)?;

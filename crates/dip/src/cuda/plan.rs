@@ -35,7 +35,7 @@ pub fn reduction_parts(rows: usize) -> (usize, usize) {
 
 /// One layer, with the offsets its kernels need (parameter offsets are relative to the
 /// parameter block).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum GpuOp {
     Conv {
         cin: usize,
@@ -107,7 +107,7 @@ pub enum GradUse {
     Add,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GpuNode {
     pub op: GpuOp,
     pub inputs: Vec<usize>,
@@ -116,7 +116,7 @@ pub struct GpuNode {
 }
 
 /// Offsets (in elements) of every buffer in the f32 and f64 arenas.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
     pub n_params: usize,
     pub params: usize,

@@ -42,6 +42,96 @@ use crate::{Error, Result};
 /// needs ([`GpuNet::with_room`]).
 pub type OpenGpu<'a> = dyn FnMut(&Net<f32>, usize) -> std::result::Result<GpuNet, GpuError> + 'a;
 
+type R<T> = std::result::Result<T, GpuError>;
+
+/// What the loop needs of the device: a network of its own ([`GpuNet`]), or one lane of a
+/// batch of fits that share one launch sequence ([`super::LanePool`]). The calls are
+/// [`GpuNet`]'s; a step is `fit_front`, then `fit_back` (or `fit_update` and `fit_noise`), or
+/// `skip_back` where a rollback skips the rest of the step.
+pub trait FitDevice {
+    fn set_fixed_input(&mut self, z: &[f32]) -> R<()>;
+    fn set_target(&mut self, y: &Tensor<f32>, mask: Option<&[f32]>) -> R<()>;
+    fn set_operator(&mut self, a: &SparseRows, target: &[f32]) -> R<()>;
+    fn set_params(&mut self, params: &[f32]) -> R<()>;
+    fn params(&self) -> R<Vec<f32>>;
+    fn set_ema(&mut self, ema: &[f32]) -> R<()>;
+    fn ema(&self) -> R<Tensor<f32>>;
+    fn output(&self) -> R<Tensor<f32>>;
+    fn set_adam(&mut self, m: &[f32], v: &[f32], t: u64, beta1: f64, beta2: f64) -> R<()>;
+    fn moments(&self) -> R<(Vec<f32>, Vec<f32>)>;
+    fn adam_t(&self) -> R<u64>;
+    fn save(&mut self) -> R<[f64; 3]>;
+    fn keep(&mut self) -> R<()>;
+    fn save_ema(&mut self) -> R<()>;
+    fn saved(&self) -> R<[Vec<f32>; 3]>;
+    fn restore(&mut self, adam: [f64; 3]) -> R<()>;
+    fn prepare_fit(&mut self, step: FitStep) -> R<()>;
+    fn set_fit_state(&mut self, done: u64, lr: f64) -> R<()>;
+    fn set_lr(&mut self, lr: f64) -> R<()>;
+    fn set_weights(&mut self, w: &[f32]) -> R<()>;
+    fn loss_sums_and_adam(&self) -> R<([f64; 4], [f64; 3])>;
+    fn fit_front(&mut self) -> R<()>;
+    fn fit_back(&mut self) -> R<()>;
+    fn fit_update(&mut self) -> R<()>;
+    fn fit_noise(&mut self) -> R<()>;
+    /// The rest of this step is skipped (a rollback): nothing to do for a network of its own.
+    fn skip_back(&mut self) -> R<()>;
+}
+
+/// Forwards [`FitDevice`]'s calls to [`GpuNet`]'s methods of the same name.
+macro_rules! forward_to_gpu_net {
+    ({$($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*} {$($read:ident() -> $rret:ty;)*}) => {
+        impl FitDevice for GpuNet {
+            $(fn $name(&mut self, $($arg: $ty),*) -> R<$ret> {
+                GpuNet::$name(self, $($arg),*)
+            })*
+            $(fn $read(&self) -> R<$rret> {
+                GpuNet::$read(self)
+            })*
+            fn skip_back(&mut self) -> R<()> {
+                Ok(())
+            }
+        }
+    };
+}
+
+forward_to_gpu_net! {
+    {
+    set_fixed_input(z: &[f32]) -> ();
+    set_target(y: &Tensor<f32>, mask: Option<&[f32]>) -> ();
+    set_operator(a: &SparseRows, target: &[f32]) -> ();
+    set_params(params: &[f32]) -> ();
+    set_ema(ema: &[f32]) -> ();
+    set_adam(m: &[f32], v: &[f32], t: u64, beta1: f64, beta2: f64) -> ();
+    save() -> [f64; 3];
+    keep() -> ();
+    save_ema() -> ();
+    restore(adam: [f64; 3]) -> ();
+    prepare_fit(step: FitStep) -> ();
+    set_fit_state(done: u64, lr: f64) -> ();
+    set_lr(lr: f64) -> ();
+    set_weights(w: &[f32]) -> ();
+    fit_front() -> ();
+    fit_back() -> ();
+    fit_update() -> ();
+    fit_noise() -> ();
+    }
+    {
+    params() -> Vec<f32>;
+    ema() -> Tensor<f32>;
+    output() -> Tensor<f32>;
+    moments() -> (Vec<f32>, Vec<f32>);
+    adam_t() -> u64;
+    saved() -> [Vec<f32>; 3];
+    loss_sums_and_adam() -> ([f64; 4], [f64; 3]);
+    }
+}
+
+/// Makes the device side of a fit from the host network, the room its forward operator needs,
+/// and what each step does (a lane of a batch shares its steps with the other lanes).
+pub(crate) type OpenDevice<'a> =
+    dyn FnMut(&Net<f32>, usize, &FitStep) -> Result<Box<dyn FitDevice + 'a>> + 'a;
+
 /// The forward operator as the device applies it.
 enum Data {
     Diagonal(Vec<f32>),
@@ -71,6 +161,30 @@ pub fn fit_on_gpu(
     cfg: &FitConfig,
     observers: &mut [&mut dyn Observer],
     open: &mut OpenGpu<'_>,
+) -> Result<FitReport> {
+    let mut open = |net: &Net<f32>, room: usize, _: &FitStep| -> Result<Box<dyn FitDevice>> {
+        Ok(Box::new(open(net, room).map_err(gpu)?))
+    };
+    fit_on_device(
+        observation,
+        operator,
+        clean,
+        spec,
+        cfg,
+        observers,
+        &mut open,
+    )
+}
+
+/// [`fit_on_gpu`] on the device side `open` makes.
+pub(crate) fn fit_on_device(
+    observation: &Image,
+    operator: &dyn Operator,
+    clean: Option<&Image>,
+    spec: &Arch,
+    cfg: &FitConfig,
+    observers: &mut [&mut dyn Observer],
+    open: &mut OpenDevice<'_>,
 ) -> Result<FitReport> {
     let refuse = |what: &str| {
         Err(Error::invalid(format!(
@@ -119,7 +233,32 @@ pub fn fit_on_gpu(
         Data::Rows(rows) => operator_space(rows),
         Data::Diagonal(_) => 0,
     };
-    let mut g = open(&net, room).map_err(gpu)?;
+    let n = observation.data.len() as f64;
+    // With a batch of pixels the per-sample weights carry the mean (count / samples).
+    let mean_over = if cfg.pixel_batch.is_some() { 1.0 } else { n };
+    let scale = match cfg.loss {
+        Loss::L2 => (2.0 / mean_over) as f32,
+        Loss::L1 => (1.0 / mean_over) as f32,
+    };
+    let mut adam = adam_config(cfg);
+    let noisy = sgld_tensors(&net, cfg);
+    // Each step is two launch sequences, captured into graphs where the device allows; the step
+    // number and the step size are read on the device.
+    let step = FitStep {
+        seed: cfg.seed,
+        reg_noise: cfg.reg_noise.max(0.0),
+        scale,
+        l1: cfg.loss == Loss::L1,
+        weighted: cfg.pixel_batch.is_some(),
+        ema: cfg.ema as f32,
+        adam,
+        sgld: cfg
+            .sgld
+            .as_ref()
+            .filter(|s| s.noise > 0.0)
+            .map(|s| (s.noise, noisy)),
+    };
+    let mut g = open(&net, room, &step)?;
     g.set_fixed_input(&z).map_err(gpu)?;
     match &data {
         Data::Diagonal(a) => {
@@ -141,21 +280,12 @@ pub fn fit_on_gpu(
     let diagonal = matches!(data, Data::Diagonal(_));
     drop(data);
 
-    let n = observation.data.len() as f64;
-    // With a batch of pixels the per-sample weights carry the mean (count / samples).
-    let mean_over = if cfg.pixel_batch.is_some() { 1.0 } else { n };
-    let scale = match cfg.loss {
-        Loss::L2 => (2.0 / mean_over) as f32,
-        Loss::L1 => (1.0 / mean_over) as f32,
-    };
     // Pixel batches: the draw counts, and the per-sample weights (on the padded grid for a
     // diagonal operator), allocated once.
     let batched = |len: usize| if cfg.pixel_batch.is_some() { len } else { 0 };
     let mut counts = vec![0u32; batched(observation.width * observation.height)];
     let mut weights = vec![0.0f32; batched(observation.data.len())];
     let mut padded_weights = vec![0.0f32; batched(if diagonal { h * w * c } else { 0 })];
-    let mut adam = adam_config(cfg);
-    let noisy = sgld_tensors(&net, cfg);
     let n_params = net.num_params();
     let mut pr = Progress::new(xw, xh, xc, cfg);
     let mut kept: Option<Kept> = None;
@@ -190,23 +320,7 @@ pub fn fit_on_gpu(
         first = st.step + 1;
         seconds_before = st.seconds;
     }
-    // Each step is two launch sequences, captured into graphs where the device allows; the step
-    // number and the step size are read on the device.
-    g.prepare_fit(FitStep {
-        seed: cfg.seed,
-        reg_noise: cfg.reg_noise.max(0.0),
-        scale,
-        l1: cfg.loss == Loss::L1,
-        weighted: cfg.pixel_batch.is_some(),
-        ema: cfg.ema as f32,
-        adam,
-        sgld: cfg
-            .sgld
-            .as_ref()
-            .filter(|s| s.noise > 0.0)
-            .map(|s| (s.noise, noisy.clone())),
-    })
-    .map_err(gpu)?;
+    g.prepare_fit(step).map_err(gpu)?;
     g.set_fit_state(first as u64 - 1, adam.lr).map_err(gpu)?;
     let mut last_checkpoint = Instant::now();
 
@@ -252,6 +366,7 @@ pub fn fit_on_gpu(
             g.restore(k.adam).map_err(gpu)?;
             adam.lr *= 0.5;
             g.set_lr(adam.lr).map_err(gpu)?;
+            g.skip_back().map_err(gpu)?;
             raw_is_current = false;
             continue;
         }

@@ -7,6 +7,8 @@ mod bands;
 mod checkpoint;
 #[cfg(feature = "cuda")]
 mod gpu;
+#[cfg(feature = "cuda")]
+mod lanes;
 mod observer;
 mod run;
 mod stop;
@@ -15,7 +17,9 @@ mod trajectory;
 pub use bands::BandRecorder;
 pub use checkpoint::{FitState, SnapshotState};
 #[cfg(feature = "cuda")]
-pub use gpu::{OpenGpu, fit_on_gpu};
+pub use gpu::{FitDevice, OpenGpu, fit_on_gpu};
+#[cfg(feature = "cuda")]
+pub use lanes::{LanePool, OpenLanes};
 pub use observer::{Control, Observer, ObserverState, StepInfo};
 pub use run::{
     CheckpointSink, FitConfig, FitReport, HistoryRow, InputKind, Loss, SgldConfig, SgldResult,

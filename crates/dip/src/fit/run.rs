@@ -100,6 +100,11 @@ pub struct FitConfig {
     /// Where the fit runs: the CPU, or a CUDA GPU (a build with the `cuda` feature).
     #[serde(skip)]
     pub device: Device,
+    /// On a GPU: run the fit as a lane of this batch, whose other lanes are fits running on
+    /// other threads (see [`super::LanePool`]); `device` is then the pool's.
+    #[cfg(feature = "cuda")]
+    #[serde(skip)]
+    pub lanes: Option<Arc<super::LanePool>>,
 }
 
 /// Receives the fit's state every `every_steps` steps (or, without it, every `every_seconds`
@@ -144,6 +149,8 @@ impl Default for FitConfig {
             checkpoint: None,
             resume: None,
             device: Device::Cpu,
+            #[cfg(feature = "cuda")]
+            lanes: None,
         }
     }
 }
@@ -502,6 +509,19 @@ pub fn fit(
     match cfg.device {
         Device::Cpu => {
             rayon::scope(|_| fit_on_pool(observation, operator, clean, &spec, cfg, observers))
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) if cfg.lanes.is_some() => {
+            let pool = cfg.lanes.as_ref().expect("checked");
+            super::gpu::fit_on_device(
+                observation,
+                operator,
+                clean,
+                &spec,
+                cfg,
+                observers,
+                &mut |net, room, step| pool.open(net, room, step),
+            )
         }
         #[cfg(feature = "cuda")]
         Device::Cuda(ordinal) => super::gpu::fit_on_gpu(
