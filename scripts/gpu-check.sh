@@ -72,6 +72,9 @@ dip_tf32_graph="$("$dip" bench --device cuda --tf32 --graph --sizes "$sizes" --i
 echo "$dip_tf32_graph"
 dip_bf16_graph="$("$dip" bench --device cuda --precision bf16 --graph --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
 echo "$dip_bf16_graph"
+# Four networks as lanes of one batch (the sweep runner's --jobs 4): seconds per fit's step.
+dip_lanes="$("$dip" bench --device cuda --graph --lanes 4 --sizes "128,$sizes" --iters "$iters" --warmup "$warmup")"
+echo "$dip_lanes"
 torch_out="$("$python" "$here/torch_cuda_time.py" --peer "$peer" --sizes "$sizes" --iters "$iters" --warmup "$warmup")"
 echo "$torch_out"
 torch_tf32="$("$python" "$here/torch_cuda_time.py" --peer "$peer" --sizes "$sizes" --iters "$iters" --warmup "$warmup" --tf32)"
@@ -81,10 +84,11 @@ echo
 printf '%-6s %-11s %12s %12s %10s\n' size mode "dip s/step" "torch s/step" torch/dip
 IFS=',' read -ra list <<< "$sizes"
 for s in "${list[@]}"; do
-  for mode in f32 f32+graph tf32 tf32+graph bf16+graph; do
+  for mode in f32 f32+graph f32+4lanes tf32 tf32+graph bf16+graph; do
     case "$mode" in
       f32) d="$dip_out"; t="$torch_out" ;;
       f32+graph) d="$dip_graph"; t="$torch_out" ;;
+      f32+4lanes) d="$(echo "$dip_lanes" | awk '$1 ~ /^[0-9]+$/ { print $1, $NF }')"; t="$torch_out" ;;
       tf32) d="$dip_tf32"; t="$torch_tf32" ;;
       tf32+graph) d="$dip_tf32_graph"; t="$torch_tf32" ;;
       bf16+graph) d="$dip_bf16_graph"; t="$torch_tf32" ;;
@@ -110,7 +114,8 @@ for dev in ("gpu", "cpu"):
 PY
 
 echo
-echo "== a sweep on the GPU: 8 fits of the demo image (200 steps), one at a time and 4 at once"
+echo "== a sweep on the GPU: 8 fits of the demo image (200 steps), one at a time, 4 at once on"
+echo "   networks of their own, and 4 at once as lanes of one batch"
 cp "$work/cpu/clean.png" "$work/demo.png"
 cat > "$work/plan.toml" <<'TOML'
 images = ["demo.png"]
@@ -120,9 +125,21 @@ set = ["fit.iters=200"]
 task = "denoise"
 levels = [25]
 TOML
-for jobs in 1 4; do
+for run in "1" "4 --no-batch" "4"; do
+  name="$(echo "$run" | tr -d ' -')"
   start=$(date +%s.%N)
-  "$dip" --device cuda -q sweep run "$work/plan.toml" -o "$work/sweep-$jobs" --jobs "$jobs" > /dev/null
+  # shellcheck disable=SC2086
+  "$dip" --device cuda -q sweep run "$work/plan.toml" -o "$work/sweep-$name" --jobs $run > /dev/null
   end=$(date +%s.%N)
-  awk -v j="$jobs" -v a="$start" -v b="$end" 'BEGIN { printf "--jobs %d: %.1f s for 8 fits\n", j, b - a }'
+  awk -v j="$run" -v a="$start" -v b="$end" 'BEGIN { printf "--jobs %s: %.1f s for 8 fits\n", j, b - a }'
 done
+"$python" - "$work" <<'PY'
+import csv, sys
+rows = {}
+for name in ("1", "4nobatch", "4"):
+    with open(f"{sys.argv[1]}/sweep-{name}/results.csv") as f:
+        rows[name] = [r.get("psnr_final_mean") for r in csv.DictReader(f)]
+print("mean PSNR over the 8 seeds, one at a time / own networks / lanes (equal up to the GEMMs' summation order):")
+for a, b, c in zip(rows["1"], rows["4nobatch"], rows["4"]):
+    print(f"  {a} / {b} / {c}")
+PY

@@ -243,6 +243,7 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
                 list: false,
                 max_memory: args.recipe.max_memory,
                 jobs: args.jobs,
+                no_batch: false,
             },
             g,
         )?;

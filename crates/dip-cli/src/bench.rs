@@ -69,6 +69,11 @@ pub struct Args {
     /// With --device cuda: capture the step into a CUDA graph once and replay it.
     #[arg(long)]
     graph: bool,
+
+    /// With --device cuda: step this many networks at once, as lanes of one batch (the sweep
+    /// runner's --jobs); the table then also gives the seconds per fit's step.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    lanes: usize,
 }
 
 /// Medians, in seconds, of one size's timed steps.
@@ -242,6 +247,10 @@ fn bench_cuda(spec: &SkipSpec, sizes: &[usize], ordinal: usize, args: &Args) -> 
         },
         if args.graph { ", CUDA graph" } else { "" }
     );
+    let mode = match args.lanes {
+        1 => mode,
+        n => format!("{mode}, {n} lanes"),
+    };
     let mut header = false;
     for &s in sizes {
         let (step, min, max, bytes, name) = crate::gpu::time_step(
@@ -249,21 +258,25 @@ fn bench_cuda(spec: &SkipSpec, sizes: &[usize], ordinal: usize, args: &Args) -> 
             s,
             ordinal,
             precision,
-            args.graph,
-            args.warmup,
-            args.iters,
+            &crate::gpu::StepTiming {
+                graph: args.graph,
+                lanes: args.lanes,
+                warmup: args.warmup,
+                iters: args.iters,
+            },
         )?;
         if !header {
             println!("device: {name} (cuda:{ordinal}), {mode}");
             println!(
-                "{:>6}  {:>10}  {:>8}  {:>8}  {:>12}",
-                "size", "s/step", "min", "max", "device mem"
+                "{:>6}  {:>10}  {:>8}  {:>8}  {:>12}  {:>10}",
+                "size", "s/step", "min", "max", "device mem", "s/fit-step"
             );
             header = true;
         }
         println!(
-            "{s:>6}  {step:>10.5}  {min:>8.5}  {max:>8.5}  {:>8.0} MiB",
-            bytes as f64 / (1u64 << 20) as f64
+            "{s:>6}  {step:>10.5}  {min:>8.5}  {max:>8.5}  {:>8.0} MiB  {:>10.5}",
+            bytes as f64 / (1u64 << 20) as f64,
+            step / args.lanes as f64
         );
     }
     Ok(())

@@ -93,6 +93,16 @@ pub fn selftest(a: SelftestArgs, g: &Global) -> Result<()> {
     if !ok {
         failed.push("fit graphs".to_string());
     }
+    let d = golden::lanes_difference(ordinal, precision).map_err(|e| anyhow!("{e}"))?;
+    let ok = d <= 2e-5;
+    println!(
+        "{} three fits as lanes of one batch vs each on a network of its own (12 steps, noise, \
+         SGLD): {d:.2e}",
+        if ok { "ok  " } else { "FAIL" }
+    );
+    if !ok {
+        failed.push("fits in lanes".to_string());
+    }
     if failed.is_empty() {
         println!("all golden cases passed");
         Ok(())
@@ -106,18 +116,33 @@ pub fn selftest(_: SelftestArgs, _: &Global) -> Result<()> {
     bail!("{}", dip::device::NO_CUDA_BUILD)
 }
 
-/// Seconds per training step of `spec` at `s × s` on the GPU: the median over `iters` steps
-/// (each waited for), after `warmup` steps. Also the device memory the network holds.
+/// How [`time_step`] times: from a captured graph or not, how many lanes, how many steps.
+#[cfg(feature = "cuda")]
+#[derive(Clone, Copy)]
+pub struct StepTiming {
+    pub graph: bool,
+    pub lanes: usize,
+    pub warmup: usize,
+    pub iters: usize,
+}
+
+/// Seconds per training step of `spec` at `s × s` on the GPU (of all lanes at once): the
+/// median over `iters` steps (each waited for), after `warmup` steps. Also the device memory
+/// the network holds.
 #[cfg(feature = "cuda")]
 pub fn time_step(
     spec: &dip::nets::SkipSpec,
     s: usize,
     ordinal: usize,
     precision: dip::cuda::Precision,
-    graph: bool,
-    warmup: usize,
-    iters: usize,
+    how: &StepTiming,
 ) -> Result<(f64, f64, f64, usize, String)> {
+    let StepTiming {
+        graph,
+        lanes,
+        warmup,
+        iters,
+    } = *how;
     use anyhow::anyhow;
     use dip::cuda::GpuNet;
     use dip::engine::{AdamConfig, Net, Tensor};
@@ -144,9 +169,13 @@ pub fn time_step(
         c,
         data: (0..h * w * c).map(|_| next()).collect(),
     };
-    let mut gpu = GpuNet::new(&net, ordinal, precision).map_err(|e| anyhow!("{e}"))?;
+    let mut gpu =
+        GpuNet::with_lanes(&net, ordinal, precision, 0, lanes).map_err(|e| anyhow!("{e}"))?;
     drop(net);
-    gpu.set_target(&target, None).map_err(|e| anyhow!("{e}"))?;
+    for lane in 0..lanes {
+        gpu.select(lane).map_err(|e| anyhow!("{e}"))?;
+        gpu.set_target(&target, None).map_err(|e| anyhow!("{e}"))?;
+    }
     let scale = 2.0 / (h * w * c) as f32;
     let cfg = AdamConfig::default();
     if graph {
@@ -181,4 +210,66 @@ pub fn time_step(
         gpu.memory_bytes(),
         gpu.device().name.clone(),
     ))
+}
+
+/// The fits of a `--jobs K` run on a GPU: lanes of one batch (each step of all of them one
+/// launch sequence), unless `--no-batch` gives each a network of its own. Empty on the CPU.
+#[derive(Clone, Default)]
+pub struct Batch {
+    #[cfg(feature = "cuda")]
+    pool: Option<std::sync::Arc<dip::fit::LanePool>>,
+}
+
+impl Batch {
+    /// A batch of `jobs` lanes where the fits run on a GPU, `jobs` > 1 and batching is on.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub fn new(device: dip::device::Device, jobs: usize, on: bool) -> Batch {
+        #[cfg(feature = "cuda")]
+        if let dip::device::Device::Cuda(ordinal) = device
+            && jobs > 1
+            && on
+        {
+            let open = move |net: &dip::engine::Net<f32>, room, lanes, precision| {
+                dip::cuda::GpuNet::with_lanes(net, ordinal, precision, room, lanes)
+            };
+            return Batch {
+                pool: Some(std::sync::Arc::new(dip::fit::LanePool::new(
+                    jobs,
+                    Box::new(open),
+                ))),
+            };
+        }
+        Batch::default()
+    }
+
+    /// `cfg` running in the batch, if there is one.
+    #[cfg_attr(not(feature = "cuda"), allow(clippy::unused_self))]
+    pub fn apply(&self, cfg: dip::fit::FitConfig) -> dip::fit::FitConfig {
+        #[cfg(feature = "cuda")]
+        if let Some(p) = &self.pool {
+            return dip::fit::FitConfig {
+                lanes: Some(p.clone()),
+                ..cfg
+            };
+        }
+        cfg
+    }
+
+    /// How many fits ran as lanes of the batch.
+    pub fn fits_in_lanes(&self) -> usize {
+        #[cfg(feature = "cuda")]
+        if let Some(p) = &self.pool {
+            return p.fits_in_lanes();
+        }
+        0
+    }
+
+    /// The batch's lanes (0 without one).
+    pub fn lanes(&self) -> usize {
+        #[cfg(feature = "cuda")]
+        if let Some(p) = &self.pool {
+            return p.lanes();
+        }
+        0
+    }
 }

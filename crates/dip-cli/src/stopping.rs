@@ -140,6 +140,7 @@ pub fn run(a: Args, g: &Global) -> Result<Outcome> {
             list: false,
             max_memory: None,
             jobs: a.jobs,
+            no_batch: false,
         },
         g,
     )?;

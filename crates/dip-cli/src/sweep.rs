@@ -86,11 +86,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "GIB")]
     pub max_memory: Option<f64>,
 
-    /// Fit this many cells at once, sharing the worker threads (--threads) or the GPU (each
-    /// fit on a stream of its own). Small images use more of a machine this way; --max-memory
-    /// is shared among them. Every cell's result is the same as with one at a time.
+    /// Fit this many cells at once, sharing the worker threads (--threads) or the GPU. On a GPU
+    /// the K fits are lanes of one batch: each step of all of them is one launch sequence
+    /// (cells of another network or step recipe than the batch's run on a network of their
+    /// own). Small images use more of a machine this way; --max-memory is shared among them.
+    /// Every cell's result is the same as with one at a time.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub jobs: usize,
+
+    /// On a GPU, give each of the --jobs fits a network (and a stream) of its own instead of a
+    /// lane of one batch.
+    #[arg(long)]
+    pub no_batch: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -485,13 +492,19 @@ enum CellOutcome {
     Interrupted,
 }
 
+/// What a cell's fit may use: its share of the memory, and the GPU batch its fit joins.
+struct FitRoom {
+    max_memory: Option<usize>,
+    batch: crate::gpu::Batch,
+}
+
 /// Degrades, fits and measures one cell.
 fn run_cell(
     cell: &Cell,
     images: &mut ImageCache<'_>,
     store: &Store,
     save_images: bool,
-    max_memory: Option<usize>,
+    room: &FitRoom,
     log: &Log,
     g: &Global,
 ) -> Result<CellOutcome> {
@@ -500,13 +513,13 @@ fn run_cell(
     let clean = images.get(s, g, log)?;
     let p = degrade(clean, s)?;
     let spec = recipe.arch(p.clean.channels)?;
-    let cfg = FitConfig {
+    let cfg = room.batch.apply(FitConfig {
         observe_every: OBSERVE_EVERY,
-        max_memory,
+        max_memory: room.max_memory,
         cancel: Some(g.cancel.clone()),
         device: g.device,
         ..recipe.fit_config()?
-    };
+    });
     let bar = log.multi.add(ProgressBar::new(cfg.iters as u64));
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -754,6 +767,11 @@ pub fn run_plan(args: RunArgs, g: &Global) -> Result<Outcome> {
     let jobs = args.jobs.clamp(1, todo.len().max(1));
     // Each of `jobs` fits at once gets its share of the memory limit.
     let max_memory = max_memory.map(|m| m / jobs);
+    let room = FitRoom {
+        max_memory,
+        batch: crate::gpu::Batch::new(g.device, jobs, !args.no_batch),
+    };
+    let batch = &room.batch;
     let next = AtomicUsize::new(0);
     let tally = Mutex::new(Tally::default());
     let job = || {
@@ -777,15 +795,7 @@ pub fn run_plan(args: RunArgs, g: &Global) -> Result<Outcome> {
             };
             overall.set_message(format!("{} {}", cell.id, label(cell)));
             let head = format!("cell {}/{} {}", k + 1, cells.len(), cell.id);
-            let result = run_cell(
-                cell,
-                &mut images,
-                &store,
-                plan.save_images,
-                max_memory,
-                &log,
-                g,
-            );
+            let result = run_cell(cell, &mut images, &store, plan.save_images, &room, &log, g);
             let mut t = tally.lock().expect("no job panics holding the tally");
             match result {
                 Ok(CellOutcome::Done(r)) => {
@@ -834,6 +844,14 @@ pub fn run_plan(args: RunArgs, g: &Global) -> Result<Outcome> {
         Outcome::Done
     };
     overall.finish_and_clear();
+    if batch.lanes() > 0 && !g.quiet {
+        eprintln!(
+            "{} of the fits ran as lanes of a batch of {} on {}",
+            batch.fits_in_lanes(),
+            batch.lanes(),
+            g.device
+        );
+    }
     if matches!(outcome, Outcome::Interrupted) {
         eprintln!(
             "interrupted: {fitted} cell(s) finished in this run; the cell in progress was not \

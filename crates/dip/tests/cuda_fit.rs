@@ -583,10 +583,10 @@ fn fits_in_lanes_are_the_fits_on_networks_of_their_own() {
     // Each network compiles the kernels in a folder of its own.
     let pool = Arc::new(LanePool::new(
         3,
-        Box::new(move |net: &Net<f32>, room, lanes| {
+        Box::new(move |net: &Net<f32>, room, lanes, precision| {
             let dir = root.join(format!("net{}", count.fetch_add(1, Ordering::SeqCst)));
             std::fs::create_dir_all(&dir).map_err(|e| GpuError(e.to_string()))?;
-            GpuNet::emulated_lanes(net, &dir, dip::cuda::Precision::F32, room, lanes)
+            GpuNet::emulated_lanes(net, &dir, precision, room, lanes)
         }),
     ));
     let base = FitConfig {

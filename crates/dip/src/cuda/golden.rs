@@ -317,3 +317,89 @@ pub fn fit_graph_difference(
     };
     Ok((diff, captured))
 }
+
+/// Three short fits (their own seeds and observations; input noise and SGLD) as lanes of one
+/// batch on the device, against each on a network of its own: the largest difference between
+/// their final outputs. Only the GEMMs may differ (strided-batched against single calls can
+/// sum in another order), so this stays at the level of the CPU-against-GPU difference of the
+/// same fits (2e-5 after 12 steps at lr 0.001).
+pub fn lanes_difference(ordinal: usize, precision: Precision) -> Result<f32, GpuError> {
+    use crate::fit::{FitConfig, LanePool, SgldConfig, fit, fit_on_gpu};
+    use crate::image::Image;
+    use crate::nets::Arch;
+    use crate::operators::Identity;
+    use std::sync::Arc;
+    let spec = Arch::Skip(SkipSpec::uniform(4, 3, 3, 8, 2));
+    let (w, h, c) = (24, 20, 3);
+    let image = |k: usize| {
+        Image::new(
+            w,
+            h,
+            c,
+            (0..w * h * c)
+                .map(|i| 0.5 + 0.3 * ((((i + 13 * k) * 7919) % 97) as f32 / 97.0 - 0.5))
+                .collect(),
+        )
+    };
+    let op = Identity::new(w, h, c);
+    let cfg = |k: usize| FitConfig {
+        iters: 12,
+        lr: 0.001,
+        seed: 7 + k as u64,
+        reg_noise: 1.0 / 30.0,
+        sgld: Some(SgldConfig {
+            burn_in: 4,
+            sample_every: 2,
+            ..SgldConfig::for_iters(12)
+        }),
+        precision: match precision {
+            Precision::Bf16 => crate::engine::Precision::Bf16,
+            _ => crate::engine::Precision::F32,
+        },
+        ..FitConfig::default()
+    };
+    let pool = Arc::new(LanePool::new(
+        3,
+        Box::new(move |net: &Net<f32>, room, lanes, _| {
+            GpuNet::with_lanes(net, ordinal, precision, room, lanes)
+        }),
+    ));
+    let batched: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|k| {
+                let cfg = FitConfig {
+                    device: crate::device::Device::Cuda(ordinal),
+                    lanes: Some(pool.clone()),
+                    ..cfg(k)
+                };
+                let (obs, op, spec) = (image(k), &op, &spec);
+                s.spawn(move || fit(&obs, op, None, spec, &cfg, &mut []))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a fit's thread does not panic"))
+            .collect()
+    });
+    if pool.fits_in_lanes() != 3 {
+        return Err(GpuError(format!(
+            "{} of the 3 fits ran in lanes",
+            pool.fits_in_lanes()
+        )));
+    }
+    let mut diff = 0.0f32;
+    for (k, b) in batched.into_iter().enumerate() {
+        let b = b.map_err(|e| GpuError(e.to_string()))?;
+        let mut open =
+            |net: &Net<f32>, room: usize| GpuNet::with_room(net, ordinal, precision, room);
+        let own = fit_on_gpu(&image(k), &op, None, &spec, &cfg(k), &mut [], &mut open)
+            .map_err(|e| GpuError(e.to_string()))?;
+        for (x, y) in b.output_raw.data.iter().zip(&own.output_raw.data) {
+            if !x.is_finite() {
+                return Err(GpuError("a fit in a lane gave non-finite outputs".into()));
+            }
+            diff = diff.max((x - y).abs());
+        }
+    }
+    Ok(diff)
+}

@@ -20,16 +20,16 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::gpu::FitDevice;
 use crate::cuda::plan::{GpuNode, Layout, lower_with_extra};
-use crate::cuda::{FitStep, GpuError, GpuNet};
+use crate::cuda::{FitStep, GpuError, GpuNet, Precision};
 use crate::engine::{Net, Tensor};
 use crate::operators::SparseRows;
 use crate::{Error, Result};
 
 type R<T> = std::result::Result<T, GpuError>;
 
-/// Opens a GPU network of `lanes` lanes for a host network and operator room
+/// Opens a GPU network of `lanes` lanes for a host network, operator room and GEMM precision
 /// ([`GpuNet::with_lanes`]).
-pub type OpenLanes = dyn Fn(&Net<f32>, usize, usize) -> R<GpuNet> + Send + Sync;
+pub type OpenLanes = dyn Fn(&Net<f32>, usize, usize, Precision) -> R<GpuNet> + Send + Sync;
 
 /// Up to `lanes` fits at once in one launch sequence (see the module's documentation). Shared
 /// by the threads that run the fits ([`super::FitConfig::lanes`]).
@@ -56,21 +56,23 @@ enum Phase {
     Noise,
 }
 
-/// What fits must share to share a batch: the lowered network (layers, buffers, fixed tables)
-/// and the step recipe (all but the seed and the step size).
+/// What fits must share to share a batch: the lowered network (layers, buffers, fixed tables),
+/// the GEMMs' precision and the step recipe (all but the seed and the step size).
 #[derive(PartialEq, Clone)]
 struct Key {
     nodes: Vec<GpuNode>,
     layout: Layout,
+    precision: Precision,
     step: FitStep,
 }
 
 impl Key {
-    fn new(net: &Net<f32>, room: usize, step: &FitStep) -> R<Key> {
+    fn new(net: &Net<f32>, room: usize, precision: Precision, step: &FitStep) -> R<Key> {
         let (nodes, layout) = lower_with_extra(net, room)?;
         Ok(Key {
             nodes,
             layout,
+            precision,
             // The seed and the step size are each lane's own, on the device.
             step: FitStep {
                 seed: 0,
@@ -192,10 +194,11 @@ impl LanePool {
         &'a self,
         net: &Net<f32>,
         room: usize,
+        precision: Precision,
         step: &FitStep,
     ) -> Result<Box<dyn FitDevice + 'a>> {
         let gpu = |e: GpuError| Error::invalid(e.0);
-        let key = Key::new(net, room, step).map_err(gpu)?;
+        let key = Key::new(net, room, precision, step).map_err(gpu)?;
         let mut st = self.lock();
         loop {
             match st.as_mut() {
@@ -218,13 +221,13 @@ impl LanePool {
                 }
                 Some(g) if g.held.iter().any(|&h| h) => {
                     drop(st);
-                    return Ok(Box::new((self.open)(net, room, 1).map_err(gpu)?));
+                    return Ok(Box::new((self.open)(net, room, 1, precision).map_err(gpu)?));
                 }
                 _ => {
                     // Free the old batch's memory before making the new one.
                     *st = None;
                     let n = self.lanes;
-                    let net = (self.open)(net, room, n).map_err(gpu)?;
+                    let net = (self.open)(net, room, n, precision).map_err(gpu)?;
                     *st = Some(Group {
                         net,
                         key: key.clone(),

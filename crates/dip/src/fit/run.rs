@@ -513,6 +513,7 @@ pub fn fit(
         #[cfg(feature = "cuda")]
         Device::Cuda(_) if cfg.lanes.is_some() => {
             let pool = cfg.lanes.as_ref().expect("checked");
+            let precision = cuda_precision(cfg.precision);
             super::gpu::fit_on_device(
                 observation,
                 operator,
@@ -520,7 +521,7 @@ pub fn fit(
                 &spec,
                 cfg,
                 observers,
-                &mut |net, room, step| pool.open(net, room, step),
+                &mut |net, room, step| pool.open(net, room, precision, step),
             )
         }
         #[cfg(feature = "cuda")]
@@ -532,15 +533,19 @@ pub fn fit(
             cfg,
             observers,
             &mut |net, room| {
-                let precision = match cfg.precision {
-                    Precision::F32 => crate::cuda::Precision::F32,
-                    Precision::Bf16 => crate::cuda::Precision::Bf16,
-                };
-                crate::cuda::GpuNet::with_room(net, ordinal, precision, room)
+                crate::cuda::GpuNet::with_room(net, ordinal, cuda_precision(cfg.precision), room)
             },
         ),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => Err(Error::invalid(crate::device::NO_CUDA_BUILD)),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_precision(p: Precision) -> crate::cuda::Precision {
+    match p {
+        Precision::F32 => crate::cuda::Precision::F32,
+        Precision::Bf16 => crate::cuda::Precision::Bf16,
     }
 }
 
