@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use dip::fit::{FitConfig, TrajectoryRecorder};
+use dip::fit::{FitConfig, FitReport, TrajectoryRecorder, fit};
 use dip::image::{self, Image};
 use dip::operators::Identity;
 use dip::recipe::Recipe;
@@ -230,7 +230,8 @@ pub fn prepare_folder(dir: &Path, force: bool) -> Result<()> {
     crate::output::check_folder_writable(dir, dir)
 }
 
-/// Fits once per seed with the recorder. Stops early (and says so) on Ctrl-C, keeping the
+/// Fits once per seed with the recorder; on a GPU all seeds at once, as lanes of one batch
+/// (each run is the one it would be alone). Stops early (and says so) on Ctrl-C, keeping the
 /// runs recorded so far.
 fn fit_runs(
     observation: &Image,
@@ -243,16 +244,17 @@ fn fit_runs(
     let base = recipe.fit_config()?;
     let spec = recipe.arch(observation.channels)?;
     let identity = Identity::new(observation.width, observation.height, observation.channels);
-    let mut runs = Vec::new();
-    for k in 0..plan.seeds {
+    let batch = crate::gpu::Batch::new(g.device, plan.seeds, true);
+    // Run k (seed base + k), with the progress bar or without.
+    let run = |k: usize, show: bool| -> Result<(String, FitReport)> {
         let seed = base.seed + k as u64;
-        let cfg = FitConfig {
+        let cfg = batch.apply(FitConfig {
             seed,
             observe_every: plan.every,
             cancel: Some(g.cancel.clone()),
             device: g.device,
             ..base.clone()
-        };
+        });
         let name = format!("run-seed{seed}");
         let mut rec = TrajectoryRecorder::new(
             &dir.join(&name),
@@ -260,21 +262,80 @@ fn fit_runs(
             seed,
             serde_json::to_value(recipe)?,
         )?;
-        if !g.quiet {
-            eprintln!("analyze: run {} of {} (seed {seed})", k + 1, plan.seeds);
-        }
-        let report = fit_with_progress(
-            observation,
-            &identity,
-            clean,
-            &spec,
-            &cfg,
-            g,
-            &mut [&mut rec],
-        )?;
+        let report = if show {
+            fit_with_progress(
+                observation,
+                &identity,
+                clean,
+                &spec,
+                &cfg,
+                g,
+                &mut [&mut rec],
+            )?
+        } else {
+            let report = fit(observation, &identity, clean, &spec, &cfg, &mut [&mut rec])?;
+            if report.rollbacks > 0 && !g.quiet {
+                eprintln!(
+                    "note: run seed {seed} diverged {} time(s) and went back to its last good \
+                     state; its learning rate is now {}",
+                    report.rollbacks, report.lr_final
+                );
+            }
+            report
+        };
         if let Some(e) = rec.take_error() {
             return Err(e.into());
         }
+        Ok((name, report))
+    };
+    let mut runs = Vec::new();
+    if batch.lanes() > 0 {
+        if !g.quiet {
+            eprintln!(
+                "analyze: {} runs (seeds {} to {}) at once, as lanes of one batch on {}",
+                plan.seeds,
+                base.seed,
+                base.seed + plan.seeds as u64 - 1,
+                g.device
+            );
+        }
+        let results: Vec<Result<(String, FitReport)>> = std::thread::scope(|s| {
+            let run = &run;
+            let handles: Vec<_> = (0..plan.seeds)
+                .map(|k| s.spawn(move || run(k, k == 0)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a run's thread panicked")))
+                })
+                .collect()
+        });
+        let mut stopped = None;
+        for r in results {
+            let (name, report) = r?;
+            runs.push(name);
+            if report.interrupted {
+                stopped = Some(report.iterations_run);
+            }
+        }
+        if let Some(step) = stopped {
+            eprintln!("interrupted at step {step}: analysing what was recorded");
+            return Ok((Outcome::Interrupted, runs));
+        }
+        return Ok((Outcome::Done, runs));
+    }
+    for k in 0..plan.seeds {
+        if !g.quiet {
+            eprintln!(
+                "analyze: run {} of {} (seed {})",
+                k + 1,
+                plan.seeds,
+                base.seed + k as u64
+            );
+        }
+        let (name, report) = run(k, true)?;
         runs.push(name);
         if report.interrupted {
             eprintln!(

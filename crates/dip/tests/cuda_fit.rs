@@ -543,21 +543,25 @@ fn a_bf16_fit_tracks_the_f32_fit() {
 }
 
 /// The Monte Carlo prior of the GP view on the GPU: each sample's network (initialised on the
-/// host from its seed) runs its forward on the device, and gives the CPU's output.
+/// host from its seed) runs its forward on the device, several samples as lanes of one network,
+/// and gives the CPU's output.
 #[test]
 fn prior_samples_on_the_gpu_are_the_cpu_samples() {
     use dip::gp::prior::{draw_outputs, draw_outputs_gpu};
     let emu = Emu::new();
-    let mut open = |net: &Net<f32>| GpuNet::emulated(net, emu.dir.path());
-    let gpu = match draw_outputs_gpu(&tiny(), 16, 3, 7, &mut open) {
+    // Two lanes: the five samples run forward two, two and one at a time.
+    let mut open = |net: &Net<f32>, lanes| {
+        GpuNet::emulated_lanes(net, emu.dir.path(), dip::cuda::Precision::F32, 0, lanes)
+    };
+    let gpu = match draw_outputs_gpu(&tiny(), 16, 5, 7, 2, &mut open) {
         Err(e) if e.to_string().contains("no host C++ compiler") => {
             eprintln!("skipped: {e}");
             return;
         }
         r => r.unwrap(),
     };
-    let cpu = draw_outputs(&tiny(), 16, 3, 7).unwrap();
-    assert_eq!(gpu.len(), 3);
+    let cpu = draw_outputs(&tiny(), 16, 5, 7).unwrap();
+    assert_eq!(gpu.len(), 5);
     for (g, c) in gpu.iter().zip(&cpu) {
         let d = max_diff(g, c);
         assert!(d < 1e-5, "{d:e}");

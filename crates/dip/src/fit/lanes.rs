@@ -32,9 +32,11 @@ type R<T> = std::result::Result<T, GpuError>;
 pub type OpenLanes = dyn Fn(&Net<f32>, usize, usize, Precision) -> R<GpuNet> + Send + Sync;
 
 /// Up to `lanes` fits at once in one launch sequence (see the module's documentation). Shared
-/// by the threads that run the fits ([`super::FitConfig::lanes`]).
+/// by the threads that run the fits ([`super::FitConfig::lanes`]). A device without room for
+/// that many lanes gets half as many, down to one (the fits then take turns).
 pub struct LanePool {
-    lanes: usize,
+    /// Lanes of the batch's network (halved while the device has no room for that many).
+    lanes: AtomicUsize,
     open: Box<OpenLanes>,
     state: Mutex<Option<Group>>,
     turn: Condvar,
@@ -44,7 +46,7 @@ pub struct LanePool {
 
 impl std::fmt::Debug for LanePool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LanePool({} lanes)", self.lanes)
+        write!(f, "LanePool({} lanes)", self.lanes())
     }
 }
 
@@ -159,7 +161,7 @@ impl LanePool {
     /// A pool of `lanes` lanes; `open` makes the batch's network.
     pub fn new(lanes: usize, open: Box<OpenLanes>) -> Self {
         LanePool {
-            lanes: lanes.max(1),
+            lanes: AtomicUsize::new(lanes.max(1)),
             open,
             state: Mutex::new(None),
             turn: Condvar::new(),
@@ -169,7 +171,7 @@ impl LanePool {
 
     /// How many fits run at once.
     pub fn lanes(&self) -> usize {
-        self.lanes
+        self.lanes.load(Ordering::SeqCst)
     }
 
     /// How many fits have run (or are running) in a lane of a batch.
@@ -226,8 +228,18 @@ impl LanePool {
                 _ => {
                     // Free the old batch's memory before making the new one.
                     *st = None;
-                    let n = self.lanes;
-                    let net = (self.open)(net, room, n, precision).map_err(gpu)?;
+                    let mut n = self.lanes();
+                    let net = loop {
+                        match (self.open)(net, room, n, precision) {
+                            // No room on the device for that many: half as many lanes (at one,
+                            // the fits take turns).
+                            Err(e) if n > 1 && e.0.contains("cannot allocate") => {
+                                n /= 2;
+                                self.lanes.store(n, Ordering::SeqCst);
+                            }
+                            r => break r.map_err(gpu)?,
+                        }
+                    };
                     *st = Some(Group {
                         net,
                         key: key.clone(),

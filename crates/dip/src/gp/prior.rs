@@ -115,15 +115,32 @@ pub fn draw_outputs_on(
     match device {
         Device::Cpu => draw_outputs(spec, size, samples, seed),
         #[cfg(feature = "cuda")]
-        Device::Cuda(ordinal) => draw_outputs_gpu(spec, size, samples, seed, &mut |net| {
-            crate::cuda::GpuNet::new(net, ordinal, crate::cuda::Precision::F32)
-        }),
+        Device::Cuda(ordinal) => {
+            draw_outputs_gpu(spec, size, samples, seed, PRIOR_LANES, &mut |net, lanes| {
+                crate::cuda::GpuNet::with_lanes(net, ordinal, crate::cuda::Precision::F32, 0, lanes)
+            })
+        }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => Err(Error::invalid(crate::device::NO_CUDA_BUILD)),
     }
 }
 
-/// [`draw_outputs`] on the GPU network `open` makes from the first sample's network.
+/// Samples the GPU draws at once, as lanes of one network (one forward launch sequence for
+/// all).
+#[cfg(feature = "cuda")]
+pub const PRIOR_LANES: usize = 8;
+
+/// Makes the GPU network of [`draw_outputs_gpu`] from a sample's network and a lane count.
+#[cfg(feature = "cuda")]
+pub type OpenPrior<'a> = dyn FnMut(
+        &crate::engine::Net<f32>,
+        usize,
+    ) -> std::result::Result<crate::cuda::GpuNet, crate::cuda::GpuError>
+    + 'a;
+
+/// [`draw_outputs`] on the GPU network of up to `lanes` lanes that `open` makes from the first
+/// sample's network (one lane if that many do not fit): the samples' networks are initialised
+/// on the host in parallel, `lanes` at a time, and run forward together.
 #[cfg(feature = "cuda")]
 #[doc(hidden)]
 pub fn draw_outputs_gpu(
@@ -131,24 +148,51 @@ pub fn draw_outputs_gpu(
     size: usize,
     samples: usize,
     seed: u64,
-    open: &mut dyn FnMut(
-        &crate::engine::Net<f32>,
-    ) -> std::result::Result<crate::cuda::GpuNet, crate::cuda::GpuError>,
+    lanes: usize,
+    open: &mut OpenPrior<'_>,
 ) -> Result<Vec<Vec<f32>>> {
     check_prior(spec, size, samples)?;
     let gpu = |e: crate::cuda::GpuError| Error::invalid(e.0);
-    let mut device_net = None;
+    let mut device_net: Option<crate::cuda::GpuNet> = None;
+    let mut lanes = lanes.clamp(1, samples);
     let mut outs = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let net = sample_net(spec, size, seed, i)?;
+    let mut start = 0;
+    while start < samples {
+        let n = match &device_net {
+            Some(g) => g.lanes(),
+            None => lanes,
+        }
+        .min(samples - start);
+        let nets: Vec<crate::engine::Net<f32>> = (start..start + n)
+            .into_par_iter()
+            .map(|i| sample_net(spec, size, seed, i))
+            .collect::<Result<_>>()?;
         let g = match &mut device_net {
             Some(g) => g,
-            None => device_net.insert(open(&net).map_err(gpu)?),
+            None => {
+                let made = match open(&nets[0], lanes) {
+                    Err(e) if lanes > 1 && e.0.contains("cannot allocate") => {
+                        // Not enough device memory for that many: one at a time.
+                        lanes = 1;
+                        open(&nets[0], 1)
+                    }
+                    r => r,
+                };
+                device_net.insert(made.map_err(gpu)?)
+            }
         };
-        g.set_params(net.params()).map_err(gpu)?;
-        g.set_input(net.input()).map_err(gpu)?;
+        let n = n.min(g.lanes());
+        for (lane, net) in nets.iter().take(n).enumerate() {
+            g.select(lane).map_err(gpu)?;
+            g.set_params(net.params()).map_err(gpu)?;
+            g.set_input(net.input()).map_err(gpu)?;
+        }
         g.forward().map_err(gpu)?;
-        outs.push(g.output().map_err(gpu)?.data);
+        for lane in 0..n {
+            g.select(lane).map_err(gpu)?;
+            outs.push(g.output().map_err(gpu)?.data);
+        }
+        start += n;
     }
     Ok(outs)
 }
