@@ -718,3 +718,76 @@ fn fits_in_lanes_are_the_fits_on_networks_of_their_own() {
     assert_eq!(made.load(Ordering::SeqCst), 2);
     assert_eq!(pool.fits_in_lanes(), 4);
 }
+
+/// Lanes with the per-lane parts of a step the identity does not have: a sparse operator's
+/// tables (a blur; each lane its own observation), a batch of pixels drawn per fit and sent as
+/// that lane's weights, and Lipschitz control projecting each lane's weights on the host between
+/// the two launches of the step's second half. Two fits in a pool of two equal the same fits on
+/// networks of their own, bit for bit.
+#[test]
+fn lanes_with_a_sparse_operator_pixel_batches_and_lipschitz_control() {
+    use dip::device::Device;
+    use dip::fit::LanePool;
+    let (noisy, clean) = images();
+    let op = Blur::new(Psf::gaussian(1.2, 5).unwrap(), noisy.width, noisy.height, 3).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().to_path_buf();
+    let pool = Arc::new(LanePool::new(
+        2,
+        Box::new(move |net: &Net<f32>, room, lanes, precision| {
+            let dir = root.join(format!("lanes{lanes}"));
+            std::fs::create_dir_all(&dir).map_err(|e| GpuError(e.to_string()))?;
+            GpuNet::emulated_lanes(net, &dir, precision, room, lanes)
+        }),
+    ));
+    let cfg = |seed: u64| FitConfig {
+        seed,
+        iters: 10,
+        pixel_batch: Some(40),
+        lipschitz: Some(0.8),
+        reg_noise: 1.0 / 30.0,
+        ..config()
+    };
+    let observations: Vec<Image> = (0..2)
+        .map(|k| {
+            let shifted = Image::new(
+                noisy.width,
+                noisy.height,
+                3,
+                noisy.data.iter().map(|v| v + 0.02 * k as f32).collect(),
+            );
+            op.apply(&shifted).unwrap()
+        })
+        .collect();
+    let in_lanes: Vec<dip::Result<FitReport>> = std::thread::scope(|s| {
+        let handles: Vec<_> = observations
+            .iter()
+            .enumerate()
+            .map(|(k, obs)| {
+                let cfg = FitConfig {
+                    device: Device::Cuda(0),
+                    lanes: Some(pool.clone()),
+                    ..cfg(10 + k as u64)
+                };
+                let (op, clean) = (&op, &clean);
+                s.spawn(move || fit(obs, op, Some(clean), tiny(), &cfg, &mut []))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    if let Some(Err(e)) = in_lanes.first()
+        && e.to_string().contains("no host C++ compiler")
+    {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    for (k, (obs, lanes)) in observations.iter().zip(in_lanes).enumerate() {
+        let lanes = lanes.unwrap_or_else(|e| panic!("fit {k}: {e}"));
+        let own = gpu_fit(obs, &op, Some(&clean), &cfg(10 + k as u64), &mut [])
+            .unwrap()
+            .unwrap();
+        assert_eq!(lanes.output_raw.data, own.output_raw.data, "fit {k}");
+        assert_eq!(lanes.output_ema.data, own.output_ema.data, "fit {k}");
+    }
+    assert_eq!(pool.fits_in_lanes(), 2);
+}
