@@ -428,6 +428,17 @@ impl Cuda {
     }
 }
 
+impl Cuda {
+    /// Makes the device's context current on this thread before a cuBLAS call (cudarc's own
+    /// calls do it themselves): a batch's launches come from whichever fit's thread asks last.
+    fn bind(&self) -> Result<(), GpuError> {
+        self.stream
+            .context()
+            .bind_to_thread()
+            .map_err(derr("cannot make the CUDA context current"))
+    }
+}
+
 // SAFETY: the raw handles the device holds (context, stream, cuBLAS, the captured graphs) may be
 // used from any thread, one at a time: CUDA binds none of them to the thread that made it, and
 // a `GpuNet` is used through `&mut` or behind a lock (a batch of fits shares one).
@@ -494,6 +505,7 @@ impl Backend for Cuda {
                 blas::cublasOperation_t::CUBLAS_OP_N
             }
         };
+        self.bind()?;
         let alpha = 1.0f32;
         let (lanes, stride) = (batch.count as i32, batch.stride as i64);
         if self.bf16 && lanes > 1 {
@@ -610,6 +622,7 @@ impl Backend for Cuda {
         y: u64,
         batch: Batch,
     ) -> Result<(), GpuError> {
+        self.bind()?;
         let (alpha, beta) = (1.0f32, 0.0f32);
         if batch.count > 1 {
             let stride = batch.stride as i64;
