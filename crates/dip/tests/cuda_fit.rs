@@ -569,7 +569,31 @@ fn prior_samples_on_the_gpu_are_the_cpu_samples() {
     assert!(max_diff(&cpu[0], &cpu[1]) > 1e-3, "the samples differ");
 }
 
-/// Fits sharing a batch ([`LanePool`]: one network of three lanes, each step one launch
+/// A pool of `lanes` lanes on the host emulation, each network it makes compiling the kernels
+/// in a folder of its own; and the count of networks made.
+fn emulated_pool(
+    lanes: usize,
+) -> (
+    tempfile::TempDir,
+    Arc<dip::fit::LanePool>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().to_path_buf();
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = made.clone();
+    let pool = Arc::new(dip::fit::LanePool::new(
+        lanes,
+        Box::new(move |net: &Net<f32>, room, lanes, precision| {
+            let dir = root.join(format!("net{}", count.fetch_add(1, Ordering::SeqCst)));
+            std::fs::create_dir_all(&dir).map_err(|e| GpuError(e.to_string()))?;
+            GpuNet::emulated_lanes(net, &dir, precision, room, lanes)
+        }),
+    ));
+    (work, pool, made)
+}
+
+/// Fits sharing a batch ([`dip::fit::LanePool`]: one network of three lanes, each step one launch
 /// sequence for all) are the fits each would be on a network of its own, bit for bit: five fits
 /// on five threads with their own seeds, observations and step sizes, one rolling back (lr 1),
 /// one stopping early (its lane then taken by the fourth fit, which waited for one), and one of
@@ -577,22 +601,8 @@ fn prior_samples_on_the_gpu_are_the_cpu_samples() {
 #[test]
 fn fits_in_lanes_are_the_fits_on_networks_of_their_own() {
     use dip::device::Device;
-    use dip::fit::LanePool;
-    use std::sync::atomic::AtomicUsize;
     let (noisy, clean) = images();
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().to_path_buf();
-    let made = Arc::new(AtomicUsize::new(0));
-    let count = made.clone();
-    // Each network compiles the kernels in a folder of its own.
-    let pool = Arc::new(LanePool::new(
-        3,
-        Box::new(move |net: &Net<f32>, room, lanes, precision| {
-            let dir = root.join(format!("net{}", count.fetch_add(1, Ordering::SeqCst)));
-            std::fs::create_dir_all(&dir).map_err(|e| GpuError(e.to_string()))?;
-            GpuNet::emulated_lanes(net, &dir, precision, room, lanes)
-        }),
-    ));
+    let (_work, pool, made) = emulated_pool(3);
     let base = FitConfig {
         iters: 20,
         check_every: 2,
@@ -727,19 +737,9 @@ fn fits_in_lanes_are_the_fits_on_networks_of_their_own() {
 #[test]
 fn lanes_with_a_sparse_operator_pixel_batches_and_lipschitz_control() {
     use dip::device::Device;
-    use dip::fit::LanePool;
     let (noisy, clean) = images();
     let op = Blur::new(Psf::gaussian(1.2, 5).unwrap(), noisy.width, noisy.height, 3).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().to_path_buf();
-    let pool = Arc::new(LanePool::new(
-        2,
-        Box::new(move |net: &Net<f32>, room, lanes, precision| {
-            let dir = root.join(format!("lanes{lanes}"));
-            std::fs::create_dir_all(&dir).map_err(|e| GpuError(e.to_string()))?;
-            GpuNet::emulated_lanes(net, &dir, precision, room, lanes)
-        }),
-    ));
+    let (_work, pool, _) = emulated_pool(2);
     let cfg = |seed: u64| FitConfig {
         seed,
         iters: 10,

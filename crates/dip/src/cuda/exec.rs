@@ -111,7 +111,8 @@ pub enum Precision {
     /// Full f32 (matches the CPU engine to about 1e-5).
     #[default]
     F32,
-    /// TF32 tensor cores in cuBLAS (10-bit mantissa products, f32 sums); everything else f32.
+    /// TF32 tensor cores in cuBLAS (10-bit mantissa products, f32 sums: `32F_FAST_TF32`);
+    /// everything else f32.
     Tf32,
     /// bf16 tensor cores in cuBLAS: the GEMMs' operands rounded to bfloat16 (7-bit mantissa),
     /// products summed in f32 (cuBLAS's `32F_FAST_16BF`); everything else f32.
@@ -272,7 +273,7 @@ pub(crate) trait Backend {
         block: (u32, u32, u32),
         args: &[A],
     ) -> Result<(), GpuError>;
-    /// Column-major `C = op(A)·op(B) + beta·C` (cuBLAS's SGEMM with alpha 1), for each of
+    /// Column-major `C = op(A)·op(B) + beta·C` (a cuBLAS GEMM with alpha 1), for each of
     /// `batch.count` lanes (every operand `batch.stride` f32 words after the last lane's).
     #[allow(clippy::too_many_arguments)]
     fn sgemm(
@@ -326,8 +327,9 @@ struct Cuda {
     /// cuBLAS's workspace, fixed so that captured GEMMs allocate nothing.
     _workspace: CudaSlice<u8>,
     graphs: Vec<Option<cudarc::driver::CudaGraph>>,
-    /// bf16 tensor-core GEMMs (`cublasGemmEx` with `32F_FAST_16BF`).
-    bf16: bool,
+    /// The GEMMs' compute type: f32, or f32 sums of operands rounded for TF32 or bf16 tensor
+    /// cores (`32F_FAST_TF32`, `32F_FAST_16BF`).
+    compute: blas::cublasComputeType_t,
 }
 
 /// The kernels compiled by NVRTC for a compute capability, once per process (a sweep opens a
@@ -423,7 +425,11 @@ impl Cuda {
             arena64,
             _workspace: workspace,
             graphs: Vec::new(),
-            bf16: precision == Precision::Bf16,
+            compute: match precision {
+                Precision::F32 => blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                Precision::Tf32 => blas::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+                Precision::Bf16 => blas::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
+            },
         })
     }
 }
@@ -507,107 +513,36 @@ impl Backend for Cuda {
         };
         self.bind()?;
         let alpha = 1.0f32;
-        let (lanes, stride) = (batch.count as i32, batch.stride as i64);
-        if self.bf16 && lanes > 1 {
-            let f32t = cudarc::cublas::sys::cudaDataType::CUDA_R_32F;
-            // SAFETY: as below, for every lane.
-            return check_blas(unsafe {
-                blas::cublasGemmStridedBatchedEx(
-                    *self.blas.handle(),
-                    op(ta),
-                    op(tb),
-                    m as i32,
-                    n as i32,
-                    k as i32,
-                    &alpha as *const f32 as *const std::ffi::c_void,
-                    a as *const std::ffi::c_void,
-                    f32t,
-                    lda as i32,
-                    stride,
-                    b as *const std::ffi::c_void,
-                    f32t,
-                    ldb as i32,
-                    stride,
-                    &beta as *const f32 as *const std::ffi::c_void,
-                    c as *mut std::ffi::c_void,
-                    f32t,
-                    ldc as i32,
-                    stride,
-                    lanes,
-                    blas::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
-                    blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
-            });
-        }
-        if lanes > 1 {
-            // SAFETY: device pointers inside the arena, each lane's operands one stride on.
-            return check_blas(unsafe {
-                blas::cublasSgemmStridedBatched(
-                    *self.blas.handle(),
-                    op(ta),
-                    op(tb),
-                    m as i32,
-                    n as i32,
-                    k as i32,
-                    &alpha,
-                    a as *const f32,
-                    lda as i32,
-                    stride,
-                    b as *const f32,
-                    ldb as i32,
-                    stride,
-                    &beta,
-                    c as *mut f32,
-                    ldc as i32,
-                    stride,
-                    lanes,
-                )
-            });
-        }
-        if self.bf16 {
-            let f32t = cudarc::cublas::sys::cudaDataType::CUDA_R_32F;
-            // SAFETY: as below; the f32 operands are rounded to bf16 inside cuBLAS.
-            return check_blas(unsafe {
-                blas::cublasGemmEx(
-                    *self.blas.handle(),
-                    op(ta),
-                    op(tb),
-                    m as i32,
-                    n as i32,
-                    k as i32,
-                    &alpha as *const f32 as *const std::ffi::c_void,
-                    a as *const std::ffi::c_void,
-                    f32t,
-                    lda as i32,
-                    b as *const std::ffi::c_void,
-                    f32t,
-                    ldb as i32,
-                    &beta as *const f32 as *const std::ffi::c_void,
-                    c as *mut std::ffi::c_void,
-                    f32t,
-                    ldc as i32,
-                    blas::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
-                    blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
-            });
-        }
-        // SAFETY: device pointers inside the arena; sizes from the layout.
+        let f32t = cudarc::cublas::sys::cudaDataType::CUDA_R_32F;
+        // One lane is a batch of one.
+        let stride = batch.stride as i64;
+        // SAFETY: device pointers inside the arena, each lane's operands one stride after the
+        // last's; sizes from the layout.
         check_blas(unsafe {
-            blas::cublasSgemm_v2(
+            blas::cublasGemmStridedBatchedEx(
                 *self.blas.handle(),
                 op(ta),
                 op(tb),
                 m as i32,
                 n as i32,
                 k as i32,
-                &alpha,
-                a as *const f32,
+                &alpha as *const f32 as *const std::ffi::c_void,
+                a as *const std::ffi::c_void,
+                f32t,
                 lda as i32,
-                b as *const f32,
+                stride,
+                b as *const std::ffi::c_void,
+                f32t,
                 ldb as i32,
-                &beta,
-                c as *mut f32,
+                stride,
+                &beta as *const f32 as *const std::ffi::c_void,
+                c as *mut std::ffi::c_void,
+                f32t,
                 ldc as i32,
+                stride,
+                batch.count as i32,
+                self.compute,
+                blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         })
     }
