@@ -90,7 +90,8 @@ pub struct RunArgs {
     /// the K fits are lanes of one batch: each step of all of them is one launch sequence
     /// (cells of another network or step recipe than the batch's run on a network of their
     /// own). Small images use more of a machine this way; --max-memory is shared among them.
-    /// Every cell's result is the same as with one at a time.
+    /// Every cell's result is the same as with one at a time (on a GPU, up to the summation
+    /// order cuBLAS picks for K lanes).
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub jobs: usize,
 
