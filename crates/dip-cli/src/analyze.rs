@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use dip::fit::{FitConfig, FitReport, TrajectoryRecorder, fit};
+use dip::fit::{FitConfig, FitReport, TrajectoryRecorder};
 use dip::image::{self, Image};
 use dip::operators::Identity;
 use dip::recipe::Recipe;
@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::recipe::RecipeArgs;
-use crate::task::{fit_with_progress, load_image};
+use crate::task::load_image;
 use crate::{Global, Outcome};
 
 const EXAMPLES: &str = "\
@@ -244,10 +244,12 @@ fn fit_runs(
     let base = recipe.fit_config()?;
     let spec = recipe.arch(observation.channels)?;
     let identity = Identity::new(observation.width, observation.height, observation.channels);
-    let batch = crate::gpu::Batch::new(g.device, plan.seeds, true);
     // Run k (seed base + k), with the progress bar or without.
-    let run = |k: usize, show: bool| -> Result<(String, FitReport)> {
+    let run = |k: usize, batch: &crate::gpu::Batch, show: bool| -> Result<(String, FitReport)> {
         let seed = base.seed + k as u64;
+        if !g.quiet {
+            eprintln!("analyze: run {} of {} (seed {seed})", k + 1, plan.seeds);
+        }
         let cfg = batch.apply(FitConfig {
             seed,
             observe_every: plan.every,
@@ -262,89 +264,39 @@ fn fit_runs(
             seed,
             serde_json::to_value(recipe)?,
         )?;
-        let report = if show {
-            fit_with_progress(
-                observation,
-                &identity,
-                clean,
-                &spec,
-                &cfg,
-                g,
-                &mut [&mut rec],
-            )?
-        } else {
-            let report = fit(observation, &identity, clean, &spec, &cfg, &mut [&mut rec])?;
-            if report.rollbacks > 0 && !g.quiet {
-                eprintln!(
-                    "note: run seed {seed} diverged {} time(s) and went back to its last good \
-                     state; its learning rate is now {}",
-                    report.rollbacks, report.lr_final
-                );
-            }
-            report
-        };
+        let report = crate::task::fit_shown(
+            observation,
+            &identity,
+            clean,
+            &spec,
+            &cfg,
+            g,
+            show,
+            &mut [&mut rec],
+        )?;
         if let Some(e) = rec.take_error() {
             return Err(e.into());
         }
         Ok((name, report))
     };
     let mut runs = Vec::new();
-    if batch.lanes() > 0 {
-        if !g.quiet {
-            eprintln!(
-                "analyze: {} runs (seeds {} to {}) at once, as lanes of one batch on {}",
-                plan.seeds,
-                base.seed,
-                base.seed + plan.seeds as u64 - 1,
-                g.device
-            );
-        }
-        let results: Vec<Result<(String, FitReport)>> = std::thread::scope(|s| {
-            let run = &run;
-            let handles: Vec<_> = (0..plan.seeds)
-                .map(|k| s.spawn(move || run(k, k == 0)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a run's thread panicked")))
-                })
-                .collect()
-        });
-        let mut stopped = None;
-        for r in results {
-            let (name, report) = r?;
-            runs.push(name);
-            if report.interrupted {
-                stopped = Some(report.iterations_run);
-            }
-        }
-        if let Some(step) = stopped {
-            eprintln!("interrupted at step {step}: analysing what was recorded");
-            return Ok((Outcome::Interrupted, runs));
-        }
-        return Ok((Outcome::Done, runs));
-    }
-    for k in 0..plan.seeds {
-        if !g.quiet {
-            eprintln!(
-                "analyze: run {} of {} (seed {})",
-                k + 1,
-                plan.seeds,
-                base.seed + k as u64
-            );
-        }
-        let (name, report) = run(k, true)?;
+    let mut stopped = None;
+    for (k, r) in crate::gpu::fits_at_once(g, plan.seeds, run, |(_, r)| r.interrupted)
+        .into_iter()
+        .enumerate()
+    {
+        let (name, report) = r?;
         runs.push(name);
         if report.interrupted {
-            eprintln!(
-                "interrupted in run {} at step {}: analysing what was recorded",
-                k + 1,
-                report.iterations_run
-            );
-            return Ok((Outcome::Interrupted, runs));
+            stopped.get_or_insert((k, report.iterations_run));
         }
+    }
+    if let Some((k, step)) = stopped {
+        eprintln!(
+            "interrupted in run {} at step {step}: analysing what was recorded",
+            k + 1
+        );
+        return Ok((Outcome::Interrupted, runs));
     }
     Ok((Outcome::Done, runs))
 }

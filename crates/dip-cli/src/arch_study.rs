@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyze::{Plan, prepare_folder, record_and_analyse};
 use crate::recipe::RecipeArgs;
-use crate::task::{fit_with_progress, load_image};
+use crate::task::{fit_shown, load_image};
 use crate::{Global, Outcome};
 
 /// The demo image, the default subject of the experiments.
@@ -160,45 +160,66 @@ pub fn structure_vs_noise(args: StructureArgs, g: &Global) -> Result<Outcome> {
     let tgts = targets(&img, args.sigma, seed);
     let mut cells: Vec<StructureCell> = Vec::new();
     let mut outcome = Outcome::Done;
-    'outer: for arch in &args.archs {
+    for arch in &args.archs {
         let mut ra = args.recipe.clone();
         ra.arch = Some(arch.clone());
         let recipe = ra.resolve("denoise")?;
-        for (t, target) in TARGETS.iter().zip(&tgts) {
-            let file = dir.join("cells").join(format!("{arch}_{t}.json"));
-            if let Ok(text) = std::fs::read_to_string(&file)
-                && let Ok(c) = serde_json::from_str::<StructureCell>(&text)
-            {
-                cells.push(c);
+        // The targets' cells found on disk, and those to fit: on a GPU all at once, as lanes of
+        // one batch.
+        let files: Vec<PathBuf> = TARGETS
+            .iter()
+            .map(|t| dir.join("cells").join(format!("{arch}_{t}.json")))
+            .collect();
+        let mut found: Vec<Option<StructureCell>> = files
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(f).ok()?;
+                serde_json::from_str::<StructureCell>(&text).ok()
+            })
+            .collect();
+        let todo: Vec<usize> = (0..TARGETS.len()).filter(|&i| found[i].is_none()).collect();
+        let max_memory = ra.max_memory()?;
+        let run =
+            |j: usize, batch: &crate::gpu::Batch, show: bool| -> Result<(bool, StructureCell)> {
+                let (t, target) = (TARGETS[todo[j]], &tgts[todo[j]]);
+                if !g.quiet {
+                    eprintln!("structure-vs-noise: {arch} on {t}");
+                }
+                let spec = recipe.arch(target.channels)?;
+                let cfg = batch.apply(FitConfig {
+                    observe_every: 10,
+                    max_memory,
+                    cancel: Some(g.cancel.clone()),
+                    device: g.device,
+                    ..recipe.fit_config()?
+                });
+                let op = Identity::new(target.width, target.height, target.channels);
+                let report = fit_shown(target, &op, None, &spec, &cfg, g, show, &mut [])?;
+                Ok((
+                    report.interrupted,
+                    StructureCell {
+                        arch: spec.label(),
+                        target: t.to_string(),
+                        parameters: report.parameters,
+                        seconds: report.seconds,
+                        history: report.history,
+                        device: g.device.to_string(),
+                    },
+                ))
+            };
+        let results = crate::gpu::fits_at_once(g, todo.len(), run, |(stopped, _)| *stopped);
+        for (&i, r) in todo.iter().zip(results) {
+            let (stopped, cell) = r?;
+            if stopped {
+                outcome = Outcome::Interrupted;
                 continue;
             }
-            if !g.quiet {
-                eprintln!("structure-vs-noise: {arch} on {t}");
-            }
-            let spec = recipe.arch(target.channels)?;
-            let cfg = FitConfig {
-                observe_every: 10,
-                max_memory: ra.max_memory()?,
-                cancel: Some(g.cancel.clone()),
-                device: g.device,
-                ..recipe.fit_config()?
-            };
-            let op = Identity::new(target.width, target.height, target.channels);
-            let report = fit_with_progress(target, &op, None, &spec, &cfg, g, &mut [])?;
-            if report.interrupted {
-                outcome = Outcome::Interrupted;
-                break 'outer;
-            }
-            let cell = StructureCell {
-                arch: spec.label(),
-                target: t.to_string(),
-                parameters: report.parameters,
-                seconds: report.seconds,
-                history: report.history,
-                device: g.device.to_string(),
-            };
-            crate::output::write_json(&file, &serde_json::to_value(&cell)?)?;
-            cells.push(cell);
+            crate::output::write_json(&files[i], &serde_json::to_value(&cell)?)?;
+            found[i] = Some(cell);
+        }
+        cells.extend(found.into_iter().flatten());
+        if matches!(outcome, Outcome::Interrupted) {
+            break;
         }
     }
     write_structure_results(dir, &args, &cells)?;

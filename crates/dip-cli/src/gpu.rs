@@ -273,3 +273,42 @@ impl Batch {
         0
     }
 }
+
+/// Runs `n` fits, `run(k, batch, show)` for k = 0..n: on a GPU (more than one fit) all at once,
+/// each on a thread of its own, as lanes of one batch (`show`, the progress bar, for the first
+/// only); elsewhere one after another (each shown), ending after the first error or the first
+/// result `ends` says ends the series (an interrupted fit). The results in order, as far as
+/// they go.
+pub fn fits_at_once<R: Send>(
+    g: &Global,
+    n: usize,
+    run: impl Fn(usize, &Batch, bool) -> Result<R> + Sync,
+    ends: impl Fn(&R) -> bool,
+) -> Vec<Result<R>> {
+    let batch = Batch::new(g.device, n, true);
+    if batch.lanes() == 0 {
+        let mut out = Vec::with_capacity(n);
+        for k in 0..n {
+            let r = run(k, &batch, true);
+            let stop = r.as_ref().map_or(true, &ends);
+            out.push(r);
+            if stop {
+                break;
+            }
+        }
+        return out;
+    }
+    std::thread::scope(|s| {
+        let (run, batch) = (&run, &batch);
+        let handles: Vec<_> = (0..n)
+            .map(|k| s.spawn(move || run(k, batch, k == 0)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a fit's thread panicked")))
+            })
+            .collect()
+    })
+}

@@ -512,6 +512,37 @@ pub fn load_image(path: &Path, g: &Global) -> Result<Image> {
 }
 
 /// Runs the fit with a progress bar on stderr, and any other observers.
+/// [`fit_with_progress`], or (not `show`) the fit with no bar, its rollback note still said.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_shown(
+    observation: &Image,
+    operator: &dyn Operator,
+    clean: Option<&Image>,
+    spec: &Arch,
+    cfg: &FitConfig,
+    g: &Global,
+    show: bool,
+    others: &mut [&mut dyn Observer],
+) -> Result<FitReport> {
+    if show {
+        return fit_with_progress(observation, operator, clean, spec, cfg, g, others);
+    }
+    let report = fit(observation, operator, clean, spec, cfg, others)?;
+    rollback_note(&report, cfg, g);
+    Ok(report)
+}
+
+/// Says that a fit diverged and went back, and its learning rate now.
+fn rollback_note(report: &FitReport, cfg: &FitConfig, g: &Global) {
+    if report.rollbacks > 0 && !g.quiet {
+        eprintln!(
+            "note: the fit (seed {}) diverged {} time(s) and went back to its last good state; \
+             the learning rate is now {}",
+            cfg.seed, report.rollbacks, report.lr_final
+        );
+    }
+}
+
 pub fn fit_with_progress(
     observation: &Image,
     operator: &dyn Operator,
@@ -530,12 +561,7 @@ pub fn fit_with_progress(
     drop(observers);
     progress.finish();
     let report = report?;
-    if report.rollbacks > 0 && !g.quiet {
-        eprintln!(
-            "note: the fit diverged {} time(s) and went back to its last good state; the learning rate is now {}",
-            report.rollbacks, report.lr_final
-        );
-    }
+    rollback_note(&report, cfg, g);
     Ok(report)
 }
 
