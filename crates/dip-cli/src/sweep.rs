@@ -773,6 +773,22 @@ pub fn run_plan(args: RunArgs, g: &Global) -> Result<Outcome> {
         batch: crate::gpu::Batch::new(g.device, jobs, !args.no_batch),
     };
     let batch = &room.batch;
+    if batch.lanes() > 0 {
+        // Cells that share a network (and so a batch) run next to each other, so that the
+        // batch's lanes fill: by what shapes the network and its step, then the image.
+        todo.sort_by_cached_key(|(_, c)| {
+            let s = &c.settings;
+            (
+                s.preset.clone(),
+                s.arch.clone(),
+                s.set.clone(),
+                format!("{:?}", s.task),
+                (s.downsample, s.crop, s.gray),
+                s.image.clone(),
+                s.level.to_bits(),
+            )
+        });
+    }
     let next = AtomicUsize::new(0);
     let tally = Mutex::new(Tally::default());
     let job = || {
