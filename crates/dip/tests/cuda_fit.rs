@@ -512,6 +512,7 @@ fn a_fit_from_captured_graphs_is_the_directly_launched_fit() {
         ema: 0.9,
         adam: Default::default(),
         sgld: None,
+        lipschitz: None,
     })
     .unwrap();
     assert!(g.fit_graphs(), "{:?}", g.graph_error());

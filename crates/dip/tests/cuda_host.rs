@@ -294,6 +294,7 @@ fn lanes_equal_separate_networks(net: dip::engine::Net<f32>) {
         ema: 0.9,
         adam,
         sgld: Some((0.3, vec![(0, 20), (net.num_params() - 7, 7)])),
+        lipschitz: None,
     };
     let mut singles = Vec::new();
     for lane in 0..LANES {
@@ -472,5 +473,48 @@ fn tensor_core_modes_need_an_ampere_card() {
             e.0.contains("compute capability 8.0") && e.0.contains("7.5"),
             "{e}"
         );
+    }
+}
+
+/// Lipschitz control on the device gives the CPU engine's parameters bit for bit: the same
+/// power iteration in the same f64 operations (warm-started the second time from the first
+/// call's vectors, after the weights moved), the same f32 scaling; in every lane.
+#[test]
+fn lipschitz_control_on_the_device_is_the_cpus() {
+    use dip::cuda::{GpuNet, Precision};
+    for mut net in [other_layers(), dense_and_filters()] {
+        let work = tempfile::tempdir().unwrap();
+        let mut gpu = match GpuNet::emulated_lanes(&net, work.path(), Precision::F32, 0, 2) {
+            Ok(g) => g,
+            Err(e) if e.0.contains("no host C++ compiler") => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        assert!(!net.lipschitz_matrices().is_empty());
+        let lambda = 0.6;
+        for round in 0..2 {
+            // Weights large enough that some matrices are projected, moved between calls.
+            for (i, p) in net.params_mut().iter_mut().enumerate() {
+                *p = *p * 2.5 + 0.01 * round as f32 * ((i % 7) as f32 - 3.0);
+            }
+            for lane in 0..2 {
+                gpu.select(lane).unwrap();
+                gpu.set_params(net.params()).unwrap();
+            }
+            let before = net.params().to_vec();
+            net.lipschitz_project(lambda);
+            assert_ne!(before, net.params(), "nothing was projected");
+            gpu.lipschitz_project(lambda).unwrap();
+            for lane in 0..2 {
+                gpu.select(lane).unwrap();
+                assert_eq!(
+                    gpu.params().unwrap(),
+                    net.params(),
+                    "round {round}, lane {lane}"
+                );
+            }
+        }
     }
 }

@@ -25,6 +25,12 @@ static dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
+// IEEE f64 arithmetic without contraction (the host compiler does not fuse without -mfma).
+static inline double __dadd_rn(double a, double b) { return a + b; }
+static inline double __dsub_rn(double a, double b) { return a - b; }
+static inline double __dmul_rn(double a, double b) { return a * b; }
+using std::isfinite;
+using std::sqrt;
 "#;
 
 const RUNNER: &str = r#"

@@ -185,6 +185,8 @@ pub(crate) enum K {
     FitTick,
     PixGather,
     LossFinalize,
+    LipschitzNorm,
+    LipschitzScale,
 }
 
 /// A kernel argument.
@@ -251,6 +253,9 @@ pub struct FitStep {
     pub adam: AdamConfig,
     /// SGLD's weight noise: the factor (sd = factor·lr) and the noisy tensors (offset, length).
     pub sgld: Option<(f64, Vec<(usize, usize)>)>,
+    /// Lipschitz control after Adam: every weight matrix's σ_max at most this
+    /// ([`GpuNet::lipschitz_project`]).
+    pub lipschitz: Option<f64>,
 }
 
 /// How many lanes a BLAS call runs for, and the distance between two lanes' operands in f32
@@ -1581,8 +1586,10 @@ impl GpuNet {
     }
 
     /// Sets the selected lane's seed, from which its fit's noise is drawn (with the step and a
-    /// stream; [`GpuNet::prepare_fit`] sets the prepared step's), and makes its fit active.
+    /// stream; [`GpuNet::prepare_fit`] sets the prepared step's), makes its fit active and
+    /// forgets its power vectors: the start of a fit.
     pub fn set_fit_seed(&mut self, seed: u64) -> Result<(), GpuError> {
+        self.reset_power_vectors()?;
         let k = seed_key(seed);
         self.up64(
             self.layout.fit_state + 2,
@@ -1661,7 +1668,7 @@ impl GpuNet {
 
     fn queue_update(&mut self) -> Result<(), GpuError> {
         let f = self.fit_step()?;
-        self.backward()?;
+        self.queue_backward()?;
         let n = self.output_len();
         let out = self.layout.acts.last().expect("an output").0;
         self.launch_n(
@@ -1675,7 +1682,64 @@ impl GpuNet {
                 self.p64(self.layout.fit_state),
             ],
         )?;
-        self.queue_adam(&f.adam, true)
+        self.queue_adam(&f.adam, true)?;
+        match f.lipschitz {
+            Some(lambda) => self.queue_lipschitz(lambda, true),
+            None => Ok(()),
+        }
+    }
+
+    /// Lipschitz control on the device (queued, every lane): each weight matrix (a convolution's
+    /// `k·k·cin × cout`, a dense layer's `n_in × n_out`) scaled by `1 / max(1, σ_max/λ)`, σ_max
+    /// from the CPU engine's power iteration in the same f64 operations, warm-started from the
+    /// lane's last vectors ([`GpuNet::reset_power_vectors`]), so the parameters are the CPU's
+    /// [`Net::lipschitz_project`] of the same parameters.
+    pub fn lipschitz_project(&mut self, lambda: f64) -> Result<(), GpuError> {
+        self.collective(|g| g.queue_lipschitz(lambda, false))
+    }
+
+    /// The projection's two kernels; in a fit (`fit`), not for a lane that skips its step.
+    fn queue_lipschitz(&mut self, lambda: f64, fit: bool) -> Result<(), GpuError> {
+        let l = &self.layout;
+        let n = l.lip_matrices;
+        if n == 0 {
+            return Ok(());
+        }
+        let state = if fit { self.p64(l.fit_state) } else { A::P(0) };
+        self.launch(
+            K::LipschitzNorm,
+            (n.div_ceil(32) as u32, 1, 1),
+            (32, 1, 1),
+            &[
+                self.p(l.params),
+                self.p(l.lip_table),
+                self.p64(l.lip_vecs),
+                self.p(l.lip_factor),
+                int(n),
+                A::D(lambda),
+                state,
+            ],
+        )?;
+        self.launch(
+            K::LipschitzScale,
+            (64, n as u32, 1),
+            (BLOCK, 1, 1),
+            &[
+                self.p(l.params),
+                self.p(l.lip_table),
+                self.p(l.lip_factor),
+                state,
+            ],
+        )
+    }
+
+    /// Forgets the selected lane's power vectors (a new fit starts them afresh, as the CPU's).
+    pub fn reset_power_vectors(&mut self) -> Result<(), GpuError> {
+        let (at, n) = (self.layout.lip_vecs, self.layout.lip_vecs_len);
+        if n == 0 {
+            return Ok(());
+        }
+        self.up64(at, &vec![0.0; n])
     }
 
     fn queue_noise(&mut self) -> Result<(), GpuError> {

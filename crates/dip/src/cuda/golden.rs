@@ -310,6 +310,7 @@ pub fn fit_graph_difference(
         ema: 0.9,
         adam: AdamConfig::default(),
         sgld: None,
+        lipschitz: None,
     })?;
     let captured = match g.graph_error() {
         Some(e) => Err(e.to_string()),

@@ -525,3 +525,84 @@ extern "C" __global__ void ema(float* avg, const float* x, i64 n, float beta, co
     }
     GRID_LOOP(i, n) { avg[i] = beta * avg[i] + (1.0f - beta) * x[i]; }
 }
+
+// Lipschitz control (Shi et al.): σ_max of every weight matrix by a power iteration on WᵀW run to
+// convergence, warm-started from the last call's vector, as the CPU engine's `spectral_norm`, in
+// the same f64 operations in the same order (no contraction into FMAs), so σ is the CPU's. One
+// thread per matrix m of `table` ([offset, rows, cols, v, u, w], the last three into `vecs`);
+// factor[m] = λ/σ where σ > λ, else 1. With a fit's state, nothing for a lane that skips.
+extern "C" __global__ void lipschitz_norm(const float* p, const unsigned* table, double* vecs,
+                                          float* factor, int n, double lambda, const double* fit,
+                                          i64 ls, i64 ls64) {
+    lanes(ls, ls64, p, table, vecs, factor, fit);
+    if (skipped(fit)) return;
+    GRID_LOOP(m, n) {
+        const unsigned* t = table + 6 * m;
+        const float* a = p + t[0];
+        int rows = (int)t[1], cols = (int)t[2];
+        double* v = vecs + t[3];
+        double* u = vecs + t[4];
+        double* w = vecs + t[5];
+        double sigma = 0.0;
+        if (rows > 0 && cols > 0) {
+            bool reset = true;
+            for (int c = 0; c < cols; c++) {
+                if (v[c] != 0.0) reset = false;
+            }
+            for (int c = 0; c < cols; c++) {
+                if (!isfinite(v[c])) reset = true;
+            }
+            if (reset) {
+                for (int c = 0; c < cols; c++)
+                    v[c] = __dadd_rn(1.0, __dmul_rn(0.01, (double)((c * 7919) % 97)));
+            }
+            for (int it = 0; it < 1000; it++) {
+                double nv = 0.0;
+                for (int c = 0; c < cols; c++) nv = __dadd_rn(nv, __dmul_rn(v[c], v[c]));
+                nv = sqrt(nv);
+                if (nv == 0.0) {
+                    sigma = 0.0;
+                    break;
+                }
+                for (int c = 0; c < cols; c++) v[c] = v[c] / nv;
+                double s = 0.0;
+                for (int r = 0; r < rows; r++) {
+                    double acc = 0.0;
+                    for (int c = 0; c < cols; c++)
+                        acc = __dadd_rn(acc, __dmul_rn((double)a[(i64)r * cols + c], v[c]));
+                    u[r] = acc;
+                    s = __dadd_rn(s, __dmul_rn(acc, acc));
+                }
+                s = sqrt(s);
+                for (int c = 0; c < cols; c++) w[c] = 0.0;
+                for (int r = 0; r < rows; r++) {
+                    for (int c = 0; c < cols; c++)
+                        w[c] = __dadd_rn(w[c], __dmul_rn((double)a[(i64)r * cols + c], u[r]));
+                }
+                double s2 = __dmul_rn(s, s);
+                double res = 0.0;
+                for (int c = 0; c < cols; c++) {
+                    double d = __dsub_rn(w[c], __dmul_rn(s2, v[c]));
+                    res = __dadd_rn(res, __dmul_rn(d, d));
+                }
+                res = sqrt(res);
+                sigma = s;
+                for (int c = 0; c < cols; c++) v[c] = w[c];
+                if (res <= __dmul_rn(1e-8, s2) || s2 == 0.0) break;
+            }
+        }
+        factor[m] = sigma > lambda ? (float)(lambda / sigma) : 1.0f;
+    }
+}
+
+// Scales matrix blockIdx.y of `table` by its factor (as lipschitz_norm, not a skipping lane).
+extern "C" __global__ void lipschitz_scale(float* p, const unsigned* table, const float* factor,
+                                           const double* fit, i64 ls, i64 ls64) {
+    lanes(ls, ls64, p, table, factor, fit);
+    if (skipped(fit)) return;
+    const unsigned* t = table + 6 * blockIdx.y;
+    float f = factor[blockIdx.y];
+    float* a = p + t[0];
+    i64 n = (i64)t[1] * t[2];
+    GRID_LOOP(i, n) { a[i] *= f; }
+}

@@ -51,6 +51,8 @@ pub const KERNEL_NAMES: &[&str] = &[
     "fit_tick",
     "pix_gather",
     "loss_finalize",
+    "lipschitz_norm",
+    "lipschitz_scale",
 ];
 
 /// An error of the GPU backend, as one line for the user.

@@ -161,6 +161,12 @@ pub struct Layout {
     pub adam_state: usize,
     /// A fit's `[step, lr]`, read by the fit's kernels so that its captured step replays.
     pub fit_state: usize,
+    /// Lipschitz control's matrix table and factors (f32 arena), and power vectors (f64 arena).
+    pub lip_table: usize,
+    pub lip_factor: usize,
+    pub lip_matrices: usize,
+    pub lip_vecs: usize,
+    pub lip_vecs_len: usize,
     pub len64: usize,
     /// Fixed f32 words uploaded with the network, at their offsets: fixed filters' gather
     /// tables (indices stored as the bits of f32 words).
@@ -321,7 +327,29 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
     let snap_v = f32s.take(n_params);
     let snap_ema = f32s.take(out_len);
     let extra_at = f32s.take(extra);
+    // Lipschitz control on the device: a table of the weight matrices, `[offset in the
+    // parameters, rows, cols, v, u, w]` each (the last three offsets into the power vectors in
+    // the f64 arena), and each matrix's scale factor.
+    let mats = net.lipschitz_matrices();
+    let lip_table = f32s.take(6 * mats.len());
+    let lip_factor = f32s.take(mats.len());
+    let mut vec_len = 0usize;
+    let mut table = Vec::with_capacity(6 * mats.len());
+    for &(offset, rows, cols) in &mats {
+        let (v, u, w) = (vec_len, vec_len + cols, vec_len + cols + rows);
+        vec_len += 2 * cols + rows;
+        for x in [offset, rows, cols, v, u, w] {
+            let x = u32::try_from(x).map_err(|_| {
+                GpuError("a weight matrix is too large for the GPU's 32-bit tables".into())
+            })?;
+            table.push(f32::from_bits(x));
+        }
+    }
+    if !mats.is_empty() {
+        constants.push((lip_table, table));
+    }
     let mut f64s = Bump(0);
+    let lip_vecs = f64s.take(vec_len);
     let part_len = part_len.max(4 * LOSS_THREADS);
     let part = f64s.take(part_len);
     // Neighbours: a fit's check reads both with one copy.
@@ -360,6 +388,11 @@ pub fn lower_with_extra(net: &Net<f32>, extra: usize) -> Result<(Vec<GpuNode>, L
             loss,
             adam_state,
             fit_state,
+            lip_table,
+            lip_factor,
+            lip_matrices: mats.len(),
+            lip_vecs,
+            lip_vecs_len: vec_len,
             len64: f64s.0,
             constants,
         },

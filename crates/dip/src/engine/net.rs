@@ -1069,6 +1069,15 @@ impl<T: Float> Net<T> {
             .collect()
     }
 
+    /// The matrices Lipschitz control projects ([`Net::lipschitz_project`]), in its order:
+    /// offset in the parameters, rows and columns as stored (row-major).
+    pub fn lipschitz_matrices(&self) -> Vec<(usize, usize, usize)> {
+        self.weight_matrices()
+            .into_iter()
+            .map(|(i, rows, cols)| (self.info[i].offset, rows, cols))
+            .collect()
+    }
+
     /// Shi et al.'s Lipschitz control: every convolution weight (as a `cout × cin·k·k` matrix)
     /// and dense weight is scaled by `1 / max(1, σ_max/λ)`, so that its largest singular value
     /// is at most `lambda`.

@@ -15,8 +15,8 @@
 //! - diagonal operators (denoising, inpainting) are a factor per sample; the others
 //!   (downsampling, blur, chains of these) an explicit sparse matrix and its transpose, each
 //!   row summed in one order (the CPU applies them separably);
-//! - Lipschitz control projects the updated weights on the host (the CPU's code and power
-//!   vectors), a download and an upload of the parameters per step;
+//! - Lipschitz control projects the updated weights on the device, in the graph after Adam (the
+//!   CPU's power iteration in the same f64 operations, one thread per matrix: the same σ);
 //! - a batch of pixels (`pixel_batch`) is drawn on the host as on the CPU and sent as per-sample
 //!   weights of the data term before each step;
 //! - `precision: bf16` rounds the operands of every GEMM (the CPU: the convolutions') to
@@ -46,8 +46,8 @@ type R<T> = std::result::Result<T, GpuError>;
 
 /// What the loop needs of the device: a network of its own ([`GpuNet`]), or one lane of a
 /// batch of fits that share one launch sequence ([`super::LanePool`]). The calls are
-/// [`GpuNet`]'s; a step is `fit_front`, then `fit_back` (or `fit_update` and `fit_noise`), or
-/// `skip_back` where a rollback skips the rest of the step.
+/// [`GpuNet`]'s; a step is `fit_front`, then `fit_back`, or `skip_back` where a rollback skips
+/// the rest of the step.
 pub trait FitDevice {
     fn set_fixed_input(&mut self, z: &[f32]) -> R<()>;
     fn set_target(&mut self, y: &Tensor<f32>, mask: Option<&[f32]>) -> R<()>;
@@ -72,8 +72,6 @@ pub trait FitDevice {
     fn loss_sums_and_adam(&self) -> R<([f64; 4], [f64; 3])>;
     fn fit_front(&mut self) -> R<()>;
     fn fit_back(&mut self) -> R<()>;
-    fn fit_update(&mut self) -> R<()>;
-    fn fit_noise(&mut self) -> R<()>;
     /// The rest of this step is skipped (a rollback): nothing to do for a network of its own.
     fn skip_back(&mut self) -> R<()>;
 }
@@ -113,8 +111,6 @@ forward_to_gpu_net! {
     set_weights(w: &[f32]) -> ();
     fit_front() -> ();
     fit_back() -> ();
-    fit_update() -> ();
-    fit_noise() -> ();
     }
     {
     params() -> Vec<f32>;
@@ -199,7 +195,7 @@ pub(crate) fn fit_on_device(
         h,
         w,
         c,
-        mut net,
+        net,
         z,
         started,
     } = setup(observation, operator, clean, spec, cfg)?;
@@ -257,6 +253,7 @@ pub(crate) fn fit_on_device(
             .as_ref()
             .filter(|s| s.noise > 0.0)
             .map(|s| (s.noise, noisy)),
+        lipschitz: cfg.lipschitz,
     };
     let mut g = open(&net, room, &step)?;
     g.set_fixed_input(&z).map_err(gpu)?;
@@ -381,20 +378,9 @@ pub(crate) fn fit_on_device(
             });
         }
 
-        // Backward, moving average, Adam, SGLD's noise. The output stays the forward's.
-        match cfg.lipschitz {
-            None => g.fit_back().map_err(gpu)?,
-            Some(l) => {
-                // Lipschitz control between Adam and the noise, as on the CPU: the host's
-                // projection (power iterations warm-started from its last vectors) of the
-                // updated weights.
-                g.fit_update().map_err(gpu)?;
-                net.params_mut().copy_from_slice(&g.params().map_err(gpu)?);
-                net.lipschitz_project(l);
-                g.set_params(net.params()).map_err(gpu)?;
-                g.fit_noise().map_err(gpu)?;
-            }
-        }
+        // Backward, moving average, Adam, Lipschitz control, SGLD's noise. The output stays
+        // the forward's.
+        g.fit_back().map_err(gpu)?;
         if pr.sample_due(cfg, it) {
             let out = g.output().map_err(gpu)?;
             crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);

@@ -5,8 +5,8 @@
 //!
 //! Each fit keeps its own loop, on its own thread, exactly as [`super::fit_on_gpu`] runs it:
 //! its calls for its lane alone (targets, downloads, rollbacks, checkpoints) go to its lane;
-//! the three parts of a step (up to the loss; backward and Adam; SGLD's noise) wait until every
-//! fit in the step has asked for them, and the last to ask launches them for all lanes.
+//! the two parts of a step (up to the loss; backward, Adam and the rest) wait until every fit
+//! in the step has asked for them, and the last to ask launches them for all lanes.
 //!
 //! Fits need not start or stop together. A fit that rolls back skips the rest of its step (its
 //! lane is marked inactive on the device: no moving average, Adam or noise), a fit that stops
@@ -54,8 +54,7 @@ impl std::fmt::Debug for LanePool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Front,
-    Update,
-    Noise,
+    Back,
 }
 
 /// What fits must share to share a batch: the lowered network (layers, buffers, fixed tables),
@@ -112,7 +111,7 @@ impl Group {
             let needed: Vec<usize> = (0..self.held.len())
                 .filter(|&l| match self.phase {
                     Phase::Front => self.held[l],
-                    Phase::Update | Phase::Noise => self.in_step[l],
+                    Phase::Back => self.in_step[l],
                 })
                 .collect();
             if needed.iter().any(|&l| self.want[l] != Some(self.phase))
@@ -130,9 +129,8 @@ impl Group {
                 self.want[l] = None;
             }
             self.phase = match self.phase {
-                Phase::Front => Phase::Update,
-                Phase::Update => Phase::Noise,
-                Phase::Noise => Phase::Front,
+                Phase::Front => Phase::Back,
+                Phase::Back => Phase::Front,
             };
         }
     }
@@ -151,8 +149,7 @@ impl Group {
                 self.in_step = self.held.clone();
                 self.net.fit_front()
             }
-            Phase::Update => self.net.fit_update(),
-            Phase::Noise => self.net.fit_noise(),
+            Phase::Back => self.net.fit_back(),
         }
     }
 }
@@ -210,6 +207,10 @@ impl LanePool {
                         g.in_step[lane] = false;
                         g.want[lane] = None;
                         g.net.select(lane).map_err(gpu)?;
+                        // Inactive until its first step: the other lanes' launches meanwhile
+                        // leave its parameters, moments and average alone.
+                        g.net.set_active(false).map_err(gpu)?;
+                        g.active[lane] = false;
                         g.net.set_params(net.params()).map_err(gpu)?;
                         g.net.reset_adam().map_err(gpu)?;
                         self.in_lanes.fetch_add(1, Ordering::SeqCst);
@@ -397,14 +398,7 @@ impl FitDevice for Lane<'_> {
         self.arrive(Phase::Front)
     }
     fn fit_back(&mut self) -> R<()> {
-        self.arrive(Phase::Update)?;
-        self.arrive(Phase::Noise)
-    }
-    fn fit_update(&mut self) -> R<()> {
-        self.arrive(Phase::Update)
-    }
-    fn fit_noise(&mut self) -> R<()> {
-        self.arrive(Phase::Noise)
+        self.arrive(Phase::Back)
     }
     /// The lane leaves this step: inactive on the device until its next step.
     fn skip_back(&mut self) -> R<()> {
