@@ -93,6 +93,15 @@ pub fn selftest(a: SelftestArgs, g: &Global) -> Result<()> {
     if !ok {
         failed.push("fit graphs".to_string());
     }
+    let d = golden::lipschitz_difference(ordinal, precision).map_err(|e| anyhow!("{e}"))?;
+    let ok = d == 0.0;
+    println!(
+        "{} Lipschitz control on the device vs the CPU engine's (two projections): {d:.2e}",
+        if ok { "ok  " } else { "FAIL" }
+    );
+    if !ok {
+        failed.push("Lipschitz control".to_string());
+    }
     let d = golden::lanes_difference(ordinal, precision).map_err(|e| anyhow!("{e}"))?;
     let ok = d <= 2e-5;
     println!(

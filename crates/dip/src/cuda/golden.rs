@@ -404,3 +404,26 @@ pub fn lanes_difference(ordinal: usize, precision: Precision) -> Result<f32, Gpu
     }
     Ok(diff)
 }
+
+/// Lipschitz control on the device against the CPU engine's, on a small skip network whose
+/// weights are scaled up so that its matrices are projected (twice, the second warm-started
+/// after the weights moved): the largest difference between the projected parameters (0
+/// expected: the same f64 operations in the same order).
+pub fn lipschitz_difference(ordinal: usize, precision: Precision) -> Result<f32, GpuError> {
+    let spec = SkipSpec::uniform(3, 3, 3, 16, 4);
+    let mut net: Net<f32> = spec.build(16, 16, 3).map_err(|e| GpuError(e.to_string()))?;
+    let mut g = GpuNet::new(&net, ordinal, precision)?;
+    let mut diff = 0.0f32;
+    for round in 0..2 {
+        for (i, p) in net.params_mut().iter_mut().enumerate() {
+            *p = *p * 2.5 + 0.01 * round as f32 * ((i % 7) as f32 - 3.0);
+        }
+        g.set_params(net.params())?;
+        net.lipschitz_project(0.6);
+        g.lipschitz_project(0.6)?;
+        for (x, y) in g.params()?.iter().zip(net.params()) {
+            diff = diff.max((x - y).abs());
+        }
+    }
+    Ok(diff)
+}
