@@ -570,6 +570,17 @@ fn prior_samples_on_the_gpu_are_the_cpu_samples() {
     assert!(max_diff(&cpu[0], &cpu[1]) > 1e-3, "the samples differ");
 }
 
+/// Whether the fits could not run for want of the emulation (and a note saying so).
+fn no_emulation(fits: &[dip::Result<FitReport>]) -> bool {
+    match fits.first() {
+        Some(Err(e)) if e.to_string().contains("no host C++ compiler") => {
+            eprintln!("skipped: {e}");
+            true
+        }
+        _ => false,
+    }
+}
+
 /// A pool of `lanes` lanes on the host emulation, each network it makes compiling the kernels
 /// in a folder of its own; and the count of networks made.
 fn emulated_pool(
@@ -701,10 +712,7 @@ fn fits_in_lanes_are_the_fits_on_networks_of_their_own() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    if let Some(Err(e)) = in_lanes.first()
-        && e.to_string().contains("no host C++ compiler")
-    {
-        eprintln!("skipped: {e}");
+    if no_emulation(&in_lanes) {
         return;
     }
     for (k, ((obs, clean, cfg), lanes)) in fits.iter().zip(in_lanes).enumerate() {
@@ -776,10 +784,7 @@ fn lanes_with_a_sparse_operator_pixel_batches_and_lipschitz_control() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    if let Some(Err(e)) = in_lanes.first()
-        && e.to_string().contains("no host C++ compiler")
-    {
-        eprintln!("skipped: {e}");
+    if no_emulation(&in_lanes) {
         return;
     }
     for (k, (obs, lanes)) in observations.iter().zip(in_lanes).enumerate() {
