@@ -449,7 +449,7 @@ fn a_fit_from_captured_graphs_is_the_directly_launched_fit() {
         sgld,
         ..config()
     };
-    // Lipschitz control splits the second half: the host projects between Adam and SGLD.
+    // Lipschitz control in the second half, between Adam and SGLD's noise.
     let projected = FitConfig {
         iters: 24,
         reg_noise: 1.0 / 30.0,
@@ -740,9 +740,9 @@ fn fits_in_lanes_are_the_fits_on_networks_of_their_own() {
 
 /// Lanes with the per-lane parts of a step the identity does not have: a sparse operator's
 /// tables (a blur; each lane its own observation), a batch of pixels drawn per fit and sent as
-/// that lane's weights, and Lipschitz control projecting each lane's weights on the host between
-/// the two launches of the step's second half. Two fits in a pool of two equal the same fits on
-/// networks of their own, bit for bit.
+/// that lane's weights, and Lipschitz control projecting each lane's weights on the device (its
+/// power vectors per lane). Two fits in a pool of two equal the same fits on networks of their
+/// own, bit for bit.
 #[test]
 fn lanes_with_a_sparse_operator_pixel_batches_and_lipschitz_control() {
     use dip::device::Device;

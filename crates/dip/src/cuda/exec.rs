@@ -227,11 +227,9 @@ fn seed_key(seed: u64) -> u64 {
     mix64(seed ^ 0x6a09_e667_f3bc_c908)
 }
 
-/// Graph slots: the bench's step, and a fit's two halves (the second in two parts: up to the
-/// parameters' update, and SGLD's noise).
+/// Graph slots: the bench's step, and a fit's two halves.
 const FRONT: usize = 1;
 const BACK: usize = 2;
-const NOISE: usize = 3;
 
 /// What each step of a fit does on the device (see [`GpuNet::prepare_fit`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -1540,13 +1538,7 @@ impl GpuNet {
         }
         let captured = self
             .capture(FRONT, Self::queue_front)
-            .and_then(|()| self.capture(BACK, Self::queue_update))
-            .and_then(
-                |()| match self.fit.as_ref().is_some_and(|f| f.sgld.is_some()) {
-                    true => self.capture(NOISE, Self::queue_noise),
-                    false => Ok(()),
-                },
-            );
+            .and_then(|()| self.capture(BACK, Self::queue_back));
         match captured {
             Ok(()) => self.fit_captured = true,
             Err(e) => self.graph_error = Some(e.0),
@@ -1628,24 +1620,10 @@ impl GpuNet {
         }
     }
 
-    /// The second half (queued): backward, moving average, Adam, SGLD's weight noise.
+    /// The second half (queued): backward, moving average, Adam, Lipschitz control, SGLD's
+    /// weight noise.
     pub fn fit_back(&mut self) -> Result<(), GpuError> {
-        self.fit_update()?;
-        self.fit_noise()
-    }
-
-    /// The second half up to the parameters' update (queued): backward, moving average, Adam.
-    /// [`GpuNet::fit_noise`] completes it (a caller may change the parameters in between).
-    pub fn fit_update(&mut self) -> Result<(), GpuError> {
-        self.run_part(BACK, Self::queue_update)
-    }
-
-    /// SGLD's weight noise, if the fit has it (queued).
-    pub fn fit_noise(&mut self) -> Result<(), GpuError> {
-        match &self.fit {
-            Some(f) if f.sgld.is_none() => Ok(()),
-            _ => self.run_part(NOISE, Self::queue_noise),
-        }
+        self.run_part(BACK, Self::queue_back)
     }
 
     fn fit_step(&self) -> Result<FitStep, GpuError> {
@@ -1666,7 +1644,7 @@ impl GpuNet {
         self.weighted_data_term(f.scale, f.l1, f.weighted)
     }
 
-    fn queue_update(&mut self) -> Result<(), GpuError> {
+    fn queue_back(&mut self) -> Result<(), GpuError> {
         let f = self.fit_step()?;
         self.queue_backward()?;
         let n = self.output_len();
@@ -1683,10 +1661,16 @@ impl GpuNet {
             ],
         )?;
         self.queue_adam(&f.adam, true)?;
-        match f.lipschitz {
-            Some(lambda) => self.queue_lipschitz(lambda, true),
-            None => Ok(()),
+        if let Some(lambda) = f.lipschitz {
+            self.queue_lipschitz(lambda, true)?;
         }
+        if let Some((noise, tensors)) = &f.sgld {
+            for (k, &(off, len)) in tensors.iter().enumerate() {
+                let at = self.layout.params + off;
+                self.fit_gauss(at, at, len, 1 + k as u64, *noise, true)?;
+            }
+        }
+        Ok(())
     }
 
     /// Lipschitz control on the device (queued, every lane): each weight matrix (a convolution's
@@ -1740,17 +1724,6 @@ impl GpuNet {
             return Ok(());
         }
         self.up64(at, &vec![0.0; n])
-    }
-
-    fn queue_noise(&mut self) -> Result<(), GpuError> {
-        let f = self.fit_step()?;
-        if let Some((noise, tensors)) = &f.sgld {
-            for (k, &(off, len)) in tensors.iter().enumerate() {
-                let at = self.layout.params + off;
-                self.fit_gauss(at, at, len, 1 + k as u64, *noise, true)?;
-            }
-        }
-        Ok(())
     }
 
     /// `dst = base + sd·N(0, 1)` with the normals of (the fit's device-side seed key and step,
