@@ -189,6 +189,9 @@ pub(crate) enum K {
     LipschitzScale,
 }
 
+/// Most arguments of a kernel (before the two lane strides every kernel takes last).
+const MAX_ARGS: usize = 22;
+
 /// A kernel argument.
 #[derive(Clone, Copy)]
 pub(crate) enum A {
@@ -950,11 +953,19 @@ impl GpuNet {
         args: &[A],
     ) -> Result<(), GpuError> {
         let lanes = if self.all { self.lanes } else { 1 };
-        let mut args = args.to_vec();
-        args.push(long(4 * self.stride));
-        args.push(long(8 * self.stride64));
+        // The kernel's arguments and the lane strides, without an allocation per launch.
+        let mut all = [A::I(0); MAX_ARGS + 2];
+        let n = args.len();
+        if n > MAX_ARGS {
+            return Err(GpuError(format!(
+                "{n} kernel arguments, at most {MAX_ARGS}"
+            )));
+        }
+        all[..n].copy_from_slice(args);
+        all[n] = long(4 * self.stride);
+        all[n + 1] = long(8 * self.stride64);
         self.dev
-            .launch(k, (grid.0, grid.1, lanes as u32), block, &args)
+            .launch(k, (grid.0, grid.1, lanes as u32), block, &all[..n + 2])
     }
 
     /// An elementwise launch over `n` elements.
