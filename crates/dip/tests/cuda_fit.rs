@@ -202,8 +202,9 @@ fn pixel_batches_on_the_gpu_are_the_cpu_fit() {
     matches_the_cpu(&blur, &obs, &clean, &l1);
 }
 
-/// Lipschitz control (Shi et al.) projects the GPU's updated weights with the CPU's code: the
-/// fit is the CPU's, and the bound binds (the fit differs from the unconstrained one).
+/// Lipschitz control (Shi et al.) projects the updated weights on the device with the CPU's
+/// power iteration: the fit is the CPU's, and the bound binds (the fit differs from the
+/// unconstrained one).
 #[test]
 fn lipschitz_control_on_the_gpu_is_the_cpu_fit() {
     let (noisy, clean) = images();

@@ -511,9 +511,10 @@ pub fn fit(
             rayon::scope(|_| fit_on_pool(observation, operator, clean, &spec, cfg, observers))
         }
         #[cfg(feature = "cuda")]
-        Device::Cuda(_) if cfg.lanes.is_some() => {
-            let pool = cfg.lanes.as_ref().expect("checked");
+        Device::Cuda(ordinal) => {
+            // A lane of the batch the fit joins, or a network of its own.
             let precision = cuda_precision(cfg.precision);
+            let gpu = |e: crate::cuda::GpuError| Error::invalid(e.0);
             super::gpu::fit_on_device(
                 observation,
                 operator,
@@ -521,21 +522,15 @@ pub fn fit(
                 &spec,
                 cfg,
                 observers,
-                &mut |net, room, step| pool.open(net, room, precision, step),
+                &mut |net, room, step| match &cfg.lanes {
+                    Some(pool) => pool.open(net, room, precision, step),
+                    None => Ok(Box::new(
+                        crate::cuda::GpuNet::with_room(net, ordinal, precision, room)
+                            .map_err(gpu)?,
+                    )),
+                },
             )
         }
-        #[cfg(feature = "cuda")]
-        Device::Cuda(ordinal) => super::gpu::fit_on_gpu(
-            observation,
-            operator,
-            clean,
-            &spec,
-            cfg,
-            observers,
-            &mut |net, room| {
-                crate::cuda::GpuNet::with_room(net, ordinal, cuda_precision(cfg.precision), room)
-            },
-        ),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => Err(Error::invalid(crate::device::NO_CUDA_BUILD)),
     }
