@@ -80,7 +80,7 @@ pub fn selftest(a: SelftestArgs, g: &Global) -> Result<()> {
         failed.push("graph replay".to_string());
     }
     let (d, captured) =
-        golden::fit_graph_difference(ordinal, precision).map_err(|e| anyhow!("{e}"))?;
+        dip::fit::selftest::fit_graph_difference(ordinal, precision).map_err(|e| anyhow!("{e}"))?;
     let ok = d == 0.0 && captured.is_ok();
     match &captured {
         Ok(()) => println!(
@@ -102,7 +102,7 @@ pub fn selftest(a: SelftestArgs, g: &Global) -> Result<()> {
     if !ok {
         failed.push("Lipschitz control".to_string());
     }
-    let d = golden::lanes_difference(ordinal, precision).map_err(|e| anyhow!("{e}"))?;
+    let d = dip::fit::selftest::lanes_difference(ordinal, precision).map_err(|e| anyhow!("{e}"))?;
     let ok = d <= 2e-5;
     println!(
         "{} three fits as lanes of one batch vs each on a network of its own (12 steps, noise, \

@@ -8,30 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::ArrayView3;
-use ndarray_npy::WriteNpyExt;
-use serde::{Deserialize, Serialize};
-
 use super::observer::{Control, Observer, StepInfo};
 use crate::image::write_atomic;
+pub use crate::trajectory::TrajectoryIndex;
 use crate::{Error, Result};
-
-/// The index of a recorded trajectory (`trajectory.json`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TrajectoryIndex {
-    pub steps: Vec<usize>,
-    pub loss: Vec<f64>,
-    pub psnr_raw: Vec<Option<f64>>,
-    pub psnr_ema: Vec<Option<f64>>,
-    /// Frame files, relative to the trajectory folder.
-    pub frames: Vec<String>,
-    pub width: usize,
-    pub height: usize,
-    pub channels: usize,
-    pub seed: u64,
-    /// The run's settings, as the caller describes them.
-    pub config: serde_json::Value,
-}
+use ndarray::ArrayView3;
+use ndarray_npy::WriteNpyExt;
 
 /// Records every `every`-th observed step of a fit into a folder.
 pub struct TrajectoryRecorder {

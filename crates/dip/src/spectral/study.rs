@@ -39,9 +39,9 @@ use super::bands::{BandSpacing, Bands};
 use super::fft::Fft2d;
 use super::lowpass::{LowpassFitter, apply_lowpass};
 use crate::error::{Error, Result};
-use crate::fit::TrajectoryIndex;
 use crate::image::{Image, write_atomic};
 use crate::metrics::psnr;
+use crate::trajectory::TrajectoryIndex;
 
 /// Name of the index file in a recorded run's folder.
 pub const TRAJECTORY_FILE: &str = "trajectory.json";
