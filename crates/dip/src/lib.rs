@@ -18,8 +18,11 @@ pub mod noise;
 pub mod operators;
 pub mod recipe;
 pub mod report;
+pub mod robustness;
+pub mod sigma;
 pub mod spectral;
 pub mod sweep;
 pub mod synthetic;
+pub mod trajectory;
 
 pub use error::{Error, Result};
