@@ -72,11 +72,12 @@ const CHECKPOINT_SECONDS: f64 = 120.0;
 /// When to stop and which step's image to return.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StopArgs {
-    /// Stopping rule: auto (when denoising a noisy image, the discrepancy principle's step
-    /// plus the 200-step lag of the moving average; otherwise wmv's step plus 300), fixed (run
-    /// every step), wmv or emv (output variance, any task), discrepancy or spectral (noise
-    /// level, denoising only). The result is the image at the rule's chosen step, and the run
-    /// ends soon after it.
+    /// Stopping rule: auto (when denoising, the discrepancy principle's step on the estimated
+    /// noise level plus the 200-step lag of the moving average; on a noise-free observation,
+    /// such as inpainting, the latest result once the fit stops improving; otherwise wmv's step
+    /// plus 300), fixed (run every step), wmv or emv (output variance, any task), discrepancy
+    /// or spectral (noise level, denoising only). The result is the image at the rule's chosen
+    /// step, and the run ends soon after it.
     #[arg(long, value_name = "RULE", default_value = "auto")]
     pub stop: StopKind,
 
@@ -350,7 +351,11 @@ pub fn run_task(
         );
     }
     let denoising = task.command == "denoise";
-    let mut rule = make_rule(stop_kind, &task.stop.config()?, task.observation, denoising)?;
+    let mut stop_cfg = task.stop.config()?;
+    // An inpainting observation is the image itself where known: noise-free unless a noise
+    // level is given.
+    stop_cfg.noise_free = task.command == "inpaint" && stop_cfg.sigma.is_none();
+    let mut rule = make_rule(stop_kind, &stop_cfg, task.observation, denoising)?;
     let mut report = fit_with_progress(
         task.observation,
         task.operator,
@@ -456,6 +461,7 @@ pub fn run_task(
             json!(stopped_at.unwrap_or(report.iterations_run)),
         ));
         extra.push(("stop_sigma", json!(rule.sigma().map(|s| s * 255.0))));
+        extra.push(("stop_warnings", json!(rule.warnings())));
         extra.push(("sgld", sgld_json));
         let value = summary(&report, &cfg, &spec, extra)?;
         write_json(json_path, &value)?;
@@ -475,6 +481,12 @@ pub fn run_task(
                 s * 255.0
             ))
         );
+    }
+    // What the rule was unsure of is said whatever --quiet says: it is about the result.
+    if stop_kind != StopKind::Fixed && !report.interrupted {
+        for w in rule.warnings() {
+            eprintln!("warning: {w}");
+        }
     }
     if let Some((name, p)) = task.baseline {
         println!("PSNR {:<7}{p:.2} dB", format!("{name}:"));

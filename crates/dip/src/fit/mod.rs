@@ -11,6 +11,8 @@ mod gpu;
 mod lanes;
 mod observer;
 mod run;
+#[cfg(feature = "cuda")]
+pub mod selftest;
 mod stop;
 mod trajectory;
 
@@ -26,6 +28,7 @@ pub use run::{
     check_resume, fit, fit_denoise, network_input, network_padding,
 };
 pub use stop::{
-    AUTO_DELAY, AUTO_DELAY_WMV, Chosen, StopConfig, StopKind, StopRule, estimate_sigma, make_rule,
+    AUTO_DELAY, AUTO_DELAY_WMV, Chosen, ESTIMATES_DISAGREE, NOISE_FREE_SIGMA, PLATEAU_DROP,
+    PLATEAU_MIN_STEPS, StopConfig, StopKind, StopRule, estimate_sigma, make_rule,
 };
 pub use trajectory::{TrajectoryIndex, TrajectoryRecorder};
