@@ -42,6 +42,10 @@ pub enum Which {
     /// CSet9 and Set12 at several noise levels: the gap, the steps used, the time. A sweep plan:
     /// resumable and shardable.
     Stopping(crate::stopping::Args),
+    /// Robustness on any folder of images: every noise-level estimator against the noise
+    /// added, and `auto` stopping against the oracle, flagging the fits where `auto` keeps
+    /// little of the available gain.
+    Robustness(crate::robustness::Args),
 }
 
 const TRIANGLE_EXAMPLES: &str = "\
@@ -101,6 +105,7 @@ pub fn run(which: Which, g: &Global) -> Result<Outcome> {
         Which::StructureVsNoise(a) => crate::arch_study::structure_vs_noise(a, g),
         Which::Upsampling(a) => crate::arch_study::upsampling(a, g),
         Which::Stopping(a) => crate::stopping::run(a, g),
+        Which::Robustness(a) => crate::robustness::run(a, g),
     }
 }
 

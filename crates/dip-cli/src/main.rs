@@ -21,6 +21,7 @@ mod output;
 mod progress;
 mod recipe;
 mod resume;
+mod robustness;
 mod stopping;
 mod sweep;
 mod task;
@@ -48,7 +49,8 @@ Examples:
   dip bench --sizes 128,256 --vs-torch        time a training step against PyTorch
   dip gp prior --arch skip -o prior/          the DIP kernel at initialisation";
 
-/// Deep Image Prior restoration on the CPU (bench and selftest also on an NVIDIA GPU).
+/// Deep Image Prior restoration on the CPU, or on an NVIDIA GPU (`--device cuda`, in a build
+/// with `--features cuda`).
 #[derive(Parser, Debug)]
 #[command(name = "dip", version, after_help = EXAMPLES)]
 struct Cli {
@@ -217,6 +219,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 | Command::Bench(_)
                 | Command::Selftest(_)
                 | Command::Sweep(sweep::Which::Run(_))
+                | Command::Sweep(sweep::Which::Slurm(_))
                 | Command::Analyze(_)
                 | Command::Experiment(_)
                 | Command::Gp(_)
@@ -230,7 +233,11 @@ fn run(cli: Cli) -> Result<Outcome> {
     // A GPU that cannot be used is reported now, before any file is read or written.
     #[cfg(feature = "cuda")]
     if let dip::device::Device::Cuda(ordinal) = device
-        && !matches!(cli.command, Command::Bench(_) | Command::Selftest(_))
+        // A Slurm script is written on a login node; its tasks probe the GPU where they run.
+        && !matches!(
+            cli.command,
+            Command::Bench(_) | Command::Selftest(_) | Command::Sweep(sweep::Which::Slurm(_))
+        )
     {
         dip::cuda::probe(ordinal).map_err(|e| anyhow::anyhow!("{e}"))?;
     }

@@ -163,13 +163,18 @@ pub struct SlurmArgs {
     /// The dip binary the tasks run [default: this one].
     #[arg(long, value_name = "PATH")]
     bin: Option<PathBuf>,
+
+    /// Each task fits this many cells at once (passed to `sweep run --jobs`). The device comes
+    /// from the global `--device` (e.g. `dip --device cuda sweep slurm …`): each task runs on it.
+    #[arg(long, value_name = "K", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    jobs: Option<usize>,
 }
 
 pub fn run(which: Which, g: &Global) -> Result<Outcome> {
     match which {
         Which::Run(a) => run_plan(a, g),
         Which::Merge(a) => merge_dir(&a.dir, g).map(|()| Outcome::Done),
-        Which::Slurm(a) => slurm(a).map(|()| Outcome::Done),
+        Which::Slurm(a) => slurm(a, g).map(|()| Outcome::Done),
     }
 }
 
@@ -533,7 +538,12 @@ fn run_cell(
     for r in &s.stop_rules {
         let kind: StopKind = r.parse()?;
         // The noise-level rules apply to denoising only; elsewhere their metrics stay empty.
-        if let Ok(rule) = make_rule(kind, &StopConfig::default(), &p.observation, denoising) {
+        let stop_cfg = StopConfig {
+            // Masks keep the clean image where known: noise-free.
+            noise_free: s.task == Task::Inpaint,
+            ..StopConfig::default()
+        };
+        if let Ok(rule) = make_rule(kind, &stop_cfg, &p.observation, denoising) {
             watches.push(Watch {
                 name: r.clone(),
                 rule,
@@ -597,6 +607,16 @@ fn run_cell(
     put("parameters", Some(report.parameters as f64));
     put("rollbacks", Some(report.rollbacks as f64));
     put("seconds", Some(report.seconds));
+    if denoising {
+        // What each noise-level estimator reads on the observation (0–255 scale), so that a
+        // stopping rule can be replayed with any of them from the recorded history.
+        for est in dip::sigma::SigmaEstimator::ALL {
+            put(
+                &format!("sigma_est_{est}"),
+                Some(est.estimate(&p.observation) * 255.0),
+            );
+        }
+    }
     for (k, t) in half_times.iter().flatten().enumerate() {
         put(&format!("t_half_b{k}"), *t);
     }
@@ -633,11 +653,11 @@ fn run_cell(
         "device": g.device.to_string(),
         "size": [p.clean.width, p.clean.height, p.clean.channels],
         "lr_final": report.lr_final,
-        // (step, PSNR of the raw output, PSNR of the result) at every observed step.
+        // (step, PSNR of the raw output, PSNR of the result, loss) at every observed step.
         "history": report
             .history
             .iter()
-            .map(|h| json!([h.iter, h.psnr_raw, h.psnr_ema]))
+            .map(|h| json!([h.iter, h.psnr_raw, h.psnr_ema, h.loss]))
             .collect::<Vec<_>>(),
         "recipe": recipe,
     });
@@ -963,7 +983,7 @@ fn job_name(s: &str) -> String {
 }
 
 /// `dip sweep slurm`: the script on stdout.
-fn slurm(args: SlurmArgs) -> Result<()> {
+fn slurm(args: SlurmArgs, g: &Global) -> Result<()> {
     let (plan, cells) = load_plan(&args.plan)?;
     let n = cells.len();
     let shards = match args.shards {
@@ -1023,8 +1043,16 @@ fn slurm(args: SlurmArgs) -> Result<()> {
     }
     s.push_str("\nset -euo pipefail\n");
     s.push_str("# The shard comes from SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT.\n");
+    let device = match g.device {
+        dip::device::Device::Cpu => String::new(),
+        d => format!(" --device {d}"),
+    };
+    let jobs = args
+        .jobs
+        .map(|k| format!(" --jobs {k}"))
+        .unwrap_or_default();
     s.push_str(&format!(
-        "exec {} ${{SLURM_CPUS_PER_TASK:+--threads \"$SLURM_CPUS_PER_TASK\"}} sweep run {} -o {}\n",
+        "exec {}{device} ${{SLURM_CPUS_PER_TASK:+--threads \"$SLURM_CPUS_PER_TASK\"}} sweep run {} -o {}{jobs}\n",
         shell_quote(&bin.to_string_lossy()),
         shell_quote(&plan_path.to_string_lossy()),
         shell_quote(&dir.to_string_lossy())

@@ -354,9 +354,45 @@ fn slurm_script_and_array_variables() {
         !exec.contains("--shard"),
         "the shard comes from Slurm: {exec}"
     );
+    assert!(!exec.contains("--jobs"), "{exec}");
+    assert!(!exec.contains("--device"), "{exec}");
     // Without --shards: one task per cell.
     let out = run(d, &["sweep", "slurm", "plan.toml", "-o", "out"]);
     assert!(text(&out.stdout).contains("#SBATCH --array=0-7\n"));
+    // --jobs and the global --device reach every array task's command.
+    let out = run(
+        d,
+        &["sweep", "slurm", "plan.toml", "-o", "out", "--jobs", "4"],
+    );
+    assert_ok(&out);
+    let script = text(&out.stdout);
+    let exec = script.lines().last().unwrap();
+    assert!(exec.ends_with(" --jobs 4"), "{exec}");
+    let out = run(
+        d,
+        &[
+            "--device",
+            "cuda",
+            "sweep",
+            "slurm",
+            "plan.toml",
+            "-o",
+            "out",
+            "--jobs",
+            "2",
+        ],
+    );
+    if cfg!(feature = "cuda") {
+        // Written on a login node without a GPU: the tasks probe the GPU where they run.
+        assert_ok(&out);
+        let script = text(&out.stdout);
+        let exec = script.lines().last().unwrap();
+        assert!(exec.contains(" --device cuda:0 "), "{exec}");
+        assert!(exec.ends_with(" --jobs 2"), "{exec}");
+    } else {
+        let err = text(&out.stderr);
+        assert!(err.contains("built without CUDA support"), "{err}");
+    }
 
     // What an array task sees: shard 1 of 3 takes cells 2, 5 and 8.
     let out = dip()
