@@ -507,3 +507,36 @@ fn bench_memory_lists_the_parts_of_the_planned_memory() {
         assert!((sum - value("total", col)).abs() < 0.1 * names.len() as f64);
     }
 }
+
+/// The demo runs on its built-in image and writes its four files; its summary says which rule
+/// chose the result and at which step, and the result is better than the noisy image.
+#[test]
+fn demo_writes_its_files_and_says_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dip(
+        dir.path(),
+        &["demo", "--out", "d", "--iters", "250", "--quiet"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for f in ["clean.png", "noisy.png", "restored.png", "summary.json"] {
+        assert!(dir.path().join("d").join(f).is_file(), "{f}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("d/summary.json")).unwrap()).unwrap();
+    assert!(s["stop_rule"].as_str().unwrap().starts_with("auto("), "{s}");
+    // 250 steps are too few for the rule to be sure: the result is the last step's, and the
+    // summary says so.
+    assert_eq!(s["stopped_at"], 250);
+    let warnings = s["stop_warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("raise --iters")),
+        "{s}"
+    );
+    assert_eq!(
+        s["network"]["down"],
+        serde_json::json!([32, 32, 32, 32, 32])
+    );
+    assert!(s["psnr_final"].as_f64().unwrap() > s["psnr_noisy"].as_f64().unwrap());
+}
