@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use dip::image::{self, Image};
 use dip::metrics::psnr;
-use dip::operators::{Blur, Downsample, Mask, Operator, Psf, bicubic_upscale};
+use dip::operators::{
+    Blur, Downsample, HARMONIC_ROUNDS, Mask, Operator, Psf, bicubic_upscale, harmonic_fill,
+};
 use serde_json::json;
 
 use crate::output::check_image_output;
@@ -135,12 +137,20 @@ pub fn inpaint(args: InpaintArgs, g: &Global) -> Result<Outcome> {
             100.0 * mask.known_fraction()
         );
     }
+    // The classical fill, printed beside the result when the clean image is known.
+    let fill = match &clean {
+        Some(c) => Some(psnr(
+            &harmonic_fill(&observation, &mask, HARMONIC_ROUNDS)?.data,
+            &c.data,
+        )),
+        None => None,
+    };
     let task = Task {
         command: "inpaint",
         observation: &observation,
         operator: &mask,
         clean: clean.as_ref(),
-        baseline: None,
+        baseline: fill.map(|p| ("harmonic fill", p)),
         max_memory: args.common.recipe.max_memory()?,
         stop: args.common.stop.clone(),
         extra: vec![

@@ -33,7 +33,7 @@ mod sparse;
 use std::sync::{Mutex, TryLockError};
 
 pub use blur::{Blur, MAX_PSF_SIZE, Psf};
-pub use mask::Mask;
+pub use mask::{HARMONIC_ROUNDS, Mask, harmonic_fill};
 pub use resample::{
     Downsample, bicubic_downscale, bicubic_resize, bicubic_upscale, lanczos2_weights,
 };
