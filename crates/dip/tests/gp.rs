@@ -410,9 +410,63 @@ fn sgld_with_zero_noise_and_decay_equals_plain_adam() {
         sample_every: 5,
     }));
     assert_ne!(plain.output_raw.data, noisy.output_raw.data);
-    let s = noisy.sgld.unwrap();
-    assert!(s.std.data.iter().any(|&v| v > 0.0));
     assert!(noisy.history.iter().any(|r| r.psnr_sgld.is_some()));
+}
+
+/// Keeps the raw output of the steps it is told to.
+struct Keep {
+    at: Vec<usize>,
+    kept: Vec<Vec<f32>>,
+}
+
+impl dip::fit::Observer for Keep {
+    fn observe(&mut self, info: &dip::fit::StepInfo<'_>) -> dip::fit::Control {
+        if self.at.contains(&info.iter) {
+            self.kept.push(info.output.data.clone());
+        }
+        dip::fit::Control::Continue
+    }
+}
+
+/// The SGLD result is the mean of the outputs sampled after the burn-in (steps 10, 15, 20 here)
+/// and its spread their per-pixel standard deviation: recomputed here from the outputs an
+/// observer saw at those steps.
+#[test]
+fn sgld_mean_and_spread_are_those_of_the_sampled_outputs() {
+    let mut y = random_image(16, 16, 2);
+    for (i, v) in y.data.iter_mut().enumerate() {
+        *v = 0.5 + 0.3 * ((i % 16) as f32 / 16.0) + 0.1 * (*v - 0.5);
+    }
+    let cfg = FitConfig {
+        iters: 20,
+        seed: 4,
+        observe_every: 5,
+        sgld: Some(SgldConfig {
+            noise: 2.0,
+            weight_decay: 5e-8,
+            burn_in: 5,
+            sample_every: 5,
+        }),
+        ..FitConfig::default()
+    };
+    let mut keep = Keep {
+        at: vec![10, 15, 20],
+        kept: Vec::new(),
+    };
+    let r = fit_denoise(&y, Some(&y), tiny_skip(), &cfg, &mut [&mut keep]).unwrap();
+    let s = r.sgld.expect("samples");
+    assert_eq!((s.samples, keep.kept.len()), (3, 3));
+    let mut spread = 0.0f64;
+    for i in 0..y.data.len() {
+        let v: Vec<f64> = keep.kept.iter().map(|k| f64::from(k[i])).collect();
+        let m = v.iter().sum::<f64>() / 3.0;
+        let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / 3.0).sqrt();
+        assert!((f64::from(s.mean.data[i]) - m).abs() < 1e-6, "mean at {i}");
+        assert!((f64::from(s.std.data[i]) - sd).abs() < 1e-5, "std at {i}");
+        spread += sd;
+    }
+    // Weight noise of twice the step size does move the outputs between samples.
+    assert!(spread / y.data.len() as f64 > 1e-4, "{spread}");
 }
 
 #[test]
@@ -427,4 +481,79 @@ fn sgld_refuses_a_burn_in_past_the_end() {
     };
     let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("burn-in"), "{err}");
+}
+
+/// Samples of a smooth random field on a `s × s` torus: white noise blurred circularly by a
+/// Gaussian of std `width` pixels (stationary by construction), then multiplied pixel by pixel
+/// by `amplitude(x, y)`.
+fn field_samples(
+    s: usize,
+    n: usize,
+    width: f64,
+    seed: u64,
+    amplitude: impl Fn(usize, usize) -> f64,
+) -> Vec<Vec<f32>> {
+    let mut rng = Pcg64Mcg::seed_from_u64(seed);
+    let r = (3.0 * width).ceil() as isize;
+    let taps: Vec<f64> = (-r..=r)
+        .map(|d| (-(d * d) as f64 / (2.0 * width * width)).exp())
+        .collect();
+    let norm = taps.iter().map(|t| t * t).sum::<f64>();
+    (0..n)
+        .map(|_| {
+            let white: Vec<f64> = (0..s * s)
+                .map(|_| rng.sample::<f64, _>(rand_distr::StandardNormal))
+                .collect();
+            let wrap = |i: isize| i.rem_euclid(s as isize) as usize;
+            let mut rows = vec![0.0; s * s];
+            for y in 0..s {
+                for x in 0..s {
+                    rows[y * s + x] = (-r..=r)
+                        .map(|d| taps[(d + r) as usize] * white[y * s + wrap(x as isize + d)])
+                        .sum();
+                }
+            }
+            (0..s * s)
+                .map(|p| {
+                    let (x, y) = (p % s, p / s);
+                    let v: f64 = (-r..=r)
+                        .map(|d| taps[(d + r) as usize] * rows[wrap(y as isize + d) * s + x])
+                        .sum();
+                    (amplitude(x, y) * v / norm) as f32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The stationarity measure separates a stationary field from one whose amplitude grows across
+/// the image: on the first every anchor's covariance matches the stationary estimate to within
+/// the Monte Carlo error (residuals 0.02–0.11 here, at most about twice their floor); on the
+/// second the left and right edges are off by 0.9–1.5, 6–70 times their floor.
+#[test]
+fn stationarity_measure_separates_stationary_from_non_stationary_fields() {
+    let (s, n) = (24, 400);
+    let stationary = field_samples(s, n, 1.5, 11, |_, _| 1.0);
+    let st = dip::gp::measure_samples("stationary", &stationary, s, 1, None, 3).unwrap();
+    for a in &st.anchors {
+        assert!(
+            a.residual <= 3.0 * a.mc_floor + 0.02,
+            "stationary field, {}: residual {:.3}, MC floor {:.3}",
+            a.name,
+            a.residual,
+            a.mc_floor
+        );
+    }
+    // Amplitude 0.3 at the left edge, 1.7 at the right: the variance differs by 30 times.
+    let ramp = field_samples(s, n, 1.5, 11, |x, _| 0.3 + 1.4 * x as f64 / (s - 1) as f64);
+    let ns = dip::gp::measure_samples("ramp", &ramp, s, 1, None, 3).unwrap();
+    for name in ["edge left", "edge right"] {
+        let a = ns.anchors.iter().find(|a| a.name == name).unwrap();
+        assert!(
+            a.residual > 0.5 && a.residual > 5.0 * a.mc_floor,
+            "ramp, {name}: residual {:.3}, MC floor {:.3}",
+            a.residual,
+            a.mc_floor
+        );
+    }
 }

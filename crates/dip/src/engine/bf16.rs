@@ -348,7 +348,7 @@ mod tests {
 
     fn skip_without_bf16() -> bool {
         if !supported() {
-            eprintln!("skipped: this CPU has no AVX-512-BF16");
+            eprintln!("SKIPPED: this CPU has no AVX-512-BF16");
             return true;
         }
         false

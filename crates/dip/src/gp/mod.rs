@@ -18,6 +18,6 @@ pub mod rates;
 pub mod regression;
 
 pub use kernel::{Kernel, TorusKernel};
-pub use prior::{PriorConfig, PriorStats, sample_prior};
+pub use prior::{PriorConfig, PriorStats, measure_samples, sample_prior};
 pub use rates::{RatesConfig, band_eigenvalues, predict_half_times};
 pub use regression::{Boundary, CgConfig, CgReport, GpFit, Prior, gp_denoise, gp_inpaint};

@@ -229,10 +229,39 @@ const CHUNK: usize = 8;
 /// Measures the prior of `spec` (see the module documentation).
 pub fn sample_prior(spec: &Arch, cfg: &PriorConfig) -> Result<PriorStats> {
     let started = Instant::now();
-    let s = cfg.size;
-    let outs = draw_outputs_on(spec, s, cfg.samples, cfg.seed, cfg.device)?;
-    let ch = spec.out_channels();
-    let n = cfg.samples;
+    let outs = draw_outputs_on(spec, cfg.size, cfg.samples, cfg.seed, cfg.device)?;
+    let mut stats = measure_samples(
+        &spec.label(),
+        &outs,
+        cfg.size,
+        spec.out_channels(),
+        cfg.radius,
+        cfg.anchor_radius,
+    )?;
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// The statistics of [`sample_prior`] over given samples of a random field: `outs` holds
+/// `size × size × channels` images (HWC). Any field can be measured this way, so the
+/// stationarity measure (the anchors) can be checked on fields known to be stationary or not.
+pub fn measure_samples(
+    label: &str,
+    outs: &[Vec<f32>],
+    size: usize,
+    channels: usize,
+    radius: Option<usize>,
+    anchor_radius: usize,
+) -> Result<PriorStats> {
+    let started = Instant::now();
+    let s = size;
+    if size < 2 || outs.is_empty() || outs.iter().any(|o| o.len() != s * s * channels) {
+        return Err(crate::Error::invalid(format!(
+            "samples must be non-empty {s}x{s}x{channels} images"
+        )));
+    }
+    let ch = channels;
+    let n = outs.len();
     let total = (n * s * s * ch) as f64;
     let mean = outs.iter().flatten().map(|&v| v as f64).sum::<f64>() / total;
     let (mut m2, mut m4) = (0.0, 0.0);
@@ -244,7 +273,7 @@ pub fn sample_prior(spec: &Arch, cfg: &PriorConfig) -> Result<PriorStats> {
     let variance = m2 / total;
     let excess_kurtosis = (m4 / total) / (variance * variance) - 3.0;
     let mut mean_map = vec![0.0; s * s];
-    for o in &outs {
+    for o in outs {
         for (p, m) in mean_map.iter_mut().enumerate() {
             for c in 0..ch {
                 *m += o[p * ch + c] as f64;
@@ -297,7 +326,7 @@ pub fn sample_prior(spec: &Arch, cfg: &PriorConfig) -> Result<PriorStats> {
     }
     let mut spec_buf: Vec<Complex64> = auto.iter().map(|&v| Complex64::new(v, 0.0)).collect();
     Grid::new(2 * s, 2 * s).inverse(&mut spec_buf);
-    let radius = cfg.radius.unwrap_or(s / 2).clamp(1, s - 1);
+    let radius = radius.unwrap_or(s / 2).clamp(1, s - 1);
     let side = 2 * radius + 1;
     let r = radius as isize;
     let mut cov = Vec::with_capacity(side * side);
@@ -309,7 +338,7 @@ pub fn sample_prior(spec: &Arch, cfg: &PriorConfig) -> Result<PriorStats> {
             cov.push(spec_buf[y * 2 * s + x].re / pairs as f64);
         }
     }
-    let kernel = Kernel::new(format!("dip:{}", spec.label()), radius, cov)?;
+    let kernel = Kernel::new(format!("dip:{label}"), radius, cov)?;
 
     // Radial power in rings of width 1/s.
     let radial = crate::spectral::radial_frequencies(s, s);
@@ -330,9 +359,9 @@ pub fn sample_prior(spec: &Arch, cfg: &PriorConfig) -> Result<PriorStats> {
         .map(|(k, (p, c))| (k as f64 / s as f64, p / *c as f64))
         .collect();
 
-    let anchors = anchors(&outs, s, ch, mean, &kernel, cfg.anchor_radius);
+    let anchors = anchors(outs, s, ch, mean, &kernel, anchor_radius);
     Ok(PriorStats {
-        arch: spec.label(),
+        arch: label.to_string(),
         size: s,
         samples: n,
         channels: ch,

@@ -250,13 +250,39 @@ mod tests {
             assert!(k[2 * f - 1] == k.iter().cloned().fold(f64::MIN, f64::max));
             assert!(k[0] < 0.0 || k[0].abs() < 1e-3);
         }
-        // Factor 2, by hand: d = 1.75, 1.25, 0.75, 0.25 (then mirrored).
-        let l = |d: f64| 2.0 * (PI * d).sin() * (PI * d / 2.0).sin() / (PI * PI * d * d);
-        let raw = [l(1.75), l(1.25), l(0.75), l(0.25)];
-        let s: f64 = 2.0 * raw.iter().sum::<f64>();
-        let k = lanczos2_weights(2);
-        for i in 0..4 {
-            assert!((k[i] - raw[i] / s).abs() < 1e-15);
+        // Tables computed outside this code (in double precision, from the reference DIP's
+        // definition: distances (i + 0.5 − (4f + 2)/2)/f for i = 1..4f, the Lanczos-2 window,
+        // normalised), first halves; the second halves mirror them. Factor 2: d = 1.75, 1.25,
+        // 0.75, 0.25, raw values −0.0286, −0.1353, 0.3758, 1.4010 (sum 2·1.6129).
+        let tables: [(usize, &[f64]); 2] = [
+            (
+                2,
+                &[
+                    -8.863_332_075_900_31e-3,
+                    -4.194_003_395_069_178e-2,
+                    1.165_000_943_074_772e-1,
+                    4.343_032_717_191_149e-1,
+                ],
+            ),
+            (
+                4,
+                &[
+                    -1.065_382_736_460_241e-3,
+                    -9.751_701_453_881_292e-3,
+                    -2.038_398_750_407_104e-2,
+                    -1.487_789_084_787_682e-2,
+                    2.459_406_446_281_679e-2,
+                    9.865_849_951_970_386e-2,
+                    1.831_152_828_562_153e-1,
+                    2.397_111_157_035_534e-1,
+                ],
+            ),
+        ];
+        for (f, want) in tables {
+            let k = lanczos2_weights(f);
+            for (i, w) in want.iter().enumerate() {
+                assert!((k[i] - w).abs() < 1e-14, "x{f} tap {i}: {} vs {w}", k[i]);
+            }
         }
     }
 
