@@ -21,6 +21,19 @@ fn dip_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Whether this run must find a GPU: `DIP_TEST_GPU=1` (set by scripts/gpu-check.sh on a machine
+/// with one). Without it the GPU must be refused with a clear error; each test asserts the one
+/// outcome it expects and says SKIPPED for the half it cannot check.
+fn gpu_expected() -> bool {
+    let on = std::env::var_os("DIP_TEST_GPU").is_some_and(|v| v == "1");
+    if !on {
+        eprintln!(
+            "SKIPPED: the GPU half of this test (no GPU expected; DIP_TEST_GPU=1 asks for it)"
+        );
+    }
+    on
+}
+
 #[test]
 fn a_bad_device_is_refused() {
     let (code, _, err) = dip(&["--device", "tpu", "bench", "--sizes", "64"]);
@@ -33,13 +46,12 @@ fn cuda_runs_or_says_clearly_why_not() {
     let (code, out, err) = dip(&[
         "--device", "cuda", "bench", "--sizes", "64", "--iters", "1", "--warmup", "0",
     ]);
-    if code == 0 {
-        eprintln!("a GPU ran the bench:\n{out}");
+    if gpu_expected() {
+        assert_eq!(code, 0, "{err}");
         assert!(out.contains("s/step"), "{out}");
         return;
     }
     says_why_there_is_no_gpu(code, &err);
-    eprintln!("no GPU here: {}", err.trim());
 }
 
 /// A run that needed a GPU and found none: exit code 2 and one line naming what is missing.
@@ -73,8 +85,8 @@ fn fits_go_to_the_gpu_or_say_why_not() {
         "--iters",
         "2",
     ]);
-    if code == 0 {
-        eprintln!("ran on a GPU");
+    if gpu_expected() {
+        assert_eq!(code, 0, "{err}");
         assert!(out.join("restored.png").exists());
         return;
     }
@@ -103,8 +115,8 @@ fn sweeps_go_to_the_gpu_or_say_why_not() {
         d,
         &["--device", "cuda", "sweep", "run", "plan.toml", "-o", "res"],
     );
-    if code == 0 {
-        eprintln!("ran on a GPU");
+    if gpu_expected() {
+        assert_eq!(code, 0, "{err}");
         let cell = std::fs::read_dir(d.join("res/cells"))
             .unwrap()
             .next()
@@ -144,8 +156,8 @@ fn analyses_go_to_the_gpu_or_say_why_not() {
             "5",
         ],
     );
-    if code == 0 {
-        eprintln!("ran on a GPU");
+    if gpu_expected() {
+        assert_eq!(code, 0, "{err}");
         let m = std::fs::read_to_string(d.join("an/analyze.json")).unwrap();
         assert!(m.contains("\"device\": \"cuda:0\""), "{m}");
         return;

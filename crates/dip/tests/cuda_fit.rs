@@ -75,7 +75,7 @@ fn gpu_fit(
     let emu = Emu::new();
     match fit_on_gpu(obs, op, clean, &tiny(), cfg, observers, &mut emu.open()) {
         Err(e) if e.to_string().contains("no host C++ compiler") => {
-            eprintln!("skipped: {e}");
+            eprintln!("SKIPPED: {e}");
             None
         }
         r => Some(r),
@@ -332,7 +332,7 @@ fn the_device_draws_standard_normals_that_differ_by_key() {
     let mut g = match GpuNet::emulated(&net, dir.path()) {
         Ok(g) => g,
         Err(e) if e.0.contains("no host C++ compiler") => {
-            eprintln!("skipped: {e}");
+            eprintln!("SKIPPED: {e}");
             return;
         }
         Err(e) => panic!("{e}"),
@@ -470,7 +470,7 @@ fn a_fit_from_captured_graphs_is_the_directly_launched_fit() {
             &mut emu.open(),
         ) {
             Err(e) if e.to_string().contains("no host C++ compiler") => {
-                eprintln!("skipped: {e}");
+                eprintln!("SKIPPED: {e}");
                 return;
             }
             r => r.unwrap(),
@@ -557,7 +557,7 @@ fn prior_samples_on_the_gpu_are_the_cpu_samples() {
     };
     let gpu = match draw_outputs_gpu(&tiny(), 16, 5, 7, 2, &mut open) {
         Err(e) if e.to_string().contains("no host C++ compiler") => {
-            eprintln!("skipped: {e}");
+            eprintln!("SKIPPED: {e}");
             return;
         }
         r => r.unwrap(),
@@ -575,7 +575,7 @@ fn prior_samples_on_the_gpu_are_the_cpu_samples() {
 fn no_emulation(fits: &[dip::Result<FitReport>]) -> bool {
     match fits.first() {
         Some(Err(e)) if e.to_string().contains("no host C++ compiler") => {
-            eprintln!("skipped: {e}");
+            eprintln!("SKIPPED: {e}");
             true
         }
         _ => false,
