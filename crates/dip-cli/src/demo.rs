@@ -24,8 +24,8 @@ const DEMO_IMAGE: &[u8] = include_bytes!("../assets/f16_128.png");
 
 /// The demo's network: the standard skip network (5 scales, skip 4, 32 input channels) at 32
 /// channels instead of 128. On this image it peaks as high as the standard width (30.8 dB,
-/// seed 0) at about a tenth of the arithmetic per step, so the method shows its best within the
-/// demo's two minutes on two cores.
+/// seed 0) at about a fifth of the time per step (0.037 s against 0.207 s at 128², two
+/// threads), so the method shows its best within the demo's two minutes on two cores.
 pub const DEMO_CHANNELS: usize = 32;
 
 /// The demo's step budget. `auto` stopping ends it where it has found the result: step 1340
