@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::denoise::INPUT_CHANNELS;
 use crate::output::{check_folder_writable, write_json};
 use crate::progress::OBSERVE_EVERY;
-use crate::task::{fit_with_progress, outcome, print_psnr, summary};
+use crate::task::{fit_with_progress, outcome, print_psnr, summary, take_choice};
 use crate::{Global, Outcome};
 
 /// A 128×128 crop of the F16 test image (the tail of the jet over snowy mountains): texture and
@@ -116,15 +116,7 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
         g,
         &mut [rule.as_mut()],
     )?;
-    // The result: the image at the rule's chosen step.
-    let stopped_at = match (args.stop, rule.chosen()) {
-        (StopKind::Fixed, _) | (_, None) => None,
-        (_, Some(c)) => {
-            report.output_ema = c.image.clone().with_bit_depth(report.output_ema.bit_depth);
-            report.psnr_final = Some(dip::metrics::psnr(&report.output_ema.data, &clean.data));
-            Some(c.step)
-        }
-    };
+    let stopped_at = take_choice(&mut report, args.stop, rule.as_ref(), Some(&clean));
     image::save(&report.output_ema, &path("restored.png"))?;
     let summary = summary(
         &report,

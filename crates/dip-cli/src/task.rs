@@ -382,17 +382,7 @@ pub fn run_task(
             let _ = std::fs::remove_file(p);
         }
     }
-    // The result: the image at the rule's chosen step (the last step's without a rule).
-    let stopped_at = match (stop_kind, rule.chosen()) {
-        (StopKind::Fixed, _) | (_, None) => None,
-        (_, Some(c)) => {
-            report.output_ema = c.image.clone().with_bit_depth(report.output_ema.bit_depth);
-            report.psnr_final = task
-                .clean
-                .map(|cl| dip::metrics::psnr(&report.output_ema.data, &cl.data));
-            Some(c.step)
-        }
-    };
+    let stopped_at = take_choice(&mut report, stop_kind, rule.as_ref(), task.clean);
     // SGLD: the result is the posterior mean; its spread is written beside it.
     let mut sgld_json = Value::Null;
     if let (Some(s), Some(conf)) = (&report.sgld, &cfg.sgld) {
@@ -496,6 +486,25 @@ pub fn run_task(
         println!("SSIM final:  {s:.4}");
     }
     Ok(outcome(&report))
+}
+
+/// The result of a fit watched by `rule`: the image at the rule's chosen step (the last step's
+/// with `fixed` or without a choice), with its PSNR; returns the chosen step.
+pub fn take_choice(
+    report: &mut FitReport,
+    kind: StopKind,
+    rule: &dyn dip::fit::StopRule,
+    clean: Option<&Image>,
+) -> Option<usize> {
+    match (kind, rule.chosen()) {
+        (StopKind::Fixed, _) | (_, None) => None,
+        (_, Some(c)) => {
+            report.output_ema = c.image.clone().with_bit_depth(report.output_ema.bit_depth);
+            report.psnr_final =
+                clean.map(|cl| dip::metrics::psnr(&report.output_ema.data, &cl.data));
+            Some(c.step)
+        }
+    }
 }
 
 /// An interrupted fit still saved its result; the exit code says it was cut short.

@@ -374,11 +374,17 @@ fn half_time_prediction_recovers_an_exact_inverse_law() {
     assert!(p.log_rms_error > 0.1);
 }
 
-fn tiny_fit(sgld: Option<SgldConfig>) -> dip::fit::FitReport {
+/// A 16×16 ramp with some texture: what the SGLD tests fit.
+fn tiny_image() -> Image {
     let mut y = random_image(16, 16, 2);
     for (i, v) in y.data.iter_mut().enumerate() {
         *v = 0.5 + 0.3 * ((i % 16) as f32 / 16.0) + 0.1 * (*v - 0.5);
     }
+    y
+}
+
+fn tiny_fit(sgld: Option<SgldConfig>) -> dip::fit::FitReport {
+    let y = tiny_image();
     let cfg = FitConfig {
         iters: 20,
         seed: 4,
@@ -433,10 +439,7 @@ impl dip::fit::Observer for Keep {
 /// observer saw at those steps.
 #[test]
 fn sgld_mean_and_spread_are_those_of_the_sampled_outputs() {
-    let mut y = random_image(16, 16, 2);
-    for (i, v) in y.data.iter_mut().enumerate() {
-        *v = 0.5 + 0.3 * ((i % 16) as f32 / 16.0) + 0.1 * (*v - 0.5);
-    }
+    let y = tiny_image();
     let cfg = FitConfig {
         iters: 20,
         seed: 4,

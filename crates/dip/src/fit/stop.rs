@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::observer::{Control, Observer, ObserverState, StepInfo};
 use crate::image::Image;
+pub use crate::sigma::estimate_sigma;
 use crate::spectral::analysis::{BandTracker, band_energy};
 use crate::spectral::bands::Bands;
 use crate::spectral::{BandSpacing, fft::Fft2d};
@@ -159,6 +160,22 @@ pub struct Chosen {
     pub image: Image,
 }
 
+/// Keeps the result of the step `info` describes in `slot`, reusing its buffer.
+fn keep_latest(slot: &mut Option<Chosen>, info: &StepInfo<'_>) {
+    match slot {
+        Some(l) if l.image.data.len() == info.ema.data.len() => {
+            l.step = info.iter;
+            l.image.data.copy_from_slice(&info.ema.data);
+        }
+        _ => {
+            *slot = Some(Chosen {
+                step: info.iter,
+                image: info.ema.clone(),
+            })
+        }
+    }
+}
+
 /// A stopping rule.
 pub trait StopRule: Observer {
     /// The rule's name (`wmv`, `spectral`, …).
@@ -186,26 +203,23 @@ pub fn make_rule(
     denoising: bool,
 ) -> Result<Box<dyn StopRule>> {
     if kind == StopKind::Auto {
-        let sigma = cfg.sigma.unwrap_or_else(|| estimate_sigma(observation));
         // A noise-free observation has no noise to overfit: run until the fit stops improving.
         // (A mask's observation holds its holes, which no estimator should read: the caller
         // says `noise_free` there.)
-        if cfg.noise_free || (cfg.sigma.is_none() && sigma < NOISE_FREE_SIGMA) {
+        if cfg.noise_free {
             return Ok(Box::new(Plateau::new()));
         }
-        let lagged = |inner: StopKind, delay: usize| -> Result<Box<dyn StopRule>> {
-            Ok(Box::new(Lagged {
-                inner: make_rule(inner, cfg, observation, denoising)?,
-                delay: cfg.auto_delay.unwrap_or(delay),
-                inner_done: false,
-                candidate: None,
-                captured: None,
-                latest: None,
-                warnings: Vec::new(),
-            }))
-        };
+        let sigma = cfg.sigma.unwrap_or_else(|| estimate_sigma(observation));
+        if cfg.sigma.is_none() && sigma < NOISE_FREE_SIGMA {
+            return Ok(Box::new(Plateau::new()));
+        }
         if !denoising {
-            return lagged(StopKind::Wmv, AUTO_DELAY_WMV);
+            let inner = make_rule(StopKind::Wmv, cfg, observation, denoising)?;
+            return Ok(Box::new(Lagged::new(
+                inner,
+                cfg.auto_delay.unwrap_or(AUTO_DELAY_WMV),
+                Vec::new(),
+            )));
         }
         // Denoising: the discrepancy principle on the estimated σ (the weak-texture estimator,
         // which texture lifts far less than the Haar one). Cross-checks by the output variance
@@ -229,15 +243,12 @@ pub fn make_rule(
                 ));
             }
         }
-        return Ok(Box::new(Lagged {
-            inner: make_rule(StopKind::Discrepancy, &cfg_d, observation, true)?,
-            delay: cfg.auto_delay.unwrap_or(AUTO_DELAY),
-            inner_done: false,
-            candidate: None,
-            captured: None,
-            latest: None,
+        let inner = make_rule(StopKind::Discrepancy, &cfg_d, observation, true)?;
+        return Ok(Box::new(Lagged::new(
+            inner,
+            cfg.auto_delay.unwrap_or(AUTO_DELAY),
             warnings,
-        }));
+        )));
     }
     if matches!(kind, StopKind::Discrepancy | StopKind::Spectral) && !denoising {
         return Err(Error::invalid(format!(
@@ -299,6 +310,18 @@ struct Lagged {
 }
 
 impl Lagged {
+    fn new(inner: Box<dyn StopRule>, delay: usize, warnings: Vec<String>) -> Self {
+        Lagged {
+            inner,
+            delay,
+            inner_done: false,
+            candidate: None,
+            captured: None,
+            latest: None,
+            warnings,
+        }
+    }
+
     /// The inner rule is sure and the delayed result is taken: the run can end.
     fn done(&self) -> bool {
         self.inner_done && self.captured.is_some()
@@ -323,18 +346,7 @@ impl Observer for Lagged {
             && self.captured.is_none()
             && (info.iter > cs || info.iter >= cs + self.delay)
         {
-            match &mut self.latest {
-                Some(l) if l.image.data.len() == info.ema.data.len() => {
-                    l.step = info.iter;
-                    l.image.data.copy_from_slice(&info.ema.data);
-                }
-                _ => {
-                    self.latest = Some(Chosen {
-                        step: info.iter,
-                        image: info.ema.clone(),
-                    })
-                }
-            }
+            keep_latest(&mut self.latest, info);
             if info.iter >= cs + self.delay {
                 self.captured = self.latest.take();
             }
@@ -395,24 +407,31 @@ impl StopRule for Lagged {
     fn warnings(&self) -> Vec<String> {
         let inner = self.inner.name();
         let mut w = self.warnings.clone();
-        w.extend(match (self.inner_done, self.inner.chosen(), self.captured.is_some()) {
-            (_, None, _) => vec![format!(
-                "{inner} chose no step before the step limit{}: the result is the last step's; \
+        w.extend(
+            match (
+                self.inner_done,
+                self.inner.chosen(),
+                self.captured.is_some(),
+            ) {
+                (_, None, _) => vec![format!(
+                    "{inner} chose no step before the step limit{}: the result is the last step's; \
                  raise --iters",
-                self.inner
-                    .sigma()
-                    .map(|s| format!(
-                        " (the residual never reached the estimated noise level, {:.1})",
-                        s * 255.0
-                    ))
-                    .unwrap_or_default()
-            )],
-            (false, Some(c), _) | (_, Some(c), false) => vec![format!(
-                "the step limit came before {inner} was sure of its choice (step {}): raise                  --iters to let it finish",
-                c.step
-            )],
-            _ => Vec::new(),
-        });
+                    self.inner
+                        .sigma()
+                        .map(|s| format!(
+                            " (the residual never reached the estimated noise level, {:.1})",
+                            s * 255.0
+                        ))
+                        .unwrap_or_default()
+                )],
+                (false, Some(c), _) | (_, Some(c), false) => vec![format!(
+                    "the step limit came before {inner} was sure of its choice (step {}): raise \
+                 --iters to let it finish",
+                    c.step
+                )],
+                _ => Vec::new(),
+            },
+        );
         w
     }
 }
@@ -441,18 +460,7 @@ impl Observer for Plateau {
         if self.done {
             return Control::Stop;
         }
-        match &mut self.last {
-            Some(l) if l.image.data.len() == info.ema.data.len() => {
-                l.step = info.iter;
-                l.image.data.copy_from_slice(&info.ema.data);
-            }
-            _ => {
-                self.last = Some(Chosen {
-                    step: info.iter,
-                    image: info.ema.clone(),
-                })
-            }
-        }
+        keep_latest(&mut self.last, info);
         let min = self
             .mins
             .last()
@@ -460,12 +468,12 @@ impl Observer for Plateau {
         self.mins.push((info.iter, min));
         if info.iter >= PLATEAU_MIN_STEPS {
             let half = info.iter / 2;
+            // The steps are increasing: the last observation at or before half the run.
             let at_half = self
                 .mins
-                .iter()
-                .rev()
-                .find(|(s, _)| *s <= half)
-                .map(|&(_, m)| m);
+                .partition_point(|&(s, _)| s <= half)
+                .checked_sub(1)
+                .map(|i| self.mins[i].1);
             if let Some(h) = at_half
                 && min.is_finite()
                 && min >= (1.0 - PLATEAU_DROP) * h
@@ -516,12 +524,6 @@ impl StopRule for Plateau {
             ]
         }
     }
-}
-
-/// Noise std of an image in [0, 1] units by the default estimator (weak-texture patches read by
-/// Chen, Zhu & Heng's rule; see [`crate::sigma`]).
-pub fn estimate_sigma(img: &Image) -> f64 {
-    crate::sigma::estimate_sigma(img)
 }
 
 struct Fixed {
