@@ -100,12 +100,15 @@ fn write_gray(path: &Path, w: u32, h: u32) {
 }
 
 /// Every run: a name, the command line, and the images and summary it writes.
-fn runs() -> Vec<(
+/// A run: its name, its command line, the images it writes and its summary (file or folder).
+type Run = (
     &'static str,
     Vec<&'static str>,
     Vec<&'static str>,
     Option<&'static str>,
-)> {
+);
+
+fn runs() -> Vec<Run> {
     let fit = |v: &[&'static str]| -> Vec<&'static str> {
         let mut a = v.to_vec();
         a.extend_from_slice(NARROW);
