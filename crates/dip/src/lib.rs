@@ -23,6 +23,7 @@ pub mod sigma;
 pub mod spectral;
 pub mod sweep;
 pub mod synthetic;
+pub mod task;
 pub mod trajectory;
 
 pub use error::{Error, Result};

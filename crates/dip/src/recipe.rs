@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{PadMode, Precision};
-use crate::fit::{FitConfig, InputKind, Loss};
+use crate::fit::{FitConfig, InputKind, Loss, SgldConfig, StopKind};
 use crate::nets::{Arch, ConvGen2Spec, DecoderSpec, LinearSpec, ReluNetSpec, SkipSpec, Upsampler};
 use crate::{Error, Result};
 
@@ -146,6 +146,48 @@ pub struct FitRecipe {
     pub precision: Precision,
 }
 
+/// When to stop, and which step's result to return (docs/STOPPING.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StopRecipe {
+    /// `auto`, `fixed` (every step), `wmv`, `emv`, `discrepancy` or `spectral`.
+    pub rule: StopKind,
+    /// Steps without a better choice before a rule ends the fit.
+    pub patience: usize,
+}
+
+impl Default for StopRecipe {
+    fn default() -> Self {
+        StopRecipe {
+            rule: StopKind::Auto,
+            patience: 200,
+        }
+    }
+}
+
+/// SGLD (Cheng et al.): noise on the weights after every step; the result is the mean of the
+/// outputs sampled after the burn-in, and their spread its uncertainty. Runs every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SgldRecipe {
+    /// Steps before the first sample [default: a third of the steps].
+    pub burn_in: Option<usize>,
+    /// Steps between samples.
+    pub every: usize,
+    /// Std of the weight noise as a multiple of the learning rate.
+    pub noise: f64,
+}
+
+impl Default for SgldRecipe {
+    fn default() -> Self {
+        SgldRecipe {
+            burn_in: None,
+            every: 50,
+            noise: 2.0,
+        }
+    }
+}
+
 /// Everything a run needs besides the images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +197,11 @@ pub struct Recipe {
     pub description: String,
     pub fit: FitRecipe,
     pub net: NetRecipe,
+    #[serde(default)]
+    pub stop: StopRecipe,
+    /// SGLD instead of a plain fit, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sgld: Option<SgldRecipe>,
 }
 
 impl Recipe {
@@ -302,9 +349,30 @@ impl Recipe {
                 n.fourier_scale
             ));
         }
+        if let Some(s) = &self.sgld {
+            if s.every == 0 {
+                return bad("sgld.every must be at least 1".into());
+            }
+            if !(s.noise.is_finite() && s.noise >= 0.0) {
+                return bad(format!(
+                    "sgld.noise must be zero or positive, got {}",
+                    s.noise
+                ));
+            }
+        }
         self.arch(1)?;
         self.fit_config()?;
         Ok(())
+    }
+
+    /// SGLD's settings for a run of `iters` steps, when the recipe asks for SGLD.
+    pub fn sgld_config(&self, iters: usize) -> Option<SgldConfig> {
+        self.sgld.as_ref().map(|s| SgldConfig {
+            noise: s.noise,
+            burn_in: s.burn_in.unwrap_or(iters / 3),
+            sample_every: s.every,
+            ..SgldConfig::for_iters(iters)
+        })
     }
 
     /// The fit settings (observation and check intervals at their defaults), validated.
