@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use dip::image;
 use dip::metrics::psnr;
-use dip::operators::noise_models;
+use dip::task::Noise;
 
 use crate::Global;
 use crate::denoise::load_image;
@@ -139,20 +139,21 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     let model = model(&args)?;
     check_image_output(&args.output, &[&args.clean], args.force)?;
     let clean = load_image(&args.clean, g)?;
-    let (noisy, what) = match model {
+    let (noise, what) = match model {
         Model::Gaussian(sigma) => (
-            noise_models::gaussian(&clean, sigma, args.seed),
+            Noise::Gaussian(sigma as f64),
             format!("gaussian noise, sigma {sigma} (0-255 scale)"),
         ),
         Model::Poisson(peak) => (
-            noise_models::poisson(&clean, peak, args.seed)?,
+            Noise::Poisson(peak),
             format!("poisson noise, peak {peak} photons"),
         ),
         Model::Impulse(amount) => (
-            noise_models::impulse(&clean, amount, args.seed)?,
+            Noise::Impulse(amount),
             format!("impulse noise, {:.1}% of samples", 100.0 * amount),
         ),
     };
+    let noisy = noise.apply(&clean, args.seed)?;
     image::save(&noisy, &args.output)?;
     // PSNR of what the file holds, after rounding to its bit depth.
     let saved = image::quantize(&noisy, noisy.bit_depth);

@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use dip::image::{self, Image};
+use dip::image;
 use dip::metrics::{psnr, ssim};
-use dip::noise::add_gaussian_noise;
-use dip::operators::{Blur, Downsample, Mask, Operator, Psf, bicubic_upscale};
+use dip::operators::{Mask, Operator, Psf};
+use dip::task::{Degradation, MaskKind, Noise, Seeds};
 
 use crate::Global;
 use crate::eval::format_psnr;
@@ -282,21 +282,20 @@ fn check_outputs(outputs: &[(&str, &Path)], inputs: &[&Path], force: bool) -> Re
     Ok(())
 }
 
-/// Adds the requested noise (nothing for sigma 0).
-fn add_noise(img: Image, sigma: f32, seed: u64) -> Image {
-    if sigma > 0.0 {
-        add_gaussian_noise(&img, sigma, seed)
-    } else {
-        img
-    }
-}
-
 /// A note on the noise, for the description line.
 fn noise_note(args: &Args) -> String {
     if args.sigma > 0.0 {
         format!(", noise sigma {} (seed {})", args.sigma, args.seed)
     } else {
         String::new()
+    }
+}
+
+/// The seeds of the noise (--seed) and of a generated mask (--mask-seed).
+fn seeds(args: &Args) -> Seeds {
+    Seeds {
+        noise: args.seed,
+        mask: args.mask_seed.unwrap_or(0),
     }
 }
 
@@ -319,29 +318,25 @@ fn inpaint(args: &Args, g: &Global) -> Result<()> {
 
     let clean = load_image(&args.clean, g)?;
     let (w, h) = (clean.width, clean.height);
-    let seed = args.mask_seed.unwrap_or(0);
     let mask = match source {
-        MaskSource::File(p) => Mask::from_file(p, w, h)?,
-        MaskSource::Random(p) => Mask::random(w, h, p, seed)?,
-        MaskSource::Blocks { n, size } => {
-            let size = size.unwrap_or((w.min(h) / 8).max(1));
-            Mask::blocks(w, h, n, size, seed)?
-        }
-        MaskSource::Text => Mask::text(w, h, seed)?,
+        MaskSource::File(p) => MaskKind::Given(Mask::from_file(p, w, h)?),
+        MaskSource::Random(p) => MaskKind::Random(p),
+        MaskSource::Blocks { n, size } => MaskKind::Blocks { count: n, size },
+        MaskSource::Text => MaskKind::Text,
     };
-    if mask.known().iter().all(|k| !k) {
-        let what = match &args.mask {
-            Some(p) => p.display().to_string(),
-            None => "the generated mask".to_string(),
-        };
-        bail!("{what}: the mask has no known pixel (all black), so there is nothing to observe");
+    let problem = Degradation::Inpaint {
+        mask,
+        noise: Noise::gaussian(args.sigma as f64),
     }
-    let mask = mask.with_channels(clean.channels);
-    // Noise after A, then the mask again, so that missing pixels stay black in the file (their
-    // values are ignored by `dip inpaint` either way).
-    let noisy = add_noise(mask.apply(&clean)?, args.sigma, args.seed);
-    let observation = mask.apply(&noisy)?;
-    image::save(&observation, &args.output)?;
+    .apply(&clean, seeds(args))
+    .map_err(|e| match &args.mask {
+        Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+        None => anyhow::anyhow!("the generated mask: {e}"),
+    })?;
+    let mask = problem.mask().expect("an inpainting problem has its mask");
+    // Missing pixels are black in the file (their values are ignored by `dip inpaint`).
+    let observation = &problem.observation;
+    image::save(observation, &args.output)?;
     if let Some(m) = &args.mask_out {
         image::save(&mask.to_image(), m)?;
     }
@@ -353,7 +348,7 @@ fn inpaint(args: &Args, g: &Global) -> Result<()> {
         noise_note(args)
     );
     if args.sigma > 0.0 {
-        let saved = image::quantize(&observation, observation.bit_depth);
+        let saved = observation;
         let c = clean.channels;
         let (mut obs, mut gt) = (Vec::new(), Vec::new());
         for (i, _) in mask.known().iter().enumerate().filter(|(_, k)| **k) {
@@ -397,39 +392,36 @@ fn sr(args: &Args, g: &Global) -> Result<()> {
     let (w, h) = (clean.width, clean.height);
     let multiple = args.crop_to.unwrap_or(f);
     let (cw, ch) = (w - w % multiple, h - h % multiple);
-    if cw == 0 || ch == 0 {
-        bail!(
-            "{}: the image is {w}x{h}, smaller than {multiple} pixels on a side, so nothing is \
-             left after cropping to multiples of {multiple}",
-            args.clean.display()
-        );
-    }
     let cropped = (cw, ch) != (w, h);
-    if cropped && args.no_crop {
+    if cropped && args.no_crop && cw > 0 && ch > 0 {
         bail!(
             "{}: the image is {w}x{h}, which does not divide by --factor {f}; drop --no-crop to \
              centre-crop it to {cw}x{ch}",
             args.clean.display()
         );
     }
-    let hr = if cropped {
-        image::center_crop(&clean, cw, ch)
-    } else {
-        clean
-    };
-    let down = Downsample::new(cw, ch, hr.channels, f)
-        .with_context(|| args.clean.display().to_string())?;
-    let lr = add_noise(down.apply(&hr)?, args.sigma, args.seed);
+    let problem = Degradation::Downsample {
+        factor: f,
+        crop_to: args.crop_to,
+        noise: Noise::gaussian(args.sigma as f64),
+    }
+    .apply(&clean, seeds(args))
+    .with_context(|| args.clean.display().to_string())?;
+    let hr = problem
+        .clean
+        .as_ref()
+        .expect("a degraded problem has its clean image");
+    let lr = &problem.observation;
     // The baseline is made from what the file holds, as `dip sr` would see it.
-    let lr_saved = image::quantize(&lr, lr.bit_depth);
-    let bicubic = bicubic_upscale(&lr_saved, f)?;
-    let baseline = image::quantize(&bicubic, bicubic.bit_depth);
-    image::save(&lr, &args.output)?;
+    let (_, baseline) = problem
+        .baseline()?
+        .expect("super-resolution has a baseline");
+    image::save(lr, &args.output)?;
     if let Some(p) = &args.hr_out {
-        image::save(&hr, p)?;
+        image::save(hr, p)?;
     }
     if let Some(p) = &args.bicubic_out {
-        image::save(&bicubic, p)?;
+        image::save(&baseline, p)?;
     }
 
     let crop_note = if cropped {
@@ -440,12 +432,12 @@ fn sr(args: &Args, g: &Global) -> Result<()> {
     let mut line = format!(
         "wrote {}: sr, {}, {cw}x{ch}{crop_note} -> {}x{}{}, bicubic baseline PSNR {} dB SSIM {:.4}",
         args.output.display(),
-        down.name(),
+        problem.operator.name(),
         lr.width,
         lr.height,
         noise_note(args),
         format_psnr(psnr(&baseline.data, &hr.data)),
-        ssim(&baseline, &hr)
+        ssim(&baseline, hr)
     );
     if let Some(p) = &args.hr_out {
         line.push_str(&format!("; ground truth in {}", p.display()));
@@ -474,20 +466,23 @@ fn deblur(args: &Args, g: &Global) -> Result<()> {
     check_outputs(&[("-o", &args.output)], &inputs, args.force)?;
 
     let clean = load_image(&args.clean, g)?;
-    let blur = Blur::new(psf, clean.width, clean.height, clean.channels)
-        .with_context(|| args.clean.display().to_string())?;
-    let blurred = add_noise(blur.apply(&clean)?, args.sigma, args.seed);
-    image::save(&blurred, &args.output)?;
-    let saved = image::quantize(&blurred, blurred.bit_depth);
+    let problem = Degradation::Blur {
+        psf,
+        noise: Noise::gaussian(args.sigma as f64),
+    }
+    .apply(&clean, seeds(args))
+    .with_context(|| args.clean.display().to_string())?;
+    let saved = &problem.observation;
+    image::save(saved, &args.output)?;
     println!(
         "wrote {}: deblur, {}, {}x{}{}, PSNR {} dB SSIM {:.4}",
         args.output.display(),
-        blur.name(),
+        problem.operator.name(),
         clean.width,
         clean.height,
         noise_note(args),
         format_psnr(psnr(&saved.data, &clean.data)),
-        ssim(&saved, &clean)
+        ssim(saved, &clean)
     );
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
-use dip::operators::Identity;
+use anyhow::{Context, Result};
+use dip::task::Problem;
 use serde_json::json;
 
 pub use crate::task::load_image;
@@ -33,9 +33,7 @@ pub struct Args {
 
 pub fn run(args: Args, g: &Global) -> Result<Outcome> {
     let c = &args.common;
-    let preset = c.recipe.preset_name("denoise").to_string();
-    let recipe = c.recipe.resolve(&preset)?;
-    recipe.fit_config()?;
+    let (preset, recipe) = c.resolve("denoise")?;
     let out = c.outputs();
     let mut inputs: Vec<&Path> = vec![&args.noisy];
     inputs.extend(c.clean.as_deref());
@@ -43,15 +41,16 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
 
     let noisy = load_image(&args.noisy, g)?;
     let clean = c.load_clean(g)?;
-    let identity = Identity::new(noisy.width, noisy.height, noisy.channels);
+    let mut problem = c.stop.with_sigma(Problem::denoise(noisy))?;
+    if let (Some(clean), Some(path)) = (clean, &c.clean) {
+        problem = problem
+            .with_clean(clean)
+            .with_context(|| path.display().to_string())?;
+    }
     let task = Task {
         command: "denoise",
-        observation: &noisy,
-        operator: &identity,
-        clean: clean.as_ref(),
-        baseline: None,
+        problem,
         max_memory: c.recipe.max_memory()?,
-        stop: c.stop.clone(),
         extra: vec![
             ("input", json!(args.noisy.display().to_string())),
             (

@@ -264,6 +264,17 @@ impl Batch {
         cfg
     }
 
+    /// Makes a fit run under `ctx` a lane of the batch, if there is one.
+    #[cfg_attr(not(feature = "cuda"), allow(clippy::unused_self))]
+    pub fn join(&self, ctx: &mut dip::task::RunContext<'_>) {
+        #[cfg(feature = "cuda")]
+        if let Some(p) = &self.pool {
+            ctx.lanes = Some(p.clone());
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = ctx;
+    }
+
     /// How many fits ran as lanes of the batch.
     pub fn fits_in_lanes(&self) -> usize {
         #[cfg(feature = "cuda")]

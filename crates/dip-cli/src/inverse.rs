@@ -4,37 +4,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use dip::image::{self, Image};
-use dip::metrics::psnr;
-use dip::operators::{
-    Blur, Downsample, HARMONIC_ROUNDS, Mask, Operator, Psf, bicubic_upscale, harmonic_fill,
-};
+use dip::operators::{Mask, Psf, bicubic_upscale};
+use dip::task::Problem;
 use serde_json::json;
 
 use crate::output::check_image_output;
 use crate::task::{Common, Task, load_image, run_task};
 use crate::{Global, Outcome};
 
-/// Errors unless `clean` has the size and channels of the image being restored.
-fn check_clean(clean: Option<&Image>, path: Option<&Path>, op: &dyn Operator) -> Result<()> {
-    if let (Some(c), Some(p)) = (clean, path) {
-        let (w, h, ch) = op.input_shape();
-        if (c.width, c.height) != (w, h) {
-            bail!(
-                "{}: the clean image is {}x{} but the result will be {w}x{h}",
-                p.display(),
-                c.width,
-                c.height
-            );
-        }
-        if c.channels != ch {
-            bail!(
-                "{}: the clean image has {} channel(s) but the result will have {ch}",
-                p.display(),
-                c.channels
-            );
-        }
+/// `problem` with the clean image, if one was given (its path names a mismatch).
+fn with_clean(problem: Problem, clean: Option<Image>, path: Option<&Path>) -> Result<Problem> {
+    match (clean, path) {
+        (Some(c), Some(p)) => problem
+            .with_clean(c)
+            .with_context(|| p.display().to_string()),
+        (Some(c), None) => Ok(problem.with_clean(c)?),
+        (None, _) => Ok(problem),
     }
-    Ok(())
 }
 
 const INPAINT_EXAMPLES: &str = "\
@@ -78,13 +64,9 @@ pub struct InpaintArgs {
 
 pub fn inpaint(args: InpaintArgs, g: &Global) -> Result<Outcome> {
     let random = args.random_mask.is_some();
-    let preset = args
-        .common
-        .recipe
-        .preset_name(if random { "inpaint-random" } else { "inpaint" })
-        .to_string();
-    let recipe = args.common.recipe.resolve(&preset)?;
-    recipe.fit_config()?;
+    let (preset, recipe) =
+        args.common
+            .resolve(if random { "inpaint-random" } else { "inpaint" })?;
     if let Some(p) = args.random_mask
         && !(p > 0.0 && p <= 1.0)
     {
@@ -121,38 +103,31 @@ pub fn inpaint(args: InpaintArgs, g: &Global) -> Result<Outcome> {
             "note: the mask marks every pixel as known; the fit will only reproduce the image"
         );
     }
-    let mask = mask.with_channels(img.channels);
-    let observation = mask.apply(&img)?;
+    let known_fraction = mask.known_fraction();
     if let Some(m) = &args.mask_out {
-        image::save(&mask.to_image(), m)?;
+        image::save(&mask.clone().with_channels(img.channels).to_image(), m)?;
     }
-    let mut clean = args.common.load_clean(g)?;
-    check_clean(clean.as_ref(), args.common.clean.as_deref(), &mask)?;
-    if clean.is_none() && random {
-        clean = Some(img.clone());
+    let clean = args.common.load_clean(g)?;
+    let truth = match (&clean, random) {
+        (None, true) => Some(img.clone()),
+        _ => None,
+    };
+    let problem = Problem::inpaint(img, mask)?;
+    let mut problem = with_clean(problem, clean, args.common.clean.as_deref())?;
+    if let Some(t) = truth {
+        problem = problem.with_clean(t)?;
     }
+    let problem = args.common.stop.with_sigma(problem)?;
     if !g.quiet && !random {
         eprintln!(
             "inpaint: {:.1}% of the pixels are known",
-            100.0 * mask.known_fraction()
+            100.0 * known_fraction
         );
     }
-    // The classical fill, printed beside the result when the clean image is known.
-    let fill = match &clean {
-        Some(c) => Some(psnr(
-            &harmonic_fill(&observation, &mask, HARMONIC_ROUNDS)?.data,
-            &c.data,
-        )),
-        None => None,
-    };
     let task = Task {
         command: "inpaint",
-        observation: &observation,
-        operator: &mask,
-        clean: clean.as_ref(),
-        baseline: fill.map(|p| ("harmonic fill", p)),
+        problem,
         max_memory: args.common.recipe.max_memory()?,
-        stop: args.common.stop.clone(),
         extra: vec![
             ("input", json!(args.image.display().to_string())),
             (
@@ -161,7 +136,7 @@ pub fn inpaint(args: InpaintArgs, g: &Global) -> Result<Outcome> {
             ),
             ("random_mask", json!(args.random_mask)),
             ("mask_seed", json!(args.mask_seed)),
-            ("known_fraction", json!(mask.known_fraction())),
+            ("known_fraction", json!(known_fraction)),
         ],
     };
     run_task(task, &recipe, &preset, &out, g)
@@ -190,13 +165,7 @@ pub struct SrArgs {
 
 pub fn sr(args: SrArgs, g: &Global) -> Result<Outcome> {
     let f = args.factor;
-    let preset = args
-        .common
-        .recipe
-        .preset_name(if f >= 8 { "sr8" } else { "sr4" })
-        .to_string();
-    let recipe = args.common.recipe.resolve(&preset)?;
-    recipe.fit_config()?;
+    let (preset, recipe) = args.common.resolve(if f >= 8 { "sr8" } else { "sr4" })?;
     if !(2..=16).contains(&f) || !f.is_multiple_of(2) {
         bail!("--factor must be 2, 4 or 8 (any even factor up to 16), not {f}");
     }
@@ -207,8 +176,6 @@ pub fn sr(args: SrArgs, g: &Global) -> Result<Outcome> {
 
     let lr = load_image(&args.lowres, g)?;
     let (w, h) = (lr.width * f, lr.height * f);
-    let down = Downsample::new(w, h, lr.channels, f)
-        .with_context(|| format!("{}", args.lowres.display()))?;
     let clean = args.common.load_clean(g)?;
     if let (Some(c), Some(p)) = (&clean, &args.common.clean)
         && (c.width, c.height) != (w, h)
@@ -228,19 +195,14 @@ pub fn sr(args: SrArgs, g: &Global) -> Result<Outcome> {
             args.lowres.display()
         );
     }
-    check_clean(clean.as_ref(), args.common.clean.as_deref(), &down)?;
-    let bicubic = clean
-        .as_ref()
-        .map(|c| -> Result<f64> { Ok(psnr(&bicubic_upscale(&lr, f)?.data, &c.data)) })
-        .transpose()?;
+    let problem = Problem::super_resolve(lr.clone(), f)
+        .with_context(|| format!("{}", args.lowres.display()))?;
+    let problem = with_clean(problem, clean.clone(), args.common.clean.as_deref())?;
+    let problem = args.common.stop.with_sigma(problem)?;
     let task = Task {
         command: "sr",
-        observation: &lr,
-        operator: &down,
-        clean: clean.as_ref(),
-        baseline: bicubic.map(|p| ("bicubic", p)),
+        problem,
         max_memory: args.common.recipe.max_memory()?,
-        stop: args.common.stop.clone(),
         extra: vec![
             ("input", json!(args.lowres.display().to_string())),
             ("factor", json!(f)),
@@ -286,9 +248,7 @@ pub struct DeblurArgs {
 }
 
 pub fn deblur(args: DeblurArgs, g: &Global) -> Result<Outcome> {
-    let preset = args.common.recipe.preset_name("deblur").to_string();
-    let recipe = args.common.recipe.resolve(&preset)?;
-    recipe.fit_config()?;
+    let (preset, recipe) = args.common.resolve("deblur")?;
     let psf = Psf::parse(&args.psf)?;
     let out = args.common.outputs();
     let mut inputs: Vec<&Path> = vec![&args.blurred];
@@ -296,18 +256,15 @@ pub fn deblur(args: DeblurArgs, g: &Global) -> Result<Outcome> {
     out.check(&inputs)?;
 
     let blurred = load_image(&args.blurred, g)?;
-    let blur = Blur::new(psf, blurred.width, blurred.height, blurred.channels)
-        .with_context(|| format!("{}", args.blurred.display()))?;
+    let problem =
+        Problem::deblur(blurred, psf).with_context(|| format!("{}", args.blurred.display()))?;
     let clean = args.common.load_clean(g)?;
-    check_clean(clean.as_ref(), args.common.clean.as_deref(), &blur)?;
+    let problem = with_clean(problem, clean, args.common.clean.as_deref())?;
+    let problem = args.common.stop.with_sigma(problem)?;
     let task = Task {
         command: "deblur",
-        observation: &blurred,
-        operator: &blur,
-        clean: clean.as_ref(),
-        baseline: None,
+        problem,
         max_memory: args.common.recipe.max_memory()?,
-        stop: args.common.stop.clone(),
         extra: vec![
             ("input", json!(args.blurred.display().to_string())),
             ("psf", json!(args.psf)),

@@ -16,18 +16,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use dip::fit::{
-    BandRecorder, Control, FitConfig, Observer, StepInfo, StopConfig, StopKind, StopRule, fit,
-    make_rule,
+    BandRecorder, Control, Observer, StepInfo, StopConfig, StopKind, StopRule, make_rule,
 };
 use dip::image::{self, Image};
 use dip::metrics::{psnr, rgb_to_y, ssim};
-use dip::noise::add_gaussian_noise;
-use dip::operators::{Blur, Downsample, Identity, Mask, Operator, Psf, bicubic_upscale};
+use dip::operators::Psf;
 use dip::recipe::Recipe;
 use dip::spectral::{BandSpacing, bands::Bands};
 use dip::sweep::{
     Cell, CellRecord, CellSettings, CellState, Manifest, Plan, Shard, Store, Task, merge,
 };
+use dip::task::{Degradation, MaskKind, Noise, NoiseModel, Problem, RunContext, Seeds, restore};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -323,86 +322,30 @@ impl ImageCache<'_> {
     }
 }
 
-/// A degraded image, ready to fit.
-struct Problem {
-    /// The image to restore (for sr, cropped to a multiple of the factor).
-    clean: Image,
-    observation: Image,
-    operator: Box<dyn Operator>,
-    /// PSNR of the classical baseline (bicubic upscaling for sr).
-    baseline: Option<f64>,
-}
-
-/// Gaussian noise on the 0–255 scale, or nothing for 0.
-fn noise(img: Image, sigma: f64, seed: u64) -> Image {
-    if sigma > 0.0 {
-        add_gaussian_noise(&img, sigma as f32, seed)
-    } else {
-        img
-    }
-}
-
-/// The observation of a cell, as `dip degrade` would write it (quantised to the image's bit
-/// depth), from the cell's degradation seed.
-fn degrade(clean: Image, s: &CellSettings) -> Result<Problem> {
-    let seed = s.degradation_seed();
-    let noise_seed = seed ^ 0x6E6F_6973_6500_0000;
-    let (w, h, c) = (clean.width, clean.height, clean.channels);
-    let depth = clean.bit_depth;
-    let q = |img: Image| image::quantize(&img, depth);
+/// The degradation of a cell, as `dip degrade` would make it.
+fn degradation(s: &CellSettings) -> Result<Degradation> {
     Ok(match s.task {
-        Task::Denoise => Problem {
-            observation: q(noise(clean.clone(), s.level, noise_seed)),
-            operator: Box::new(Identity::new(w, h, c)),
-            clean,
-            baseline: None,
+        Task::Denoise => Degradation::Noise(Noise::gaussian(s.level)),
+        Task::Inpaint => Degradation::Inpaint {
+            mask: MaskKind::Random(s.level),
+            noise: Noise::gaussian(s.sigma),
         },
-        Task::Inpaint => {
-            let mask = Mask::random(w, h, s.level, seed)?;
-            if mask.known().iter().all(|k| !k) {
-                bail!(
-                    "the random mask keeps no pixel of the {w}x{h} image (level {})",
-                    s.level
-                );
-            }
-            let mask = mask.with_channels(c);
-            // Noise after the mask, then the mask again: missing pixels stay black.
-            let observation = q(mask.apply(&noise(mask.apply(&clean)?, s.sigma, noise_seed))?);
-            Problem {
-                observation,
-                operator: Box::new(mask),
-                clean,
-                baseline: None,
-            }
-        }
-        Task::Sr => {
-            let f = s.level as usize;
-            let (cw, ch) = (w - w % f, h - h % f);
-            if cw == 0 || ch == 0 {
-                bail!("the image is {w}x{h}, smaller than the factor {f}");
-            }
-            let hr = image::center_crop(&clean, cw, ch);
-            let down = Downsample::new(cw, ch, c, f)?;
-            let observation = q(noise(down.apply(&hr)?, s.sigma, noise_seed));
-            let bicubic = q(bicubic_upscale(&observation, f)?);
-            Problem {
-                baseline: Some(psnr(&bicubic.data, &hr.data)),
-                observation,
-                operator: Box::new(down),
-                clean: hr,
-            }
-        }
-        Task::Deblur => {
-            let psf = Psf::gaussian(s.level, Psf::default_gaussian_size(s.level))?;
-            let blur = Blur::new(psf, w, h, c)?;
-            Problem {
-                observation: q(noise(blur.apply(&clean)?, s.sigma, noise_seed)),
-                operator: Box::new(blur),
-                clean,
-                baseline: None,
-            }
-        }
+        Task::Sr => Degradation::Downsample {
+            factor: s.level as usize,
+            crop_to: None,
+            noise: Noise::gaussian(s.sigma),
+        },
+        Task::Deblur => Degradation::Blur {
+            psf: Psf::gaussian(s.level, Psf::default_gaussian_size(s.level))?,
+            noise: Noise::gaussian(s.sigma),
+        },
     })
+}
+
+/// The problem of a cell (observation quantised to the image's bit depth, the clean image),
+/// from the cell's degradation seed.
+fn degrade(clean: &Image, s: &CellSettings) -> Result<Problem> {
+    Ok(degradation(s)?.apply(clean, Seeds::from_one(s.degradation_seed()))?)
 }
 
 /// Lines for people: above the bars on a terminal, plain lines on stderr otherwise (a Slurm
@@ -515,18 +458,16 @@ fn run_cell(
     g: &Global,
 ) -> Result<CellOutcome> {
     let s = &cell.settings;
-    let (preset, recipe) = recipe_of(s)?;
+    let (preset, mut recipe) = recipe_of(s)?;
+    // The fit runs its whole budget; the plan's rules watch it and record their choices.
+    recipe.stop.rule = StopKind::Fixed;
     let clean = images.get(s, g, log)?;
-    let p = degrade(clean, s)?;
-    let spec = recipe.arch(p.clean.channels)?;
-    let cfg = room.batch.apply(FitConfig {
-        observe_every: OBSERVE_EVERY,
-        max_memory: room.max_memory,
-        cancel: Some(g.cancel.clone()),
-        device: g.device,
-        ..recipe.fit_config()?
-    });
-    let bar = log.multi.add(ProgressBar::new(cfg.iters as u64));
+    let p = degrade(&clean, s)?;
+    let clean = p
+        .clean
+        .as_ref()
+        .expect("a degraded problem holds its clean image");
+    let bar = log.multi.add(ProgressBar::new(recipe.fit.iters as u64));
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
             .expect("the progress template is valid")
@@ -539,8 +480,7 @@ fn run_cell(
         let kind: StopKind = r.parse()?;
         // The noise-level rules apply to denoising only; elsewhere their metrics stay empty.
         let stop_cfg = StopConfig {
-            // Masks keep the clean image where known: noise-free.
-            noise_free: s.task == Task::Inpaint,
+            noise_free: p.noise == NoiseModel::NoiseFree,
             ..StopConfig::default()
         };
         if let Ok(rule) = make_rule(kind, &stop_cfg, &p.observation, denoising) {
@@ -552,55 +492,56 @@ fn run_cell(
         }
     }
     let mut bands = match s.bands {
-        Some(n) => Some(band_recorder(&p.observation, &p.clean, n)?),
+        Some(n) => Some(band_recorder(&p.observation, clean, n)?),
         None => None,
     };
-    let mut observers: Vec<&mut dyn Observer> = vec![&mut observer];
+    let mut ctx = RunContext {
+        device: g.device,
+        cancel: Some(g.cancel.clone()),
+        max_memory: room.max_memory,
+        observe_every: OBSERVE_EVERY,
+        ..RunContext::default()
+    };
+    room.batch.join(&mut ctx);
+    ctx.observers.push(&mut observer);
     for w in watches.iter_mut() {
-        observers.push(w);
+        ctx.observers.push(w);
     }
     if let Some(b) = bands.as_mut() {
-        observers.push(b);
+        ctx.observers.push(b);
     }
-    let report = fit(
-        &p.observation,
-        p.operator.as_ref(),
-        Some(&p.clean),
-        &spec,
-        &cfg,
-        &mut observers,
-    );
-    drop(observers);
+    let restored = restore(&p, &recipe, ctx);
     bar.finish_and_clear();
     log.multi.remove(&bar);
-    let report = report?;
+    let restored = restored?;
+    let report = &restored.report;
     if report.interrupted {
         return Ok(CellOutcome::Interrupted);
     }
+    let spec = &restored.network;
     let half_times = match bands {
         Some(b) => Some(b.half_times()?),
         None => None,
     };
-    let saved = image::quantize(&report.output_ema, report.output_ema.bit_depth);
     let same_shape = (
         p.observation.width,
         p.observation.height,
         p.observation.channels,
-    ) == (p.clean.width, p.clean.height, p.clean.channels);
+    ) == (clean.width, clean.height, clean.channels);
     let mut m: BTreeMap<String, Option<f64>> = BTreeMap::new();
     let mut put = |k: &str, v: Option<f64>| {
         m.insert(k.to_string(), v);
     };
     put("psnr_noisy", report.psnr_noisy);
-    put("psnr_baseline", p.baseline);
+    put("psnr_baseline", restored.baseline.map(|(_, b)| b));
     put("psnr_final", report.psnr_final);
     put("psnr_best", report.psnr_best);
     put("psnr_best_raw", report.psnr_best_raw);
     put("iter_best", report.iter_best.map(|i| i as f64));
-    put("ssim_final", Some(ssim(&saved, &p.clean)));
+    put("ssim_final", restored.ssim);
     put(
         "ssim_noisy",
-        same_shape.then(|| ssim(&p.observation, &p.clean)),
+        same_shape.then(|| ssim(&p.observation, clean)),
     );
     put("loss_final", report.history.last().map(|r| r.loss));
     put("iterations_run", Some(report.iterations_run as f64));
@@ -630,7 +571,7 @@ fn run_cell(
         // step's result.
         let chosen = w.rule.chosen();
         let p_rule = match chosen {
-            Some(c) => Some(psnr(&c.image.data, &p.clean.data)),
+            Some(c) => Some(psnr(&c.image.data, &clean.data)),
             None => report.psnr_final,
         };
         let steps = w.asked.unwrap_or(report.iterations_run);
@@ -651,7 +592,7 @@ fn run_cell(
         "operator": p.operator.name(),
         // Where the fit ran: a GPU draws other (equally deterministic) noise than the CPU.
         "device": g.device.to_string(),
-        "size": [p.clean.width, p.clean.height, p.clean.channels],
+        "size": [clean.width, clean.height, clean.channels],
         "lr_final": report.lr_final,
         // (step, PSNR of the raw output, PSNR of the result, loss) at every observed step.
         "history": report
@@ -1105,7 +1046,7 @@ mod tests {
         )
         .unwrap();
         let cells = plan.cells(&["a.png".into()]).unwrap();
-        let obs = |i: usize| degrade(clean.clone(), &cells[i].settings).unwrap();
+        let obs = |i: usize| degrade(&clean, &cells[i].settings).unwrap();
         // Cell order: degradation, arch, seed.
         for d in 0..4 {
             let base = d * 4;
@@ -1121,7 +1062,7 @@ mod tests {
         }
         let sr = obs(8);
         assert_eq!((sr.observation.width, sr.observation.height), (4, 4));
-        assert!(sr.baseline.is_some());
+        assert!(sr.baseline().unwrap().is_some());
     }
 
     #[test]

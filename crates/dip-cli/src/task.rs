@@ -4,14 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use dip::fit::{
-    CheckpointSink, FitConfig, FitReport, FitState, Observer, SgldConfig, StopConfig, StopKind,
-    check_resume, fit, make_rule,
-};
+use dip::fit::{CheckpointSink, FitConfig, FitReport, FitState, Observer, StopKind, fit};
 use dip::image::{self, Image};
 use dip::nets::Arch;
 use dip::operators::Operator;
-use dip::recipe::Recipe;
+use dip::recipe::{Recipe, SgldRecipe};
+use dip::task::{Problem, RunContext, check_resumable, restore};
+pub use dip::task::{fit_summary as summary, take_choice};
 use serde_json::{Value, json};
 
 use crate::output::{check_image_output, check_writable, write_json};
@@ -78,17 +77,18 @@ pub struct StopArgs {
     /// plus 300), fixed (run every step), wmv or emv (output variance, any task), discrepancy
     /// or spectral (noise level, denoising only). The result is the image at the rule's chosen
     /// step, and the run ends soon after it.
-    #[arg(long, value_name = "RULE", default_value = "auto")]
-    pub stop: StopKind,
+    /// [default: the preset's, auto]
+    #[arg(long, value_name = "RULE")]
+    pub stop: Option<StopKind>,
 
     /// Noise std for the discrepancy and spectral rules, 0-255 scale [default: estimated from
     /// the image].
     #[arg(long, value_name = "SIGMA")]
     pub stop_sigma: Option<f64>,
 
-    /// Steps without a better choice before a rule ends the fit.
-    #[arg(long, value_name = "N", default_value_t = 200)]
-    pub stop_patience: usize,
+    /// Steps without a better choice before a rule ends the fit [default: the preset's, 200].
+    #[arg(long, value_name = "N")]
+    pub stop_patience: Option<usize>,
 
     /// SGLD (Cheng et al.): noise on the weights after every step; the result is the mean of
     /// the outputs sampled after the burn-in, and their per-pixel standard deviation is written
@@ -110,14 +110,22 @@ pub struct StopArgs {
 }
 
 impl StopArgs {
-    /// The SGLD settings for a run of `iters` steps, when --sgld is on.
-    pub fn sgld(&self, iters: usize) -> Option<SgldConfig> {
-        self.sgld.then(|| SgldConfig {
-            noise: self.sgld_noise,
-            burn_in: self.sgld_burnin.unwrap_or(iters / 3),
-            sample_every: self.sgld_every,
-            ..SgldConfig::for_iters(iters)
-        })
+    /// Writes the flags given into `recipe` (its `stop` and `sgld` tables).
+    pub fn overlay(&self, recipe: &mut Recipe) {
+        if let Some(k) = self.stop {
+            recipe.stop.rule = k;
+        }
+        if let Some(p) = self.stop_patience {
+            recipe.stop.patience = p;
+        }
+        if self.sgld {
+            let base = recipe.sgld.clone().unwrap_or_default();
+            recipe.sgld = Some(SgldRecipe {
+                burn_in: self.sgld_burnin.or(base.burn_in),
+                every: self.sgld_every,
+                noise: self.sgld_noise,
+            });
+        }
     }
 
     /// Where the SGLD standard deviation goes: `<stem>_std.png` beside `out`.
@@ -130,21 +138,33 @@ impl StopArgs {
         })
     }
 
-    pub fn config(&self) -> Result<StopConfig> {
-        if let Some(s) = self.stop_sigma
-            && !(s.is_finite() && s > 0.0)
-        {
-            bail!("--stop-sigma must be a positive number, got {s}");
+    /// `problem` with the noise level of --stop-sigma, when given.
+    pub fn with_sigma(&self, problem: Problem) -> Result<Problem> {
+        match self.stop_sigma {
+            Some(s) => problem
+                .with_noise_sigma(s)
+                .map_err(|_| anyhow::anyhow!("--stop-sigma must be a positive number, got {s}")),
+            None => Ok(problem),
         }
-        Ok(StopConfig {
-            sigma: self.stop_sigma.map(|s| s / 255.0),
-            patience: self.stop_patience,
-            ..StopConfig::default()
-        })
     }
 }
 
 impl Common {
+    /// The preset's name and the recipe: the preset, then the settings file, --set and the
+    /// flags, then the stopping flags; validated.
+    pub fn resolve(&self, default_preset: &str) -> Result<(String, Recipe)> {
+        let preset = self.recipe.preset_name(default_preset).to_string();
+        let mut recipe = self.recipe.resolve(&preset)?;
+        self.stop.overlay(&mut recipe);
+        recipe.fit_config()?;
+        if let Some(s) = self.stop.stop_sigma
+            && !(s.is_finite() && s > 0.0)
+        {
+            bail!("--stop-sigma must be a positive number, got {s}");
+        }
+        Ok((preset, recipe))
+    }
+
     pub fn outputs(&self) -> Outputs {
         Outputs {
             image: self.output.clone(),
@@ -222,45 +242,35 @@ impl Outputs {
     }
 }
 
-/// One inverse problem, ready to fit.
-pub struct Task<'a> {
+/// One inverse problem, ready to fit, and what the command adds to its summary.
+pub struct Task {
     pub command: &'static str,
-    pub observation: &'a Image,
-    pub operator: &'a dyn Operator,
-    pub clean: Option<&'a Image>,
-    /// A baseline to print beside the result: name and PSNR against the clean image.
-    pub baseline: Option<(&'static str, f64)>,
+    pub problem: Problem,
     /// Fields added to the JSON summary.
     pub extra: Vec<(&'static str, Value)>,
     /// Refuse networks estimated to need more bytes than this.
     pub max_memory: Option<usize>,
-    /// The stopping rule.
-    pub stop: StopArgs,
 }
 
-/// Fits, saves the result (the EMA output, which is the raw output when the EMA weight is 0),
-/// writes the summary and prints what happened.
+/// Restores the task's problem (`dip::task::restore`), saves the result, writes the summary and
+/// prints what happened.
 pub fn run_task(
-    task: Task<'_>,
+    task: Task,
     recipe: &Recipe,
     preset: &str,
     out: &Outputs,
     g: &Global,
 ) -> Result<Outcome> {
-    let (_, _, channels) = task.operator.input_shape();
-    let spec = recipe.arch(channels)?;
-    let base = recipe.fit_config()?;
-    let cfg = FitConfig {
-        observe_every: OBSERVE_EVERY,
-        max_memory: task.max_memory,
-        cancel: Some(g.cancel.clone()),
-        sgld: task.stop.sgld(base.iters),
+    let problem = &task.problem;
+    let iters = recipe.fit.iters;
+    let mut ctx = RunContext {
         device: g.device,
-        ..base
+        cancel: Some(g.cancel.clone()),
+        max_memory: task.max_memory,
+        observe_every: OBSERVE_EVERY,
+        ..RunContext::default()
     };
-    let std_path = out.sgld_std.clone();
     let resume = RESUME.get();
-    let mut cfg = cfg;
     if let Some(r) = resume {
         let cmd = r.state.meta["command"].as_str().unwrap_or("");
         if cmd != task.command {
@@ -270,28 +280,16 @@ pub fn run_task(
                 task.command
             );
         }
-        // The command line builds the network again; a checkpoint that says it holds another
-        // (a preset changed since, or an edited file) is refused before its arrays are used.
-        if let Some(net) = r.state.meta["network"].as_str()
-            && net != spec.label()
-        {
-            bail!(
-                "{}: the checkpoint is of a {net} network, this run builds a {} network",
-                r.path.display(),
-                spec.label()
-            );
-        }
-        check_resume(&r.state, task.operator, &spec, &cfg)
+        check_resumable(problem, recipe, &r.state)
             .map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?;
         if !g.quiet {
             eprintln!(
-                "resuming from {} at step {} of {}",
+                "resuming from {} at step {} of {iters}",
                 r.path.display(),
                 r.state.step,
-                cfg.iters
             );
         }
-        cfg.resume = Some(r.state.clone());
+        ctx.resume = Some(r.state.clone());
     }
     if let Some(path) = &out.checkpoint {
         let argv: Vec<String> = match resume {
@@ -304,7 +302,7 @@ pub fn run_task(
         let path = path.clone();
         let quiet = g.quiet;
         let warned = std::sync::atomic::AtomicBool::new(false);
-        cfg.checkpoint = Some(CheckpointSink {
+        ctx.checkpoint = Some(CheckpointSink {
             every_steps: out.checkpoint_every,
             every_seconds: CHECKPOINT_SECONDS,
             meta: json!({
@@ -312,8 +310,6 @@ pub fn run_task(
                 "command": task.command,
                 "argv": argv,
                 "cwd": cwd,
-                "network": spec.label(),
-                "iters": cfg.iters,
             }),
             write: std::sync::Arc::new(move |state: &FitState| {
                 if let Err(e) = state.save(&path)
@@ -325,52 +321,37 @@ pub fn run_task(
             }),
         });
     }
-    // SGLD averages over the whole run: no stopping rule.
-    let stop_kind = if cfg.sgld.is_some() {
-        if !matches!(task.stop.stop, StopKind::Fixed | StopKind::Auto) && !g.quiet {
-            eprintln!(
-                "note: --sgld runs every step; --stop {} is ignored",
-                task.stop.stop
-            );
-        }
-        StopKind::Fixed
-    } else {
-        task.stop.stop
-    };
-    if !g.quiet {
+    if recipe.sgld.is_some()
+        && !matches!(recipe.stop.rule, StopKind::Fixed | StopKind::Auto)
+        && !g.quiet
+    {
         eprintln!(
-            "{}: {} ({}x{} -> {}x{}), preset {preset}, {} network, {} steps",
-            task.command,
-            task.operator.name(),
-            task.operator.input_shape().0,
-            task.operator.input_shape().1,
-            task.observation.width,
-            task.observation.height,
-            spec.label(),
-            cfg.iters
+            "note: --sgld runs every step; --stop {} is ignored",
+            recipe.stop.rule
         );
     }
-    let denoising = task.command == "denoise";
-    let mut stop_cfg = task.stop.config()?;
-    // An inpainting observation is the image itself where known: noise-free unless a noise
-    // level is given.
-    stop_cfg.noise_free = task.command == "inpaint" && stop_cfg.sigma.is_none();
-    let mut rule = make_rule(stop_kind, &stop_cfg, task.observation, denoising)?;
-    let mut report = fit_with_progress(
-        task.observation,
-        task.operator,
-        task.clean,
-        &spec,
-        &cfg,
-        g,
-        &mut [rule.as_mut()],
-    )
-    .map_err(|e| match resume {
-        Some(r) => e.context(format!("{}", r.path.display())),
-        None => e,
+    let (w, h, channels) = problem.result_shape();
+    if !g.quiet {
+        eprintln!(
+            "{}: {} ({w}x{h} -> {}x{}), preset {preset}, {} network, {iters} steps",
+            task.command,
+            problem.operator.name(),
+            problem.observation.width,
+            problem.observation.height,
+            recipe.arch(channels)?.label(),
+        );
+    }
+    let mut progress = Progress::new(iters, g.quiet);
+    ctx.observers.push(&mut progress);
+    let restored = restore(problem, recipe, ctx);
+    progress.finish();
+    let r = restored.map_err(|e| match resume {
+        Some(r) => anyhow::anyhow!("{}: {e}", r.path.display()),
+        None => e.into(),
     })?;
+    rollback_note(&r.report, &r.config, g);
     if let Some(p) = &out.checkpoint {
-        if report.interrupted {
+        if r.report.interrupted {
             if p.exists() {
                 eprintln!(
                     "checkpoint saved: continue with `dip resume {}`",
@@ -382,16 +363,10 @@ pub fn run_task(
             let _ = std::fs::remove_file(p);
         }
     }
-    let stopped_at = take_choice(&mut report, stop_kind, rule.as_ref(), task.clean);
     // SGLD: the result is the posterior mean; its spread is written beside it.
-    let mut sgld_json = Value::Null;
-    if let (Some(s), Some(conf)) = (&report.sgld, &cfg.sgld) {
-        report.output_ema = s.mean.clone();
-        report.psnr_final = task
-            .clean
-            .map(|cl| dip::metrics::psnr(&report.output_ema.data, &cl.data));
-        let max = s.std.data.iter().fold(0.0f32, |a, &b| a.max(b));
-        let mean = s.std.data.iter().map(|&v| v as f64).sum::<f64>() / s.std.data.len() as f64;
+    let std_path = out.sgld_std.clone();
+    if let Some(s) = &r.sgld {
+        let max = s.std_max as f32;
         if let Some(p) = &std_path {
             let scaled: Vec<f32> = s
                 .std
@@ -408,103 +383,57 @@ pub fn run_task(
             "SGLD: the result is the mean of {} samples (burn-in {}, every {}); posterior std \
              mean {:.4}, max {:.4}{}",
             s.samples,
-            conf.burn_in,
-            conf.sample_every,
-            mean,
+            s.config.burn_in,
+            s.config.sample_every,
+            s.std_mean,
             max,
             std_path
                 .as_ref()
                 .map(|p| format!(", written to {}", p.display()))
                 .unwrap_or_default()
         );
-        sgld_json = json!({
-            "samples": s.samples,
-            "burn_in": conf.burn_in,
-            "sample_every": conf.sample_every,
-            "noise": conf.noise,
-            "weight_decay": conf.weight_decay,
-            "std_mean": mean,
-            "std_max": max,
-            "std_file": std_path.as_ref().map(|p| p.display().to_string()),
-        });
     }
-    image::save(&report.output_ema, &out.image)?;
-    // SSIM of what the file holds, like the PSNR lines.
-    let ssim = task.clean.map(|c| {
-        let saved = image::quantize(&report.output_ema, report.output_ema.bit_depth);
-        dip::metrics::ssim(&saved, c)
-    });
+    image::save(&r.image, &out.image)?;
     if let Some(json_path) = &out.json {
         let mut extra = task.extra;
         extra.push(("command", json!(task.command)));
         extra.push(("output", json!(out.image.display().to_string())));
-        extra.push(("operator", json!(task.operator.name())));
         extra.push(("preset", json!(preset)));
-        extra.push(("recipe", serde_json::to_value(recipe)?));
-        if let Some((name, p)) = task.baseline {
-            extra.push(("baseline", json!({"name": name, "psnr": p})));
+        let mut value = r.summary(extra)?;
+        if let (Some(sgld), Some(p)) = (value.get_mut("sgld"), &std_path)
+            && let Value::Object(m) = sgld
+        {
+            m.insert("std_file".into(), json!(p.display().to_string()));
         }
-        extra.push(("ssim_final", json!(ssim)));
-        extra.push(("stop_rule", json!(rule.name())));
-        extra.push((
-            "stopped_at",
-            json!(stopped_at.unwrap_or(report.iterations_run)),
-        ));
-        extra.push(("stop_sigma", json!(rule.sigma().map(|s| s * 255.0))));
-        extra.push(("stop_warnings", json!(rule.warnings())));
-        extra.push(("sgld", sgld_json));
-        let value = summary(&report, &cfg, &spec, extra)?;
         write_json(json_path, &value)?;
     }
     println!(
         "wrote {}: {} iterations in {:.1} s",
         out.image.display(),
-        report.iterations_run,
-        report.seconds
+        r.report.iterations_run,
+        r.report.seconds
     );
-    if let Some(step) = stopped_at {
+    if r.chosen {
         println!(
-            "stopped by the {} rule: the result is step {step}{}",
-            rule.name(),
-            rule.sigma().map_or(String::new(), |s| format!(
-                " (noise sigma {:.1})",
-                s * 255.0
-            ))
+            "stopped by the {} rule: the result is step {}{}",
+            r.stop_rule,
+            r.stopped_at,
+            r.stop_sigma
+                .map_or(String::new(), |s| format!(" (noise sigma {s:.1})"))
         );
     }
     // What the rule was unsure of is said whatever --quiet says: it is about the result.
-    if stop_kind != StopKind::Fixed && !report.interrupted {
-        for w in rule.warnings() {
-            eprintln!("warning: {w}");
-        }
+    for w in &r.stop_warnings {
+        eprintln!("warning: {w}");
     }
-    if let Some((name, p)) = task.baseline {
+    if let Some((name, p)) = r.baseline {
         println!("PSNR {:<7}{p:.2} dB", format!("{name}:"));
     }
-    print_psnr(&report, stopped_at);
-    if let Some(s) = ssim {
+    print_psnr(&r.report, r.chosen.then_some(r.stopped_at));
+    if let Some(s) = r.ssim {
         println!("SSIM final:  {s:.4}");
     }
-    Ok(outcome(&report))
-}
-
-/// The result of a fit watched by `rule`: the image at the rule's chosen step (the last step's
-/// with `fixed` or without a choice), with its PSNR; returns the chosen step.
-pub fn take_choice(
-    report: &mut FitReport,
-    kind: StopKind,
-    rule: &dyn dip::fit::StopRule,
-    clean: Option<&Image>,
-) -> Option<usize> {
-    match (kind, rule.chosen()) {
-        (StopKind::Fixed, _) | (_, None) => None,
-        (_, Some(c)) => {
-            report.output_ema = c.image.clone().with_bit_depth(report.output_ema.bit_depth);
-            report.psnr_final =
-                clean.map(|cl| dip::metrics::psnr(&report.output_ema.data, &cl.data));
-            Some(c.step)
-        }
-    }
+    Ok(outcome(&r.report))
 }
 
 /// An interrupted fit still saved its result; the exit code says it was cut short.
@@ -584,26 +513,6 @@ pub fn fit_with_progress(
     let report = report?;
     rollback_note(&report, cfg, g);
     Ok(report)
-}
-
-/// The JSON summary: the report's fields, the settings, the network, and `extra` fields.
-pub fn summary(
-    report: &FitReport,
-    cfg: &FitConfig,
-    spec: &Arch,
-    extra: Vec<(&str, Value)>,
-) -> Result<Value> {
-    let mut value = serde_json::to_value(report)?;
-    let Value::Object(map) = &mut value else {
-        bail!("internal: the fit report does not serialise to a JSON object");
-    };
-    for (k, v) in extra {
-        map.insert(k.to_string(), v);
-    }
-    map.insert("config".to_string(), serde_json::to_value(cfg)?);
-    map.insert("network".to_string(), serde_json::to_value(spec)?);
-    map.insert("version".to_string(), json!(env!("CARGO_PKG_VERSION")));
-    Ok(value)
 }
 
 /// The PSNR lines, when a clean image was given.

@@ -328,6 +328,12 @@ fn runs() -> Vec<Run> {
             Some("sr.json"),
         ),
         (
+            "demo",
+            vec!["demo", "--out", "demo", "--iters", "20"],
+            vec!["demo/noisy.png", "demo/restored.png"],
+            Some("demo/summary.json"),
+        ),
+        (
             "sweep",
             vec!["sweep", "run", "plan.toml", "-o", "sweep"],
             vec![],
@@ -372,6 +378,11 @@ fn samples(path: &Path) -> (u32, u32, u8, Vec<u16>) {
         _ => img.to_rgba16().into_raw(),
     };
     (w, h, c, v)
+}
+
+/// The file a run's output image is recorded in.
+fn recorded_name(run: &str, img: &str) -> String {
+    format!("{run}--{}", img.replace('/', "-"))
 }
 
 fn fnv(v: &[u16]) -> String {
@@ -469,7 +480,7 @@ fn every_command_behaves_as_recorded() {
             );
             if bless {
                 fs::create_dir_all(recorded()).unwrap();
-                fs::copy(d.join(img), recorded().join(format!("{name}--{img}"))).unwrap();
+                fs::copy(d.join(img), recorded().join(recorded_name(name, img))).unwrap();
                 continue;
             }
             let want = &expected[name][*img];
@@ -481,7 +492,7 @@ fn every_command_behaves_as_recorded() {
                 identical += 1;
                 continue;
             }
-            let (rw, rh, rc, rv) = samples(&recorded().join(format!("{name}--{img}")));
+            let (rw, rh, rc, rv) = samples(&recorded().join(recorded_name(name, img)));
             if (rw, rh, rc) != (w, h, c) {
                 problems.push(format!(
                     "{name}: {img} is {w}x{h}x{c}, recorded {rw}x{rh}x{rc}"
