@@ -5,17 +5,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use dip::engine::Precision;
-use dip::fit::{FitConfig, StopConfig, StopKind, make_rule};
+use dip::fit::{FitConfig, StopKind};
 use dip::image::{self, BitDepth};
-use dip::nets::{Arch, SkipSpec};
 use dip::noise::add_gaussian_noise;
-use dip::operators::Identity;
+use dip::recipe::{FitRecipe, NetRecipe, PerScale, Recipe, StopRecipe};
+use dip::task::{Problem, RunContext, restore};
 use serde_json::json;
 
 use crate::denoise::INPUT_CHANNELS;
 use crate::output::{check_folder_writable, write_json};
-use crate::progress::OBSERVE_EVERY;
-use crate::task::{fit_with_progress, outcome, print_psnr, summary, take_choice};
+use crate::progress::Progress;
+use crate::task::{outcome, print_psnr, rollback_note};
 use crate::{Global, Outcome};
 
 /// A 128×128 crop of the F16 test image (the tail of the jet over snowy mountains): texture and
@@ -63,18 +63,43 @@ pub struct Args {
     precision: Precision,
 }
 
+/// The demo's recipe: the reference fit settings, the narrower network, the chosen rule.
+fn recipe(args: &Args) -> Recipe {
+    let d = FitConfig::default();
+    Recipe {
+        description: "the demo: the standard skip network at 32 channels".into(),
+        fit: FitRecipe {
+            iters: args.iters,
+            lr: d.lr,
+            reg_noise: d.reg_noise,
+            ema: d.ema,
+            seed: DEMO_SEED,
+            loss: d.loss,
+            input: d.input,
+            lipschitz: d.lipschitz,
+            pixel_batch: d.pixel_batch,
+            precision: args.precision,
+        },
+        net: NetRecipe {
+            input_channels: INPUT_CHANNELS,
+            scales: 5,
+            down: PerScale::All(DEMO_CHANNELS),
+            up: PerScale::All(DEMO_CHANNELS),
+            skip: PerScale::All(4),
+            ..NetRecipe::default()
+        },
+        stop: StopRecipe {
+            rule: args.stop,
+            ..StopRecipe::default()
+        },
+        sgld: None,
+    }
+}
+
 pub fn run(args: Args, g: &Global) -> Result<Outcome> {
-    let cfg = FitConfig {
-        iters: args.iters,
-        seed: DEMO_SEED,
-        observe_every: OBSERVE_EVERY,
-        precision: args.precision,
-        cancel: Some(g.cancel.clone()),
-        device: g.device,
-        ..FitConfig::default()
-    };
-    cfg.validate()?;
-    crate::recipe::precision_notice(cfg.precision);
+    let recipe = recipe(&args);
+    recipe.validate()?;
+    crate::recipe::precision_notice(recipe.fit.precision);
     fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the folder", args.out.display()))?;
     check_folder_writable(&args.out, &args.out)?;
@@ -93,66 +118,50 @@ pub fn run(args: Args, g: &Global) -> Result<Outcome> {
             "demo: {}x{} image, Gaussian noise sigma {DEMO_SIGMA} (seed {DEMO_SEED}), {} steps on {}",
             clean.width,
             clean.height,
-            cfg.iters,
+            recipe.fit.iters,
             g.where_it_runs()
         );
     }
 
-    let spec = Arch::Skip(SkipSpec::uniform(
-        INPUT_CHANNELS,
-        clean.channels,
-        5,
-        DEMO_CHANNELS,
-        4,
-    ));
-    let identity = Identity::new(noisy.width, noisy.height, noisy.channels);
-    let mut rule = make_rule(args.stop, &StopConfig::default(), &noisy, true)?;
-    let mut report = fit_with_progress(
-        &noisy,
-        &identity,
-        Some(&clean),
-        &spec,
-        &cfg,
-        g,
-        &mut [rule.as_mut()],
-    )?;
-    let stopped_at = take_choice(&mut report, args.stop, rule.as_ref(), Some(&clean));
-    image::save(&report.output_ema, &path("restored.png"))?;
-    let summary = summary(
-        &report,
-        &cfg,
-        &spec,
-        vec![
-            ("command", json!("demo")),
-            ("input", json!("built-in demo image (F16 crop, 128x128)")),
-            ("output", json!(path("restored.png").display().to_string())),
-            ("sigma", json!(DEMO_SIGMA)),
-            ("stop_rule", json!(rule.name())),
-            ("stop_sigma", json!(rule.sigma().map(|s| s * 255.0))),
-            ("stop_warnings", json!(rule.warnings())),
-            (
-                "stopped_at",
-                json!(stopped_at.unwrap_or(report.iterations_run)),
-            ),
-        ],
-    )?;
+    let problem = Problem::denoise(noisy).with_clean(clean)?;
+    let mut progress = Progress::new(recipe.fit.iters, g.quiet);
+    let mut ctx = RunContext {
+        device: g.device,
+        cancel: Some(g.cancel.clone()),
+        ..RunContext::default()
+    };
+    ctx.observers.push(&mut progress);
+    let restored = restore(&problem, &recipe, ctx);
+    progress.finish();
+    let r = restored?;
+    rollback_note(&r.report, &r.config, g);
+    image::save(&r.image, &path("restored.png"))?;
+    let summary = r.summary(vec![
+        ("command", json!("demo")),
+        ("input", json!("built-in demo image (F16 crop, 128x128)")),
+        ("output", json!(path("restored.png").display().to_string())),
+        ("sigma", json!(DEMO_SIGMA)),
+    ])?;
     write_json(&path("summary.json"), &summary)?;
 
     println!(
         "wrote clean.png, noisy.png, restored.png and summary.json to {} ({} steps in {:.1} s)",
         args.out.display(),
-        report.iterations_run,
-        report.seconds
+        r.report.iterations_run,
+        r.report.seconds
     );
-    if let Some(step) = stopped_at {
+    if r.chosen {
         println!(
-            "stopped by the {} rule: the result is step {step}",
-            rule.name()
+            "stopped by the {} rule: the result is step {}",
+            r.stop_rule, r.stopped_at
         );
     }
-    print_psnr(&report, stopped_at);
-    if let (Some(before), Some(after)) = (report.psnr_noisy, report.psnr_final) {
+    for w in &r.stop_warnings {
+        eprintln!("warning: {w}");
+    }
+    print_psnr(&r.report, r.chosen.then_some(r.stopped_at));
+    if let (Some(before), Some(after)) = (r.report.psnr_noisy, r.report.psnr_final) {
         println!("gain:        {:+.2} dB", after - before);
     }
-    Ok(outcome(&report))
+    Ok(outcome(&r.report))
 }

@@ -10,7 +10,6 @@ use dip::nets::Arch;
 use dip::operators::Operator;
 use dip::recipe::{Recipe, SgldRecipe};
 use dip::task::{Problem, RunContext, check_resumable, restore};
-pub use dip::task::{fit_summary as summary, take_choice};
 use serde_json::{Value, json};
 
 use crate::output::{check_image_output, check_writable, write_json};
@@ -483,7 +482,7 @@ pub fn fit_shown(
 }
 
 /// Says that a fit diverged and went back, and its learning rate now.
-fn rollback_note(report: &FitReport, cfg: &FitConfig, g: &Global) {
+pub fn rollback_note(report: &FitReport, cfg: &FitConfig, g: &Global) {
     if report.rollbacks > 0 && !g.quiet {
         eprintln!(
             "note: the fit (seed {}) diverged {} time(s) and went back to its last good state; \
