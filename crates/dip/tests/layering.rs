@@ -83,16 +83,23 @@ fn edges(src_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
                 g.entry(top.clone()).or_default().insert(n.to_string());
             }
         }
-        // Files inside a module folder: `super::x` and `crate::<module>::x` name a sibling.
-        if parts.len() == 2 && parts[1] != "mod" {
-            let me = format!("{}/{}", parts[0], parts[1]);
+        // Files inside a module folder: `super::x` and `crate::<module>::x` name a sibling. A
+        // file of a sub-folder (`cuda/exec/forward.rs`) counts as that folder's unit
+        // (`cuda/exec`); its `super::` is its own unit, except in the unit's `mod.rs`.
+        if parts.len() >= 2 && !(parts.len() == 2 && parts[1] == "mod") {
+            let unit = &parts[1];
+            let me = format!("{}/{unit}", parts[0]);
             let own = format!("crate::{}::", parts[0]);
-            let siblings = names_after(&src, "super::")
-                .into_iter()
-                .chain(names_after(&src, &own));
+            let super_is_sibling = parts.len() == 2 || (parts.len() == 3 && parts[2] == "mod");
+            let mut siblings = names_after(&src, &own);
+            if super_is_sibling {
+                siblings.extend(names_after(&src, "super::"));
+            }
             for n in siblings {
-                let sibling = src_dir.join(&parts[0]).join(format!("{n}.rs"));
-                if sibling.exists() && n != parts[1] {
+                let dir = src_dir.join(&parts[0]);
+                let exists =
+                    dir.join(format!("{n}.rs")).exists() || dir.join(n).join("mod.rs").exists();
+                if exists && n != unit {
                     g.entry(me.clone())
                         .or_default()
                         .insert(format!("{}/{n}", parts[0]));
