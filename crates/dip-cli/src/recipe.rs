@@ -12,27 +12,7 @@ use dip::fit::{InputKind, Loss};
 use dip::recipe::Recipe;
 use toml::{Table, Value};
 
-/// The presets shipped with the binary: name and TOML text.
-pub const PRESETS: &[(&str, &str)] = &[
-    ("denoise", include_str!("../presets/denoise.toml")),
-    (
-        "denoise-sigma50",
-        include_str!("../presets/denoise-sigma50.toml"),
-    ),
-    ("sr4", include_str!("../presets/sr4.toml")),
-    ("sr8", include_str!("../presets/sr8.toml")),
-    ("inpaint", include_str!("../presets/inpaint.toml")),
-    ("inpaint-vase", include_str!("../presets/inpaint-vase.toml")),
-    (
-        "inpaint-library",
-        include_str!("../presets/inpaint-library.toml"),
-    ),
-    (
-        "inpaint-random",
-        include_str!("../presets/inpaint-random.toml"),
-    ),
-    ("deblur", include_str!("../presets/deblur.toml")),
-];
+pub use dip::recipe::PRESETS;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum LossArg {
@@ -143,88 +123,21 @@ fn available_memory() -> Option<usize> {
 
 /// The TOML text of a preset.
 pub fn preset_text(name: &str) -> Result<&'static str> {
-    match PRESETS.iter().find(|(n, _)| *n == name) {
-        Some((_, text)) => Ok(text),
-        None => bail!(
-            "unknown preset '{name}'; the presets are: {}",
-            PRESETS
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
+    Ok(dip::recipe::preset_text(name)?)
 }
 
 /// Parses a built-in preset.
 pub fn preset(name: &str) -> Result<Recipe> {
-    let table: Table = toml::from_str(preset_text(name)?)
-        .with_context(|| format!("internal: preset '{name}' is not valid TOML"))?;
-    to_recipe(table).with_context(|| format!("internal: preset '{name}'"))
+    Ok(dip::recipe::preset(name)?)
 }
 
-/// Sets `a.b.c = value` in a table.
+/// Sets `a.b.c = value` in a table, for `--set`.
 fn set_path(table: &mut Table, key: &str, value: Value) -> Result<()> {
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        bail!("--set {key}: bad key (expected e.g. fit.iters or net.skip)");
-    }
-    let mut t = table;
-    for p in &parts[..parts.len() - 1] {
-        let entry = t
-            .entry(p.to_string())
-            .or_insert_with(|| Value::Table(Table::new()));
-        let Value::Table(next) = entry else {
-            bail!("--set {key}: '{p}' is a value, not a section");
-        };
-        t = next;
-    }
-    t.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
-}
-
-/// A `--set` value: TOML syntax (numbers, booleans, lists, quoted strings), or a bare word as a
-/// string (`--set net.upsample=nearest`).
-fn parse_value(text: &str) -> Value {
-    match toml::from_str::<Table>(&format!("v = {text}")) {
-        Ok(mut t) => t.remove("v").unwrap_or(Value::String(text.to_string())),
-        Err(_) => Value::String(text.to_string()),
-    }
+    dip::recipe::set_path(table, key, value).map_err(|e| anyhow::anyhow!("--set {e}"))
 }
 
 fn to_recipe(table: Table) -> Result<Recipe> {
-    let text = toml::to_string(&table).context("cannot re-encode the settings")?;
-    let recipe: Recipe = toml::from_str(&text).map_err(|e| {
-        let key = e.span().and_then(|s| key_at(&text, s.start));
-        match key {
-            Some(k) => anyhow::anyhow!("{k}: {}", e.message()),
-            None => anyhow::anyhow!("{}", e.message()),
-        }
-    })?;
-    Ok(recipe)
-}
-
-/// The dotted key at byte `pos` of TOML `text` laid out as `toml::to_string` writes a table
-/// (`[section]` headers, one `key = value` per line): the key of that line under the last header
-/// above it, or the header itself.
-fn key_at(text: &str, pos: usize) -> Option<String> {
-    let before = text.get(..pos)?;
-    let start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text[start..].lines().next()?.trim();
-    let header = |l: &str| l.trim().trim_matches(['[', ']']).trim().to_string();
-    if line.starts_with('[') {
-        return Some(header(line));
-    }
-    let key = line.split_once('=')?.0.trim().trim_matches('"');
-    let section = text[..start]
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('['))
-        .map(header);
-    Some(match section {
-        Some(s) => format!("{s}.{key}"),
-        None => key.to_string(),
-    })
+    Ok(dip::recipe::to_recipe(table)?)
 }
 
 impl RecipeArgs {
@@ -292,7 +205,7 @@ impl RecipeArgs {
             let Some((k, v)) = kv.split_once('=') else {
                 bail!("--set {kv}: expected KEY=VALUE, e.g. --set fit.iters=500");
             };
-            set_path(&mut table, k.trim(), parse_value(v.trim()))?;
+            set_path(&mut table, k.trim(), dip::recipe::parse_value(v.trim()))?;
         }
         let mut recipe = to_recipe(table).context("bad settings")?;
         let f = &mut recipe.fit;

@@ -408,3 +408,136 @@ pub fn merge_tables(base: &mut toml::Table, over: toml::Table) {
         }
     }
 }
+
+/// The presets: name and TOML text. Each holds the reference settings of a task (see
+/// `description` in each).
+pub const PRESETS: &[(&str, &str)] = &[
+    ("denoise", include_str!("../presets/denoise.toml")),
+    (
+        "denoise-sigma50",
+        include_str!("../presets/denoise-sigma50.toml"),
+    ),
+    ("sr4", include_str!("../presets/sr4.toml")),
+    ("sr8", include_str!("../presets/sr8.toml")),
+    ("inpaint", include_str!("../presets/inpaint.toml")),
+    ("inpaint-vase", include_str!("../presets/inpaint-vase.toml")),
+    (
+        "inpaint-library",
+        include_str!("../presets/inpaint-library.toml"),
+    ),
+    (
+        "inpaint-random",
+        include_str!("../presets/inpaint-random.toml"),
+    ),
+    ("deblur", include_str!("../presets/deblur.toml")),
+];
+
+/// The TOML text of a preset.
+pub fn preset_text(name: &str) -> Result<&'static str> {
+    match PRESETS.iter().find(|(n, _)| *n == name) {
+        Some((_, text)) => Ok(text),
+        None => Err(Error::invalid(format!(
+            "unknown preset '{name}'; the presets are: {}",
+            PRESETS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// A preset as a TOML table, to be overlaid.
+pub fn preset_table(name: &str) -> Result<toml::Table> {
+    toml::from_str(preset_text(name)?)
+        .map_err(|e| Error::invalid(format!("internal: preset '{name}' is not valid TOML: {e}")))
+}
+
+/// Parses a built-in preset.
+pub fn preset(name: &str) -> Result<Recipe> {
+    to_recipe(preset_table(name)?)
+        .map_err(|e| Error::invalid(format!("internal: preset '{name}': {e}")))
+}
+
+/// A preset with `overrides` (dotted keys, e.g. `fit.lr` or `stop.rule`) set in order, as
+/// `--set` does; validated.
+pub fn recipe_with(name: &str, overrides: &[(String, toml::Value)]) -> Result<Recipe> {
+    let mut table = preset_table(name)?;
+    for (k, v) in overrides {
+        set_path(&mut table, k, v.clone())?;
+    }
+    let recipe = to_recipe(table)?;
+    recipe.validate()?;
+    Ok(recipe)
+}
+
+/// Sets `a.b.c = value` in a table.
+pub fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(Error::invalid(format!(
+            "{key}: bad key (expected e.g. fit.iters or net.skip)"
+        )));
+    }
+    let mut t = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(next) = entry else {
+            return Err(Error::invalid(format!(
+                "{key}: '{p}' is a value, not a section"
+            )));
+        };
+        t = next;
+    }
+    t.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// A setting's value as text: TOML syntax (numbers, booleans, lists, quoted strings), or a bare
+/// word as a string (`net.upsample=nearest`).
+pub fn parse_value(text: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or(toml::Value::String(text.to_string())),
+        Err(_) => toml::Value::String(text.to_string()),
+    }
+}
+
+/// A table as a recipe; a bad value is named by its dotted key.
+pub fn to_recipe(table: toml::Table) -> Result<Recipe> {
+    let text = toml::to_string(&table)
+        .map_err(|e| Error::invalid(format!("cannot re-encode the settings: {e}")))?;
+    toml::from_str(&text).map_err(|e| {
+        let key = e.span().and_then(|s| key_at(&text, s.start));
+        Error::invalid(match key {
+            Some(k) => format!("{k}: {}", e.message()),
+            None => e.message().to_string(),
+        })
+    })
+}
+
+/// The dotted key at byte `pos` of TOML `text` laid out as `toml::to_string` writes a table
+/// (`[section]` headers, one `key = value` per line): the key of that line under the last header
+/// above it, or the header itself.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let before = text.get(..pos)?;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?.trim();
+    let header = |l: &str| l.trim().trim_matches(['[', ']']).trim().to_string();
+    if line.starts_with('[') {
+        return Some(header(line));
+    }
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    let section = text[..start]
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('['))
+        .map(header);
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_string(),
+    })
+}
