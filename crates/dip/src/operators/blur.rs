@@ -119,6 +119,32 @@ impl Psf {
         })
     }
 
+    /// A PSF from its weights: `size × size` (odd), row-major, nonnegative and not all zero;
+    /// normalised here to sum 1.
+    pub fn from_weights(size: usize, weights: &[f64]) -> Result<Self> {
+        check_size(size)?;
+        if weights.len() != size * size {
+            return Err(Error::invalid(format!(
+                "a {size}x{size} PSF has {} weights, not {}",
+                size * size,
+                weights.len()
+            )));
+        }
+        if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err(Error::invalid("PSF weights must be finite and nonnegative"));
+        }
+        let sum: f64 = weights.iter().sum();
+        if sum <= 0.0 {
+            return Err(Error::invalid("the PSF's weights sum to zero"));
+        }
+        Ok(Psf {
+            size,
+            kernel: weights.iter().map(|v| (v / sum) as f32).collect(),
+            factor: None,
+            description: format!("psf {size}x{size}"),
+        })
+    }
+
     /// Parses a PSF spec, as given on a command line.
     ///
     /// - `gaussian:SIGMA` or `gaussian:SIGMA:SIZE` (also `gauss:`); size defaults to
