@@ -1,0 +1,47 @@
+"""The compiled half of dip (float32 H x W x C arrays in [0, 1]); use the functions of dip."""
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__version__: str
+
+class Restoration:
+    image: np.ndarray
+    stopped_at: int
+    steps_run: int
+    stop_rule: str
+    sigma_estimate: Optional[float]
+    warnings: List[str]
+    psnr: Optional[float]
+    ssim: Optional[float]
+    baseline: Optional[Tuple[str, float]]
+    interrupted: bool
+    seconds: float
+    history: Dict[str, np.ndarray]
+    sgld_std: Optional[np.ndarray]
+    summary: str
+
+def restore(
+    kind: str,
+    y: np.ndarray,
+    bits: int,
+    *,
+    mask: Optional[np.ndarray] = ...,
+    factor: Optional[int] = ...,
+    psf: Optional[str] = ...,
+    psf_weights: Optional[np.ndarray] = ...,
+    clean: Optional[np.ndarray] = ...,
+    sigma: Optional[float] = ...,
+    preset: Optional[str] = ...,
+    settings: Sequence[Tuple[str, str]] = ...,
+    threads: Optional[int] = ...,
+    callback: Optional[Any] = ...,
+    callback_every: int = ...,
+    callback_images: bool = ...,
+) -> Restoration: ...
+def add_noise(x: np.ndarray, kind: str, amount: float, seed: int) -> np.ndarray: ...
+def psnr(a: np.ndarray, b: np.ndarray) -> float: ...
+def ssim(a: np.ndarray, b: np.ndarray) -> float: ...
+def presets() -> List[str]: ...
+def preset_text(name: str) -> str: ...

@@ -1,0 +1,180 @@
+"""The Python package against its promises: dtypes and layouts, the results of the library, the
+command line's numbers for the same run, the stop callback, and clear errors."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dip
+
+# A narrow network: the same code paths as the presets' in a fraction of the time.
+NARROW = {"net.scales": 3, "net.down": 8, "net.up": 8, "net.skip": 2, "net.input_channels": 4}
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def picture(h=32, w=32, c=None):
+    """A smooth ramp with a bright square, on the 8-bit grid."""
+    x = np.linspace(0.1, 0.8, w)[None, :] * np.ones((h, 1))
+    x[h // 4 : h // 2, w // 4 : w // 2] = 0.95
+    x = np.round(x * 255) / 255
+    if c:
+        x = np.stack([x, x[::-1], x.T[:h, :w]], axis=2)
+    return x.astype(np.float32)
+
+
+def noisy(x, sigma=25, seed=1):
+    return np.round(dip.add_noise(x, sigma, seed=seed) * 255).astype(np.uint8)
+
+
+def test_denoising_gains_and_is_deterministic():
+    x = picture()
+    y = noisy(x)
+    r1 = dip.denoise(y, clean=x, iters=300, stop="fixed", settings=NARROW, threads=1)
+    r2 = dip.denoise(y, clean=x, iters=300, stop="fixed", settings=NARROW, threads=1)
+    assert np.array_equal(r1.image, r2.image), "same seed and threads, same result"
+    assert r1.image.shape == x.shape and r1.image.dtype == np.float32
+    before = dip.psnr(y, x)
+    assert r1.psnr > before + 2.0, (r1.psnr, before)
+    assert abs(dip.psnr(r1.image, x) - r1.psnr) < 1e-6
+    assert r1.stopped_at == 300 and r1.stop_rule == "fixed"
+    h = r1.history
+    assert len(h["step"]) == len(h["loss"]) == len(h["psnr"]) == 30
+    assert h["loss"][-1] < h["loss"][0]
+    other = dip.denoise(y, clean=x, iters=300, stop="fixed", settings=NARROW, threads=1, seed=5)
+    assert not np.array_equal(other.image, r1.image), "another seed, another fit"
+
+
+def test_dtypes_and_layouts_mean_the_same_image():
+    x = picture(c=3)
+    y8 = noisy(x)
+    kw = dict(iters=20, stop="fixed", settings=NARROW, threads=1)
+    a = dip.denoise(y8, **kw).image
+    b = dip.denoise(y8.astype(np.float64) / 255, **kw).image
+    c = dip.denoise(np.asfortranarray(y8), **kw).image
+    wide = np.zeros((32, 64, 3), np.uint8)
+    wide[:, ::2] = y8
+    d = dip.denoise(wide[:, ::2], **kw).image
+    e = dip.denoise((y8.astype(np.uint16) * 257), **kw).image
+    assert np.array_equal(a, c) and np.array_equal(a, d)
+    # Floats and 16-bit hold the same values; only the bit depth of the metrics differs.
+    assert np.array_equal(a, b) and np.array_equal(a, e)
+    g = dip.denoise(y8[:, :, 0], **kw).image
+    assert g.ndim == 2 and g.shape == (32, 32)
+
+
+def test_the_command_line_gives_the_same_numbers(tmp_path):
+    exe = os.environ.get("DIP_BIN") or shutil.which("dip")
+    if exe is None:
+        built = ROOT / "target" / "release" / "dip"
+        exe = str(built) if built.exists() else None
+    if exe is None:
+        pytest.skip("SKIPPED: no dip binary (build it with cargo build --release, or set DIP_BIN)")
+    x = picture()
+    y = noisy(x)
+
+    def pgm(path, a):
+        a8 = np.round(np.asarray(a) * (255 if a.dtype != np.uint8 else 1)).astype(np.uint8)
+        path.write_bytes(b"P5\n%d %d\n255\n" % (a8.shape[1], a8.shape[0]) + a8.tobytes())
+
+    pgm(tmp_path / "noisy.pgm", y)
+    pgm(tmp_path / "clean.pgm", x)
+    sets = sum((["--set", f"{k}={v}"] for k, v in NARROW.items()), [])
+    subprocess.run(
+        [exe, "--threads", "1", "-q", "denoise", "noisy.pgm", "--clean", "clean.pgm",
+         "--iters", "200", "-o", "out.png", "--json", "s.json", "--no-checkpoint", *sets],
+        cwd=tmp_path, check=True, capture_output=True)
+    s = json.loads((tmp_path / "s.json").read_text())
+    r = dip.denoise(y, clean=x, iters=200, settings=NARROW, threads=1)
+    assert r.stopped_at == s["stopped_at"]
+    assert r.stop_rule == s["stop_rule"]
+    assert abs(r.psnr - s["psnr_final"]) < 1e-9
+    assert abs(r.sigma_estimate - s["stop_sigma"]) < 1e-9
+
+
+def test_inpainting_super_resolution_and_deblurring():
+    x = picture()
+    rng = np.random.default_rng(0)
+    mask = rng.random(x.shape) < 0.5
+    r = dip.inpaint(np.where(mask, x, 0), mask, clean=x, iters=100, settings=NARROW, threads=1)
+    assert r.image.shape == x.shape
+    assert r.baseline[0] == "harmonic fill"
+    assert r.psnr > dip.psnr(np.where(mask, x, 0), x) + 5
+    lr = x[::2, ::2]
+    s = dip.super_resolve(lr, 2, iters=30, stop="fixed", settings=NARROW, threads=1)
+    assert s.image.shape == (32, 32), "16x16 upscaled by 2"
+    box = np.ones((3, 3))
+    a = dip.deblur(x, box, iters=30, stop="fixed", settings=NARROW, threads=1)
+    b = dip.deblur(x, "box:3", iters=30, stop="fixed", settings=NARROW, threads=1)
+    assert dip.psnr(a.image, b.image) > 40, "an array PSF and the same PSF by name agree"
+    via = dip.restore(x, "deblur", psf="box:3", iters=30, stop="fixed", settings=NARROW,
+                      threads=1)
+    assert np.array_equal(via.image, b.image)
+
+
+def test_the_callback_sees_steps_and_can_stop_the_fit():
+    x = picture()
+    seen = []
+
+    def cb(step, loss, image):
+        seen.append((step, loss, None if image is None else image.shape))
+        return step < 30
+
+    r = dip.denoise(noisy(x), iters=200, stop="fixed", settings=NARROW, threads=1,
+                    callback=cb, callback_every=10, callback_images=True)
+    assert [s for s, _, _ in seen] == [10, 20, 30]
+    assert seen[0][2] == (32, 32, 1)
+    assert r.steps_run == 30
+
+    def bad(step, loss, image):
+        raise RuntimeError("from the callback")
+
+    with pytest.raises(RuntimeError, match="from the callback"):
+        dip.denoise(noisy(x), iters=50, settings=NARROW, threads=1, callback=bad)
+
+
+def test_sgld_gives_a_spread():
+    x = picture()
+    r = dip.denoise(noisy(x), iters=60, settings={**NARROW, "sgld.burn_in": 20, "sgld.every": 10},
+                    threads=1)
+    assert r.sgld_std is not None and r.sgld_std.shape == x.shape
+    assert r.sgld_std.max() > 0
+
+
+def test_bad_input_is_a_clear_error():
+    x = picture()
+    with pytest.raises(ValueError, match="4 channels"):
+        dip.denoise(np.zeros((8, 8, 4), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        dip.denoise(np.full((8, 8), np.nan))
+    with pytest.raises(TypeError, match="int64"):
+        dip.denoise(np.zeros((8, 8), np.int64))
+    with pytest.raises(ValueError, match="16x16"):
+        dip.inpaint(x, np.ones((16, 16), bool))
+    with pytest.raises(ValueError, match="fit.lr"):
+        dip.denoise(x, lr=-1.0)
+    with pytest.raises(TypeError, match="unknown setting"):
+        dip.denoise(x, learning_rate=0.1)
+    with pytest.raises(ValueError, match="unknown preset"):
+        dip.denoise(x, preset="nope")
+    with pytest.raises(ValueError, match="clean"):
+        dip.denoise(x, clean=np.zeros((16, 16), np.float32))
+    with pytest.raises(ValueError, match="factor"):
+        dip.super_resolve(x, 3)
+
+
+def test_noise_and_metrics():
+    x = picture(64, 64)
+    a = dip.add_noise(x, 25, seed=3)
+    assert np.array_equal(a, dip.add_noise(x, 25, seed=3))
+    assert not np.array_equal(a, dip.add_noise(x, 25, seed=4))
+    sd = float(np.std(a.astype(np.float64) - x)) * 255
+    assert 20 < sd < 27, sd  # 25, less what clipping at 0 and 1 removes
+    assert dip.psnr(x, x) == float("inf") or dip.psnr(x, x) > 99
+    assert abs(dip.ssim(x, x) - 1.0) < 1e-9
+    p = dip.add_noise(x, kind="poisson", peak=30, seed=1)
+    assert p.shape == x.shape and not np.array_equal(p, x)
