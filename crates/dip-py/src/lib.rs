@@ -51,6 +51,7 @@ struct Callback {
     every: usize,
     with_images: bool,
     error: Arc<std::sync::Mutex<Option<PyErr>>>,
+    interrupted: Arc<AtomicBool>,
 }
 
 impl Observer for Callback {
@@ -69,27 +70,17 @@ impl Observer for Callback {
                     Ok(false) => Control::Stop,
                     _ => Control::Continue,
                 },
+                Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => {
+                    // Ctrl-C while the callback ran: an interruption, not a failure.
+                    self.interrupted.store(true, Ordering::Relaxed);
+                    Control::Stop
+                }
                 Err(e) => {
                     *self.error.lock().expect("the callback's error slot") = Some(e);
                     Control::Stop
                 }
             }
         })
-    }
-}
-
-/// Stops the fit when Python has a pending signal (Ctrl-C in a notebook or a terminal).
-struct Signals {
-    interrupted: Arc<AtomicBool>,
-}
-
-impl Observer for Signals {
-    fn observe(&mut self, _info: &StepInfo<'_>) -> Control {
-        if Python::attach(|py| py.check_signals()).is_err() {
-            self.interrupted.store(true, Ordering::Relaxed);
-            return Control::Stop;
-        }
-        Control::Continue
     }
 }
 
@@ -231,36 +222,47 @@ fn restore(
         .build()
         .map_err(err)?;
     let error = Arc::new(std::sync::Mutex::new(None));
+    let interrupted = Arc::new(AtomicBool::new(false));
     let mut cb = callback.map(|f| Callback {
         f,
         every: callback_every,
         with_images: callback_images,
         error: error.clone(),
-    });
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let mut signals = Signals {
         interrupted: interrupted.clone(),
-    };
-    let r = py
-        .detach(|| {
+    });
+    // The fit runs on a worker thread; this (Python's main) thread waits with the GIL
+    // released and, between waits, runs Python's signal handlers: Ctrl-C sets the fit's cancel
+    // flag, and the fit ends after its current step with what it has.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let r = std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
             pool.install(|| {
-                let mut ctx = RunContext::default();
-                ctx.observers.push(&mut signals);
+                let mut ctx = RunContext {
+                    cancel: Some(cancel.clone()),
+                    ..RunContext::default()
+                };
                 if let Some(c) = cb.as_mut() {
                     ctx.observers.push(c);
                 }
                 restore_problem(&problem, &recipe, ctx)
             })
-        })
-        .map_err(err)?;
+        });
+        while !worker.is_finished() {
+            py.detach(|| std::thread::sleep(std::time::Duration::from_millis(20)));
+            if py.check_signals().is_err() {
+                interrupted.store(true, Ordering::Relaxed);
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        worker.join()
+    })
+    .map_err(|_| err("internal error: the fit's thread panicked"))?
+    .map_err(err)?;
     if let Some(e) = error.lock().expect("the callback's error slot").take() {
         return Err(e);
     }
-    if interrupted.load(Ordering::Relaxed) {
-        return Err(PyKeyboardInterrupt::new_err(
-            "the fit was interrupted; nothing was returned",
-        ));
-    }
+    // Interrupted (Ctrl-C): the result so far is returned, marked `interrupted`.
+    let interrupted = interrupted.load(Ordering::Relaxed) || r.report.interrupted;
     let history = PyDict::new(py);
     let h = &r.report.history;
     let col = |f: &dyn Fn(&dip::fit::HistoryRow) -> f64| -> Vec<f64> { h.iter().map(f).collect() };
@@ -287,7 +289,7 @@ fn restore(
         psnr: r.psnr,
         ssim: r.ssim,
         baseline: r.baseline.map(|(n, p)| (n.to_string(), p)),
-        interrupted: r.report.interrupted,
+        interrupted,
         seconds: r.report.seconds,
         history: history.unbind(),
         sgld_std: r.sgld.as_ref().map(|s| to_array(py, &s.std).unbind()),

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,24 @@ def test_the_callback_sees_steps_and_can_stop_the_fit():
 
     with pytest.raises(RuntimeError, match="from the callback"):
         dip.denoise(noisy(x), iters=50, settings=NARROW, threads=1, callback=bad)
+
+
+def test_an_interrupted_fit_returns_what_it_has():
+    import signal
+
+    x = picture()
+
+    def ctrl_c(step, loss, image):
+        if step == 20:
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.2)  # the main thread runs the handler meanwhile
+
+    with pytest.warns(UserWarning, match="interrupted after step"):
+        r = dip.denoise(noisy(x), clean=x, iters=2000, stop="fixed", settings=NARROW,
+                        threads=1, callback=ctrl_c)
+    # Cancelled within a step of the signal, far before the budget.
+    assert r.interrupted and 20 <= r.steps_run <= 21, r.steps_run
+    assert r.image.shape == x.shape and r.psnr is not None
 
 
 def test_sgld_gives_a_spread():

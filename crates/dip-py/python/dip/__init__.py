@@ -20,6 +20,7 @@ Any memory order (Fortran, strided views) is accepted; it is copied once. Result
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -154,7 +155,7 @@ def _progress(total: int, callback: Optional[Callback]):
         from tqdm.auto import tqdm  # type: ignore
     except ImportError:
         return callback, None
-    bar = tqdm(total=total, unit="step")
+    bar = tqdm(total=total or None, unit="step")
 
     def tick(step: int, loss: float, image: Optional[np.ndarray]) -> Optional[bool]:
         bar.update(step - bar.n)
@@ -178,7 +179,7 @@ def _run(
     callback: Optional[Callback] = None,
     callback_every: int = 10,
     callback_images: bool = False,
-    progress: bool = False,
+    progress: bool = True,
     extra: Optional[Dict[str, Any]] = None,
     **kwargs: Any,
 ) -> "Result":
@@ -216,6 +217,12 @@ def _run(
     finally:
         if bar is not None:
             bar.close()
+    if r.interrupted:
+        warnings.warn(
+            f"interrupted after step {r.steps_run}: the result so far is returned "
+            f"(step {r.stopped_at})",
+            stacklevel=3,
+        )
     return Result(r, two_d)
 
 
@@ -288,7 +295,9 @@ def restore(y: Any, operator: str, **kw: Any) -> "Result":
       the same result;
     * ``callback(step, loss, image_or_None)``: called every ``callback_every`` steps (the
       image with ``callback_images=True``); returning ``False`` stops the fit;
-    * ``progress``: a tqdm bar, when tqdm is installed.
+    * ``progress``: a tqdm bar when tqdm is installed (default; ``progress=False`` for none).
+    * Ctrl-C ends the fit within a step and returns the result so far, with
+      ``interrupted=True`` and a warning.
     """
     if operator == "denoise":
         return denoise(y, **kw)
