@@ -150,12 +150,14 @@ impl StopArgs {
 
 impl Common {
     /// The preset's name and the recipe: the preset, then the settings file, --set and the
-    /// flags, then the stopping flags; validated.
+    /// flags, then the stopping flags; validated, --stop-sigma included.
     pub fn resolve(&self, default_preset: &str) -> Result<(String, Recipe)> {
         let preset = self.recipe.preset_name(default_preset).to_string();
         let mut recipe = self.recipe.resolve(&preset)?;
         self.stop.overlay(&mut recipe);
         recipe.fit_config()?;
+        // Refused here, before any file is read or written (`dip inpaint --mask-out` writes
+        // before the problem exists); `with_sigma` hands the level to the problem.
         if let Some(s) = self.stop.stop_sigma
             && !(s.is_finite() && s > 0.0)
         {

@@ -11,7 +11,4 @@ mod problem;
 mod restore;
 
 pub use problem::{Degradation, MaskKind, Noise, NoiseModel, Problem, Seeds, TaskKind};
-pub use restore::{
-    OBSERVE_EVERY, Restoration, RunContext, SgldOutcome, check_resumable, fit_summary, restore,
-    take_choice,
-};
+pub use restore::{OBSERVE_EVERY, Restoration, RunContext, SgldOutcome, check_resumable, restore};

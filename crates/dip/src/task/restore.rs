@@ -271,7 +271,7 @@ fn check_state(
 
 /// Makes the result of a fit watched by `rule` the image at the rule's chosen step (the last
 /// step's with `fixed` or without a choice), with its PSNR; returns the chosen step.
-pub fn take_choice(
+fn take_choice(
     report: &mut FitReport,
     kind: StopKind,
     rule: &dyn StopRule,
@@ -289,7 +289,7 @@ pub fn take_choice(
 
 /// The JSON summary of a fit: the report's fields, the settings, the network, the version, and
 /// `extra` fields.
-pub fn fit_summary(
+fn fit_summary(
     report: &FitReport,
     config: &FitConfig,
     network: &Arch,
