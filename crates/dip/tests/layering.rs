@@ -8,11 +8,6 @@ use std::path::{Path, PathBuf};
 
 /// Cycles that exist and are to be removed (each as its two ends, sorted).
 const KNOWN: &[(&str, &str)] = &[
-    // The fit loops, their checkpoints and the GPU loop share helpers both ways (one fit loop
-    // over a backend trait is to replace them).
-    ("fit/checkpoint", "fit/gpu"),
-    ("fit/checkpoint", "fit/run"),
-    ("fit/gpu", "fit/run"),
     // The host emulation and the executor of the GPU backend call each other.
     ("cuda/emu", "cuda/exec"),
     // The bf16 kernels and the GEMM dispatch call each other.

@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::observer::ObserverState;
-use super::run::HistoryRow;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"DIPCKPT2";
@@ -354,4 +353,16 @@ fn checksum(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// One row of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    pub iter: usize,
+    pub loss: f64,
+    pub psnr_raw: Option<f64>,
+    pub psnr_ema: Option<f64>,
+    /// PSNR of the SGLD posterior mean so far (once there are samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psnr_sgld: Option<f64>,
 }

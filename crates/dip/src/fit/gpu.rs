@@ -22,14 +22,11 @@
 //! - `precision: bf16` rounds the operands of every GEMM (the CPU: the convolutions') to
 //!   bfloat16 on the tensor cores; the caller's `open` chooses the device's precision.
 
-use std::time::Instant;
-
-use super::checkpoint::SnapshotState;
+use super::checkpoint::FitState;
+use super::driver::{Backend, Inputs, KeptParts, NetParts, drive};
 use super::observer::Observer;
 use super::run::{
-    FitConfig, FitReport, Loss, Parts, Progress, Setup, adam_config, check_psnr,
-    check_resume_state, checkpoint_due, crop_into, crop_slice, draw_batch, dropped, setup,
-    sgld_tensors, uncrop_slice,
+    FitConfig, FitReport, Grid, Loss, adam_config, draw_batch, setup, sgld_tensors, uncrop_slice,
 };
 use crate::cuda::{FitStep, GpuError, GpuNet, operator_space};
 use crate::engine::{Net, Tensor};
@@ -134,14 +131,6 @@ enum Data {
     Rows(SparseRows),
 }
 
-/// The last good state, kept on the device by [`GpuNet::save`]; the host keeps Adam's state and
-/// what a checkpoint records of it.
-struct Kept {
-    adam: [f64; 3],
-    lr: f64,
-    psnr_obs: f64,
-}
-
 fn gpu(e: GpuError) -> Error {
     Error::invalid(e.0)
 }
@@ -182,281 +171,282 @@ pub(crate) fn fit_on_device(
     observers: &mut [&mut dyn Observer],
     open: &mut OpenDevice<'_>,
 ) -> Result<FitReport> {
-    let refuse = |what: &str| {
-        Err(Error::invalid(format!(
-            "{what}: not on the GPU yet; use --device cpu"
-        )))
+    let s = setup(observation, operator, clean, spec, cfg)?;
+    let grid = s.grid();
+    let mut backend = Gpu::new(cfg, observation, operator, grid, &s.net, &s.z, open)?;
+    let inputs = Inputs {
+        observation,
+        operator,
+        clean,
+        spec,
+        cfg,
     };
-    let Setup {
-        xw,
-        xh,
-        xc,
-        pad,
-        h,
-        w,
-        c,
-        net,
-        z,
-        started,
-    } = setup(observation, operator, clean, spec, cfg)?;
-    // What the data term needs on the device: the operator's diagonal, or its sparse matrix.
-    let data = match (operator.diagonal(), operator.rows()) {
-        (Some(d), _) => Data::Diagonal(d),
-        (None, Some(rows)) => Data::Rows(rows),
-        (None, None) => {
-            return refuse(&format!("the forward operator {}", operator.name()));
-        }
-    };
-    // The observation side on the padded grid: the padding carries no observation (factor 0,
-    // or no column of the matrix), so its gradient is zero.
-    let data = match data {
-        Data::Diagonal(d) => {
-            let mut a = vec![0.0f32; h * w * c];
-            uncrop_slice(&d, w, c, &pad, xw, &mut a);
-            Data::Diagonal(a)
-        }
-        Data::Rows(rows) => {
-            let padded = rows.with_inputs(h * w * c, |i| {
-                let (px, ch) = (i / xc, i % xc);
-                ((px / xw + pad.top) * w + px % xw + pad.left) * c + ch
-            });
-            Data::Rows(padded.ok_or_else(|| {
-                Error::invalid("the forward operator is too large for the GPU's 32-bit tables")
-            })?)
-        }
-    };
-    let room = match &data {
-        Data::Rows(rows) => operator_space(rows),
-        Data::Diagonal(_) => 0,
-    };
-    let n = observation.data.len() as f64;
-    // With a batch of pixels the per-sample weights carry the mean (count / samples).
-    let mean_over = if cfg.pixel_batch.is_some() { 1.0 } else { n };
-    let scale = match cfg.loss {
-        Loss::L2 => (2.0 / mean_over) as f32,
-        Loss::L1 => (1.0 / mean_over) as f32,
-    };
-    let mut adam = adam_config(cfg);
-    let noisy = sgld_tensors(&net, cfg);
-    // Each step is two launch sequences, captured into graphs where the device allows; the step
-    // number and the step size are read on the device.
-    let step = FitStep {
-        seed: cfg.seed,
-        reg_noise: cfg.reg_noise.max(0.0),
-        scale,
-        l1: cfg.loss == Loss::L1,
-        weighted: cfg.pixel_batch.is_some(),
-        ema: cfg.ema as f32,
-        adam,
-        sgld: cfg
-            .sgld
-            .as_ref()
-            .filter(|s| s.noise > 0.0)
-            .map(|s| (s.noise, noisy)),
-        lipschitz: cfg.lipschitz,
-    };
-    let mut g = open(&net, room, &step)?;
-    g.set_fixed_input(&z).map_err(gpu)?;
-    match &data {
-        Data::Diagonal(a) => {
-            let mut target = vec![0.0f32; h * w * c];
-            uncrop_slice(&observation.data, w, c, &pad, xw, &mut target);
-            g.set_target(
-                &Tensor {
-                    h,
-                    w,
-                    c,
-                    data: target,
-                },
-                Some(a),
-            )
-            .map_err(gpu)?;
-        }
-        Data::Rows(rows) => g.set_operator(rows, &observation.data).map_err(gpu)?,
-    }
-    let diagonal = matches!(data, Data::Diagonal(_));
-    drop(data);
+    drive(&mut backend, inputs, grid, s.started, observers)
+}
 
-    // Pixel batches: the draw counts, and the per-sample weights (on the padded grid for a
-    // diagonal operator), allocated once.
-    let batched = |len: usize| if cfg.pixel_batch.is_some() { len } else { 0 };
-    let mut counts = vec![0u32; batched(observation.width * observation.height)];
-    let mut weights = vec![0.0f32; batched(observation.data.len())];
-    let mut padded_weights = vec![0.0f32; batched(if diagonal { h * w * c } else { 0 })];
-    let n_params = net.num_params();
-    let mut pr = Progress::new(xw, xh, xc, cfg);
-    let mut kept: Option<Kept> = None;
-    let mut interrupted = false;
-    let mut raw_is_current = false;
-    let mut first = 1;
-    let mut seconds_before = 0.0;
-    let mut x_buf = vec![0.0f32; xw * xh * xc];
-    if let Some(st) = &cfg.resume {
-        check_resume_state(st, operator, spec, cfg, n_params, h * w * c, observers)?;
+/// The fit's network and state on the device, and what the host keeps of them.
+struct Gpu<'a, 'd> {
+    cfg: &'a FitConfig,
+    grid: Grid,
+    g: Box<dyn FitDevice + 'd>,
+    n_params: usize,
+    /// Number of observation samples.
+    n: f64,
+    /// Whether the operator is diagonal (its weights live on the padded grid).
+    diagonal: bool,
+    /// Adam's `(t, β₁ᵗ, β₂ᵗ)` read with the last loss, and those of the kept state.
+    adam_now: [f64; 3],
+    kept: Option<[f64; 3]>,
+    /// Pixel batches: the draw counts and the per-sample weights (on the padded grid for a
+    /// diagonal operator), allocated once.
+    counts: Vec<u32>,
+    weights: Vec<f32>,
+    padded_weights: Vec<f32>,
+    step: Option<FitStep>,
+    beta: (f64, f64),
+}
+
+impl<'a, 'd> Gpu<'a, 'd> {
+    fn new(
+        cfg: &'a FitConfig,
+        observation: &Image,
+        operator: &dyn Operator,
+        grid: Grid,
+        net: &Net<f32>,
+        z: &[f32],
+        open: &mut OpenDevice<'d>,
+    ) -> Result<Self> {
+        let Grid {
+            xw,
+            xc,
+            pad,
+            h,
+            w,
+            c,
+            ..
+        } = grid;
+        // What the data term needs on the device: the operator's diagonal, or its sparse matrix.
+        let data = match (operator.diagonal(), operator.rows()) {
+            (Some(d), _) => Data::Diagonal(d),
+            (None, Some(rows)) => Data::Rows(rows),
+            (None, None) => {
+                return Err(Error::invalid(format!(
+                    "the forward operator {}: not on the GPU yet; use --device cpu",
+                    operator.name()
+                )));
+            }
+        };
+        // The observation side on the padded grid: the padding carries no observation (factor
+        // 0, or no column of the matrix), so its gradient is zero.
+        let data = match data {
+            Data::Diagonal(d) => {
+                let mut a = vec![0.0f32; h * w * c];
+                uncrop_slice(&d, w, c, &pad, xw, &mut a);
+                Data::Diagonal(a)
+            }
+            Data::Rows(rows) => {
+                let padded = rows.with_inputs(h * w * c, |i| {
+                    let (px, ch) = (i / xc, i % xc);
+                    ((px / xw + pad.top) * w + px % xw + pad.left) * c + ch
+                });
+                Data::Rows(padded.ok_or_else(|| {
+                    Error::invalid("the forward operator is too large for the GPU's 32-bit tables")
+                })?)
+            }
+        };
+        let room = match &data {
+            Data::Rows(rows) => operator_space(rows),
+            Data::Diagonal(_) => 0,
+        };
+        let n = observation.data.len() as f64;
+        // With a batch of pixels the per-sample weights carry the mean (count / samples).
+        let mean_over = if cfg.pixel_batch.is_some() { 1.0 } else { n };
+        let scale = match cfg.loss {
+            Loss::L2 => (2.0 / mean_over) as f32,
+            Loss::L1 => (1.0 / mean_over) as f32,
+        };
+        let adam = adam_config(cfg);
+        let noisy = sgld_tensors(net, cfg);
+        // Each step is two launch sequences, captured into graphs where the device allows; the
+        // step number and the step size are read on the device.
+        let step = FitStep {
+            seed: cfg.seed,
+            reg_noise: cfg.reg_noise.max(0.0),
+            scale,
+            l1: cfg.loss == Loss::L1,
+            weighted: cfg.pixel_batch.is_some(),
+            ema: cfg.ema as f32,
+            adam,
+            sgld: cfg
+                .sgld
+                .as_ref()
+                .filter(|s| s.noise > 0.0)
+                .map(|s| (s.noise, noisy)),
+            lipschitz: cfg.lipschitz,
+        };
+        let mut g = open(net, room, &step)?;
+        g.set_fixed_input(z).map_err(gpu)?;
+        match &data {
+            Data::Diagonal(a) => {
+                let mut target = vec![0.0f32; h * w * c];
+                uncrop_slice(&observation.data, w, c, &pad, xw, &mut target);
+                g.set_target(
+                    &Tensor {
+                        h,
+                        w,
+                        c,
+                        data: target,
+                    },
+                    Some(a),
+                )
+                .map_err(gpu)?;
+            }
+            Data::Rows(rows) => g.set_operator(rows, &observation.data).map_err(gpu)?,
+        }
+        let diagonal = matches!(data, Data::Diagonal(_));
+        let batched = |len: usize| if cfg.pixel_batch.is_some() { len } else { 0 };
+        Ok(Gpu {
+            cfg,
+            grid,
+            g,
+            n_params: net.num_params(),
+            n,
+            diagonal,
+            adam_now: [0.0; 3],
+            kept: None,
+            counts: vec![0u32; batched(observation.width * observation.height)],
+            weights: vec![0.0f32; batched(observation.data.len())],
+            padded_weights: vec![0.0f32; batched(if diagonal { h * w * c } else { 0 })],
+            step: Some(step),
+            beta: (adam.beta1, adam.beta2),
+        })
+    }
+}
+
+impl Backend for Gpu<'_, '_> {
+    const LOSS_EVERY_STEP: bool = false;
+
+    fn num_params(&self) -> usize {
+        self.n_params
+    }
+
+    fn resume(&mut self, st: &FitState) -> Result<()> {
+        let (beta1, beta2) = self.beta;
+        let g = &mut self.g;
         g.set_params(&st.params).map_err(gpu)?;
         g.set_ema(&st.ema).map_err(gpu)?;
         if let Some(s) = &st.snapshot {
             // The kept state goes to the device through the live buffers: set, save, then the
             // live state below replaces them.
             g.set_params(&s.params).map_err(gpu)?;
-            g.set_adam(&s.adam_m, &s.adam_v, s.adam_t, adam.beta1, adam.beta2)
+            g.set_adam(&s.adam_m, &s.adam_v, s.adam_t, beta1, beta2)
                 .map_err(gpu)?;
-            let state = g.save().map_err(gpu)?;
-            kept = Some(Kept {
-                adam: state,
-                lr: s.adam_lr,
-                psnr_obs: s.psnr_obs,
-            });
+            self.kept = Some(g.save().map_err(gpu)?);
             g.set_params(&st.params).map_err(gpu)?;
         }
-        g.set_adam(&st.adam_m, &st.adam_v, st.adam_t, adam.beta1, adam.beta2)
+        g.set_adam(&st.adam_m, &st.adam_v, st.adam_t, beta1, beta2)
             .map_err(gpu)?;
-        g.save_ema().map_err(gpu)?;
-        adam.lr = st.lr;
-        pr.resume(st, observers)?;
-        first = st.step + 1;
-        seconds_before = st.seconds;
+        g.save_ema().map_err(gpu)
     }
-    g.prepare_fit(step).map_err(gpu)?;
-    g.set_fit_state(first as u64 - 1, adam.lr).map_err(gpu)?;
-    let mut last_checkpoint = Instant::now();
 
-    for it in first..=cfg.iters {
-        if let Some(b) = cfg.pixel_batch {
+    fn start(&mut self, first: usize, lr: f64) -> Result<()> {
+        let step = self.step.take().expect("the fit starts once");
+        self.g.prepare_fit(step).map_err(gpu)?;
+        self.g.set_fit_state(first as u64 - 1, lr).map_err(gpu)
+    }
+
+    fn front(&mut self, it: usize, read: bool) -> Result<Option<(f64, f64)>> {
+        if let Some(b) = self.cfg.pixel_batch {
             // The CPU's batch of this step, as weights per observation sample.
-            draw_batch(cfg.seed, it, b, &mut counts);
+            let Grid {
+                xw, xc, pad, w, c, ..
+            } = self.grid;
+            draw_batch(self.cfg.seed, it, b, &mut self.counts);
             let samples = (b * xc) as f64;
-            for (p, &k) in counts.iter().enumerate() {
-                weights[p * xc..(p + 1) * xc].fill((k as f64 / samples) as f32);
+            for (p, &k) in self.counts.iter().enumerate() {
+                self.weights[p * xc..(p + 1) * xc].fill((k as f64 / samples) as f32);
             }
-            if diagonal {
-                uncrop_slice(&weights, w, c, &pad, xw, &mut padded_weights);
-                g.set_weights(&padded_weights).map_err(gpu)?;
+            if self.diagonal {
+                uncrop_slice(&self.weights, w, c, &pad, xw, &mut self.padded_weights);
+                self.g.set_weights(&self.padded_weights).map_err(gpu)?;
             } else {
-                g.set_weights(&weights).map_err(gpu)?;
+                self.g.set_weights(&self.weights).map_err(gpu)?;
             }
         }
-        g.fit_front().map_err(gpu)?;
-        pr.iterations_run = it;
-
-        let cancel = cfg.cancelled() && it < cfg.iters;
-        let regular = it % cfg.observe_every == 0 || it == cfg.iters;
-        let check = it % cfg.check_every == 0 || it == 1;
-        // The loss is read (a wait for the device) only where the loop needs it.
-        let (loss, mse, adam_state) = if check || regular || cancel {
-            let ([sq, abs, wsq, wabs], adam_state) = g.loss_sums_and_adam().map_err(gpu)?;
-            let value = match (cfg.loss, cfg.pixel_batch.is_some()) {
-                (Loss::L2, false) => sq / n,
-                (Loss::L1, false) => abs / n,
-                (Loss::L2, true) => wsq,
-                (Loss::L1, true) => wabs,
-            };
-            (value, sq / n, adam_state)
-        } else {
-            (0.0, 0.0, [0.0; 3])
+        self.g.fit_front().map_err(gpu)?;
+        if !read {
+            return Ok(None);
+        }
+        // The loss is read (a wait for the device) only where the loop needs it; Adam's state
+        // comes with it, for a keep at a check: one wait per check.
+        let ([sq, abs, wsq, wabs], adam_state) = self.g.loss_sums_and_adam().map_err(gpu)?;
+        self.adam_now = adam_state;
+        let n = self.n;
+        let value = match (self.cfg.loss, self.cfg.pixel_batch.is_some()) {
+            (Loss::L2, false) => sq / n,
+            (Loss::L1, false) => abs / n,
+            (Loss::L2, true) => wsq,
+            (Loss::L1, true) => wabs,
         };
-        let psnr_obs = check_psnr(check, loss, mse);
-        let bad = check && !loss.is_finite();
-        if bad || dropped(psnr_obs, kept.as_ref().map(|k| k.psnr_obs)) {
-            pr.rollback(it, loss, kept.is_some())?;
-            let k = kept.as_ref().expect("rollback checked the snapshot");
-            g.restore(k.adam).map_err(gpu)?;
-            adam.lr *= 0.5;
-            g.set_lr(adam.lr).map_err(gpu)?;
-            g.skip_back().map_err(gpu)?;
-            raw_is_current = false;
-            continue;
-        }
-        if let Some(p) = psnr_obs {
-            pr.failures_in_a_row = 0;
-            // Adam's state came with the loss: one wait per check.
-            g.keep().map_err(gpu)?;
-            kept = Some(Kept {
-                adam: adam_state,
-                lr: adam.lr,
-                psnr_obs: p,
-            });
-        }
+        Ok(Some((value, sq / n)))
+    }
 
+    fn keep(&mut self) -> Result<()> {
+        self.g.keep().map_err(gpu)?;
+        self.kept = Some(self.adam_now);
+        Ok(())
+    }
+
+    fn rollback(&mut self, lr: f64) -> Result<()> {
+        let adam = self.kept.expect("the loop checked the kept state");
+        self.g.restore(adam).map_err(gpu)?;
+        self.g.set_lr(lr).map_err(gpu)?;
+        self.g.skip_back().map_err(gpu)
+    }
+
+    fn back(&mut self, _it: usize, checked: bool) -> Result<()> {
         // Backward, moving average, Adam, Lipschitz control, SGLD's noise. The output stays
         // the forward's.
-        g.fit_back().map_err(gpu)?;
-        if pr.sample_due(cfg, it) {
-            let out = g.output().map_err(gpu)?;
-            crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);
-            pr.sample(&x_buf);
-        }
-        if psnr_obs.is_some() {
+        self.g.fit_back().map_err(gpu)?;
+        if checked {
             // The average including this checked step is the one a rollback goes back to.
-            g.save_ema().map_err(gpu)?;
+            self.g.save_ema().map_err(gpu)?;
         }
-        raw_is_current = true;
+        Ok(())
+    }
 
-        let checkpoint_due = checkpoint_due(cfg, it, cancel, last_checkpoint);
-        let save_checkpoint = |pr: &Progress, observers: &[&mut dyn Observer]| -> Result<()> {
-            let Some(ck) = &cfg.checkpoint else {
-                return Ok(());
-            };
-            let (adam_m, adam_v) = g.moments().map_err(gpu)?;
-            let snapshot = match &kept {
-                Some(k) => {
-                    let [params, m, v] = g.saved().map_err(gpu)?;
-                    Some(SnapshotState {
-                        params,
-                        adam_m: m,
-                        adam_v: v,
-                        adam_t: k.adam[0] as u64,
-                        adam_lr: k.lr,
-                        psnr_obs: k.psnr_obs,
-                    })
-                }
-                None => None,
-            };
-            let parts = Parts {
-                params: g.params().map_err(gpu)?,
-                adam_m,
-                adam_v,
-                adam_t: g.adam_t().map_err(gpu)?,
-                lr: adam.lr,
-                ema: g.ema().map_err(gpu)?.data,
-                snapshot,
-                raw_is_current,
-                seconds: seconds_before + started.elapsed().as_secs_f64(),
-            };
-            (ck.write)(&pr.state(ck, it, parts, observers));
-            Ok(())
-        };
-        if checkpoint_due && !regular {
-            save_checkpoint(&pr, observers)?;
-            last_checkpoint = Instant::now();
-        }
-        if regular || cancel {
-            crop_into(&g.output().map_err(gpu)?.data, w, c, &pad, &mut pr.out_img);
-            crop_into(&g.ema().map_err(gpu)?.data, w, c, &pad, &mut pr.ema_img);
-            if pr.observe(it, loss, clean, observers) {
-                break;
+    fn with_output(&self, f: &mut dyn FnMut(&[f32])) -> Result<()> {
+        f(&self.g.output().map_err(gpu)?.data);
+        Ok(())
+    }
+
+    fn with_ema(&self, f: &mut dyn FnMut(&[f32])) -> Result<()> {
+        f(&self.g.ema().map_err(gpu)?.data);
+        Ok(())
+    }
+
+    fn parts(&self) -> Result<NetParts> {
+        let g = &self.g;
+        let (adam_m, adam_v) = g.moments().map_err(gpu)?;
+        let kept = match self.kept {
+            Some(k) => {
+                let [params, adam_m, adam_v] = g.saved().map_err(gpu)?;
+                Some(KeptParts {
+                    params,
+                    adam_m,
+                    adam_v,
+                    adam_t: k[0] as u64,
+                })
             }
-        }
-        if checkpoint_due && regular {
-            save_checkpoint(&pr, observers)?;
-            last_checkpoint = Instant::now();
-        }
-        if cancel {
-            interrupted = true;
-            break;
-        }
+            None => None,
+        };
+        Ok(NetParts {
+            params: g.params().map_err(gpu)?,
+            adam_m,
+            adam_v,
+            adam_t: g.adam_t().map_err(gpu)?,
+            ema: g.ema().map_err(gpu)?.data,
+            kept,
+        })
     }
-    if raw_is_current {
-        crop_into(&g.output().map_err(gpu)?.data, w, c, &pad, &mut pr.out_img);
-    }
-    crop_into(&g.ema().map_err(gpu)?.data, w, c, &pad, &mut pr.ema_img);
-    Ok(pr.report(
-        observation,
-        clean,
-        cfg,
-        n_params,
-        adam.lr,
-        interrupted,
-        seconds_before + started.elapsed().as_secs_f64(),
-    ))
 }

@@ -5,6 +5,9 @@
 
 mod bands;
 mod checkpoint;
+mod cpu;
+mod driver;
+mod entry;
 #[cfg(feature = "cuda")]
 mod gpu;
 #[cfg(feature = "cuda")]
@@ -18,6 +21,7 @@ mod trajectory;
 
 pub use bands::BandRecorder;
 pub use checkpoint::{FitState, SnapshotState};
+pub use entry::{fit, fit_denoise};
 #[cfg(feature = "cuda")]
 pub use gpu::{FitDevice, OpenGpu, fit_on_gpu};
 #[cfg(feature = "cuda")]
@@ -25,7 +29,7 @@ pub use lanes::{LanePool, OpenLanes};
 pub use observer::{Control, Observer, ObserverState, StepInfo};
 pub use run::{
     CheckpointSink, FitConfig, FitReport, HistoryRow, InputKind, Loss, SgldConfig, SgldResult,
-    check_resume, fit, fit_denoise, network_input, network_padding,
+    check_resume, network_input, network_padding,
 };
 pub use stop::{
     AUTO_DELAY, AUTO_DELAY_WMV, Chosen, ESTIMATES_DISAGREE, NOISE_FREE_SIGMA, PLATEAU_DROP,

@@ -7,18 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
 use rand_pcg::Pcg64Mcg;
-use rayon::prelude::*;
 
+pub use super::checkpoint::HistoryRow;
 use super::checkpoint::{FitState, SnapshotState};
 use super::observer::{Control, Observer, StepInfo};
 use crate::device::Device;
-use crate::engine::{Adam, AdamConfig, Net, Precision};
+use crate::engine::{AdamConfig, Net, Precision};
 use crate::image::{self, Image, Padding};
 use crate::metrics::psnr;
 use crate::nets::{Arch, NetInput};
-use crate::operators::{Identity, Operator};
+use crate::operators::Operator;
 use crate::{Error, Result};
 
 /// The data term `‖A(x) − y‖`: which norm.
@@ -194,18 +193,6 @@ pub struct SgldResult {
     pub samples: usize,
 }
 
-/// One row of the history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryRow {
-    pub iter: usize,
-    pub loss: f64,
-    pub psnr_raw: Option<f64>,
-    pub psnr_ema: Option<f64>,
-    /// PSNR of the SGLD posterior mean so far (once there are samples).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub psnr_sgld: Option<f64>,
-}
-
 /// What a fit returns.
 #[derive(Debug, Clone, Serialize)]
 pub struct FitReport {
@@ -314,7 +301,7 @@ impl FitConfig {
 
 /// Elements per independent stream of the input perturbation: chunks are drawn in parallel from
 /// generators seeded by (seed, step, chunk), so the result does not depend on the thread count.
-const NOISE_CHUNK: usize = 1 << 16;
+pub(super) const NOISE_CHUNK: usize = 1 << 16;
 
 /// The reflection padding that takes a `width × height` image to what `spec` accepts: sides a
 /// multiple of its size multiple (2^scales for the skip network) and at least its minimum.
@@ -364,20 +351,13 @@ fn initial_input(cfg: &FitConfig, h: usize, w: usize, c: usize) -> Vec<f32> {
     }
 }
 
-/// The state of the loop that a divergence rollback restores.
-struct Snapshot {
-    params: Vec<f32>,
-    adam: Adam<f32>,
-    psnr_obs: f64,
-}
-
 /// The data term over all samples of the observation, and its gradient with respect to `A(x)`
 /// written into `grad`. Also returns the mean squared error, which the divergence check uses
 /// whatever the loss.
 ///
 /// With `counts` (one per pixel of `channels` samples), the data term is the mean over a batch
 /// of pixels drawn with replacement: pixel `p` counts `counts[p]` times, out of `batch`.
-fn data_term(
+pub(super) fn data_term(
     ax: &[f32],
     y: &[f32],
     grad: &mut [f32],
@@ -476,340 +456,17 @@ fn data_term_batch(
     (value, sq / y.len() as f64)
 }
 
-/// Denoise `noisy` with the Deep Image Prior: [`fit`] with the identity operator.
-pub fn fit_denoise(
-    noisy: &Image,
-    clean: Option<&Image>,
-    spec: impl Into<Arch>,
-    cfg: &FitConfig,
-    observers: &mut [&mut dyn Observer],
-) -> Result<FitReport> {
-    let identity = Identity::new(noisy.width, noisy.height, noisy.channels);
-    fit(noisy, &identity, clean, spec, cfg, observers)
-}
-
-/// Solve the inverse problem `observation = A(x) + noise` with the Deep Image Prior: fit the
-/// network so that `A(f_θ(z))` matches the observation, and return `f_θ(z)`.
-///
-/// The restored image has the operator's input shape; `clean`, when given, must have that shape
-/// and is used only for reporting PSNR. The network works on that shape padded by reflection to
-/// the size it needs; the padding is cropped before `A`, so it carries no observation, and the
-/// returned images are cropped back.
-pub fn fit(
-    observation: &Image,
-    operator: &dyn Operator,
-    clean: Option<&Image>,
-    spec: impl Into<Arch>,
-    cfg: &FitConfig,
-    observers: &mut [&mut dyn Observer],
-) -> Result<FitReport> {
-    // The loop runs on a pool thread: parallel work spawned from there goes to the thread's own
-    // queue instead of rayon's global one, which is cheaper and allocates nothing.
-    let spec = spec.into();
-    match cfg.device {
-        Device::Cpu => {
-            rayon::scope(|_| fit_on_pool(observation, operator, clean, &spec, cfg, observers))
-        }
-        #[cfg(feature = "cuda")]
-        Device::Cuda(ordinal) => {
-            // A lane of the batch the fit joins, or a network of its own.
-            let precision = cuda_precision(cfg.precision);
-            let gpu = |e: crate::cuda::GpuError| Error::invalid(e.0);
-            super::gpu::fit_on_device(
-                observation,
-                operator,
-                clean,
-                &spec,
-                cfg,
-                observers,
-                &mut |net, room, step| match &cfg.lanes {
-                    Some(pool) => pool.open(net, room, precision, step),
-                    None => Ok(Box::new(
-                        crate::cuda::GpuNet::with_room(net, ordinal, precision, room)
-                            .map_err(gpu)?,
-                    )),
-                },
-            )
-        }
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda(_) => Err(Error::invalid(crate::device::NO_CUDA_BUILD)),
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_precision(p: Precision) -> crate::cuda::Precision {
-    match p {
-        Precision::F32 => crate::cuda::Precision::F32,
-        Precision::Bf16 => crate::cuda::Precision::Bf16,
-    }
-}
-
-fn fit_on_pool(
-    observation: &Image,
-    operator: &dyn Operator,
-    clean: Option<&Image>,
-    spec: &Arch,
-    cfg: &FitConfig,
-    observers: &mut [&mut dyn Observer],
-) -> Result<FitReport> {
-    let Setup {
-        xw,
-        xh,
-        xc,
-        pad,
-        h,
-        w,
-        c,
-        mut net,
-        z,
-        started,
-    } = setup(observation, operator, clean, spec, cfg)?;
-    // Pixel batches: how often each observation pixel is drawn this step.
-    let obs_pixels = observation.width * observation.height;
-    let mut counts = vec![
-        0u32;
-        if cfg.pixel_batch.is_some() {
-            obs_pixels
-        } else {
-            0
-        }
-    ];
-
-    // Work buffers of the data term, allocated once: the cropped output x, A(x), and the
-    // gradients with respect to A(x) and to x.
-    let mut x_buf = vec![0.0f32; xw * xh * xc];
-    let mut ax = vec![0.0f32; observation.data.len()];
-    let mut g_ax = vec![0.0f32; observation.data.len()];
-    let mut g_x = vec![0.0f32; xw * xh * xc];
-
-    let mut adam = Adam::new(net.num_params(), adam_config(cfg));
-    let mut ema = vec![0.0f32; h * w * c];
-    let noisy = sgld_tensors(&net, cfg);
-    let mut pr = Progress::new(xw, xh, xc, cfg);
-    let mut snapshot: Option<Snapshot> = None;
-    let mut interrupted = false;
-    // Whether the network holds the output of the last accepted step (not of a rolled-back one).
-    let mut raw_is_current = false;
-    let mut first = 1;
-    let mut seconds_before = 0.0;
-    if let Some(st) = &cfg.resume {
-        check_resume_state(
-            st,
-            operator,
-            spec,
-            cfg,
-            net.num_params(),
-            ema.len(),
-            observers,
-        )?;
-        net.params_mut().copy_from_slice(&st.params);
-        adam.m.copy_from_slice(&st.adam_m);
-        adam.v.copy_from_slice(&st.adam_v);
-        adam.t = st.adam_t;
-        adam.cfg.lr = st.lr;
-        ema.copy_from_slice(&st.ema);
-        snapshot = st.snapshot.as_ref().map(|s| {
-            let mut a = adam.clone();
-            a.m.copy_from_slice(&s.adam_m);
-            a.v.copy_from_slice(&s.adam_v);
-            a.t = s.adam_t;
-            a.cfg.lr = s.adam_lr;
-            Snapshot {
-                params: s.params.clone(),
-                adam: a,
-                psnr_obs: s.psnr_obs,
-            }
-        });
-        pr.resume(st, observers)?;
-        // The raw output of step k is not in the checkpoint: the network recomputes it at the
-        // next forward, and an interrupted resumed run reports the EMA as before.
-        raw_is_current = false;
-        first = st.step + 1;
-        seconds_before = st.seconds;
-    }
-    let mut last_checkpoint = Instant::now();
-
-    for it in first..=cfg.iters {
-        // Input perturbation: z + N(0, reg_noise²), fresh each step.
-        if cfg.reg_noise > 0.0 {
-            let sd = cfg.reg_noise as f32;
-            let seed = cfg.seed;
-            net.input_mut()
-                .data
-                .par_chunks_mut(NOISE_CHUNK)
-                .zip(z.par_chunks(NOISE_CHUNK))
-                .enumerate()
-                .for_each(|(ci, (dst, src))| {
-                    let mut r = Pcg64Mcg::seed_from_u64(
-                        seed ^ ((it as u64) << 32)
-                            ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
-                    );
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        let n: f32 = r.sample(StandardNormal);
-                        *d = s + sd * n;
-                    }
-                });
-        }
-        net.forward();
-        let (out, grad) = net.output_and_grad();
-        crop_slice(&out.data, w, c, &pad, xw, &mut x_buf);
-        operator.forward(&x_buf, &mut ax);
-        let batch = cfg.pixel_batch.map(|n| {
-            draw_batch(cfg.seed, it, n, &mut counts);
-            (&counts[..], n, observation.channels)
-        });
-        let (loss, mse) = data_term(&ax, &observation.data, &mut g_ax, cfg.loss, batch);
-        operator.adjoint(&g_ax, &mut g_x);
-        // The padding carries no observation: its gradient is zero.
-        grad.data.fill(0.0);
-        uncrop_slice(&g_x, w, c, &pad, xw, &mut grad.data);
-        pr.iterations_run = it;
-
-        // Divergence: a non-finite loss, or (at checks) a PSNR drop of more than 5 dB against the
-        // observation, restores the last good parameters and Adam state.
-        let check = it % cfg.check_every == 0 || it == 1;
-        let psnr_obs = check_psnr(check, loss, mse);
-        if !loss.is_finite() || dropped(psnr_obs, snapshot.as_ref().map(|s| s.psnr_obs)) {
-            pr.rollback(it, loss, snapshot.is_some())?;
-            let s = snapshot.as_ref().expect("rollback checked the snapshot");
-            net.params_mut().copy_from_slice(&s.params);
-            // Going back to the same state with the same step size would replay the same
-            // steps (exactly so without input noise): halve the step size from here on.
-            let lr = adam.cfg.lr * 0.5;
-            adam.clone_from(&s.adam);
-            adam.cfg.lr = lr;
-            raw_is_current = false;
-            continue;
-        }
-        if let Some(p) = psnr_obs {
-            pr.failures_in_a_row = 0;
-            match &mut snapshot {
-                Some(s) => {
-                    s.params.copy_from_slice(net.params());
-                    s.adam.clone_from(&adam);
-                    s.psnr_obs = p;
-                }
-                None => {
-                    snapshot = Some(Snapshot {
-                        params: net.params().to_vec(),
-                        adam: adam.clone(),
-                        psnr_obs: p,
-                    })
-                }
-            }
-        }
-
-        net.backward();
-        if pr.sample_due(cfg, it) {
-            // This step's output (before its update), as the authors' code samples it.
-            crop_slice(&net.output().data, w, c, &pad, xw, &mut x_buf);
-            pr.sample(&x_buf);
-        }
-        let out = &net.output().data;
-        if it == 1 {
-            ema.copy_from_slice(out);
-        } else {
-            let (a, b) = (cfg.ema as f32, 1.0 - cfg.ema as f32);
-            ema.iter_mut()
-                .zip(out)
-                .for_each(|(e, &o)| *e = a * *e + b * o);
-        }
-        let (params, grads) = net.params_and_grads();
-        adam.step(params, grads);
-        if let Some(l) = cfg.lipschitz {
-            net.lipschitz_project(l);
-        }
-        if let Some(g) = &cfg.sgld
-            && g.noise > 0.0
-        {
-            let sd = (g.noise * adam.cfg.lr) as f32;
-            let params = net.params_mut();
-            for (k, &(off, len)) in noisy.iter().enumerate() {
-                let seed = cfg.seed ^ 0x5C1D_0000_0000_0000 ^ ((it as u64) << 24) ^ (k as u64);
-                params[off..off + len]
-                    .par_chunks_mut(NOISE_CHUNK)
-                    .enumerate()
-                    .for_each(|(ci, dst)| {
-                        let mut r = Pcg64Mcg::seed_from_u64(
-                            seed ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
-                        );
-                        for d in dst.iter_mut() {
-                            let n: f32 = r.sample(StandardNormal);
-                            *d += sd * n;
-                        }
-                    });
-            }
-        }
-        // The output of this accepted step stays in the network until the next forward.
-        raw_is_current = true;
-
-        let cancel = cfg.cancelled() && it < cfg.iters;
-        // A checkpoint holds the state after step `it` as an uninterrupted run has it: the
-        // extra observation a cancelled run makes at a step that is not a regular one is not
-        // part of it.
-        let regular = it % cfg.observe_every == 0 || it == cfg.iters;
-        let checkpoint_due = checkpoint_due(cfg, it, cancel, last_checkpoint);
-        let save_checkpoint = |pr: &Progress, observers: &[&mut dyn Observer]| {
-            if let Some(ck) = &cfg.checkpoint {
-                let state = pr.state(
-                    ck,
-                    it,
-                    Parts {
-                        params: net.params().to_vec(),
-                        adam_m: adam.m.clone(),
-                        adam_v: adam.v.clone(),
-                        adam_t: adam.t,
-                        lr: adam.cfg.lr,
-                        ema: ema.clone(),
-                        snapshot: snapshot.as_ref().map(|s| SnapshotState {
-                            params: s.params.clone(),
-                            adam_m: s.adam.m.clone(),
-                            adam_v: s.adam.v.clone(),
-                            adam_t: s.adam.t,
-                            adam_lr: s.adam.cfg.lr,
-                            psnr_obs: s.psnr_obs,
-                        }),
-                        raw_is_current,
-                        seconds: seconds_before + started.elapsed().as_secs_f64(),
-                    },
-                    observers,
-                );
-                (ck.write)(&state);
-            }
-        };
-        if checkpoint_due && !regular {
-            save_checkpoint(&pr, observers);
-            last_checkpoint = Instant::now();
-        }
-        if regular || cancel {
-            crop_into(&net.output().data, w, c, &pad, &mut pr.out_img);
-            crop_into(&ema, w, c, &pad, &mut pr.ema_img);
-            if pr.observe(it, loss, clean, observers) {
-                break;
-            }
-        }
-        if checkpoint_due && regular {
-            save_checkpoint(&pr, observers);
-            last_checkpoint = Instant::now();
-        }
-        if cancel {
-            interrupted = true;
-            break;
-        }
-    }
-    if raw_is_current {
-        crop_into(&net.output().data, w, c, &pad, &mut pr.out_img);
-    }
-    crop_into(&ema, w, c, &pad, &mut pr.ema_img);
-    Ok(pr.report(
-        observation,
-        clean,
-        cfg,
-        net.num_params(),
-        adam.cfg.lr,
-        interrupted,
-        seconds_before + started.elapsed().as_secs_f64(),
-    ))
+/// The shapes of a fit: the image to restore (`xw × xh × xc`) and the network's padded grid
+/// (`w × h × c`, `pad` around the image).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Grid {
+    pub xw: usize,
+    pub xh: usize,
+    pub xc: usize,
+    pub pad: Padding,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
 }
 
 /// What [`setup`] prepares for a fit: the image and network shapes, the network and its input.
@@ -824,6 +481,21 @@ pub(super) struct Setup {
     pub net: Net<f32>,
     pub z: Vec<f32>,
     pub started: Instant,
+}
+
+impl Setup {
+    /// The fit's shapes.
+    pub fn grid(&self) -> Grid {
+        Grid {
+            xw: self.xw,
+            xh: self.xh,
+            xc: self.xc,
+            pad: self.pad,
+            h: self.h,
+            w: self.w,
+            c: self.c,
+        }
+    }
 }
 
 /// Checks a fit's inputs and settings, and builds its network (parameters initialised from the
