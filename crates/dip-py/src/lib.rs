@@ -16,8 +16,29 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+mod ops;
+
 fn err(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
+}
+
+/// A PSF from a spec string (`gaussian:1.5`) or a square odd array of weights.
+fn psf_of(psf: Option<String>, weights: Option<PyReadonlyArray2<'_, f64>>) -> PyResult<Psf> {
+    match (psf, weights) {
+        (Some(spec), None) => Psf::parse(&spec).map_err(err),
+        (None, Some(w)) => {
+            let s = w.shape();
+            if s[0] != s[1] {
+                return Err(err(format!(
+                    "psf: a PSF array must be square, this one is {}x{}",
+                    s[0], s[1]
+                )));
+            }
+            let v: Vec<f64> = w.as_array().iter().copied().collect();
+            Psf::from_weights(s[0], &v).map_err(|e| err(format!("psf: {e}")))
+        }
+        _ => Err(err("deblur needs one psf: a spec string or an array")),
+    }
 }
 
 /// An H×W×C float32 array as an image (1 or 3 channels).
@@ -135,8 +156,8 @@ impl Restored {
 /// array). `settings` are (dotted key, value as TOML text) pairs laid over the preset.
 #[pyfunction]
 #[pyo3(signature = (kind, y, bits, *, mask=None, factor=None, psf=None, psf_weights=None,
-    clean=None, sigma=None, preset=None, settings=Vec::new(), threads=None, callback=None,
-    callback_every=10, callback_images=false))]
+    operator=None, callables=None, clean=None, sigma=None, preset=None, settings=Vec::new(),
+    threads=None, callback=None, callback_every=10, callback_images=false))]
 #[allow(clippy::too_many_arguments)]
 fn restore(
     py: Python<'_>,
@@ -147,6 +168,8 @@ fn restore(
     factor: Option<usize>,
     psf: Option<String>,
     psf_weights: Option<PyReadonlyArray2<'_, f64>>,
+    operator: Option<Py<ops::PyOperator>>,
+    callables: Option<(Py<PyAny>, Py<PyAny>, (usize, usize, usize))>,
     clean: Option<PyReadonlyArray3<'_, f32>>,
     sigma: Option<f64>,
     preset: Option<String>,
@@ -157,6 +180,9 @@ fn restore(
     callback_images: bool,
 ) -> PyResult<Restored> {
     let y = to_image(&y, bits, "y")?;
+    // Set by Ctrl-C, or by a Python operator that raised (its error is kept here).
+    let cancel = Arc::new(AtomicBool::new(false));
+    let op_error: Arc<std::sync::Mutex<Option<PyErr>>> = Arc::new(std::sync::Mutex::new(None));
     let (default_preset, problem) = match kind {
         "denoise" => ("denoise", Problem::denoise(y)),
         "inpaint" => {
@@ -173,27 +199,38 @@ fn restore(
                 Problem::super_resolve(y, f).map_err(err)?,
             )
         }
-        "deblur" => {
-            let psf = match (psf, psf_weights) {
-                (Some(spec), None) => Psf::parse(&spec).map_err(err)?,
-                (None, Some(w)) => {
-                    let s = w.shape();
-                    if s[0] != s[1] {
-                        return Err(err(format!(
-                            "psf: a PSF array must be square, this one is {}x{}",
-                            s[0], s[1]
-                        )));
-                    }
-                    let v: Vec<f64> = w.as_array().iter().copied().collect();
-                    Psf::from_weights(s[0], &v).map_err(|e| err(format!("psf: {e}")))?
+        "deblur" => (
+            "deblur",
+            Problem::deblur(y, psf_of(psf, psf_weights)?).map_err(err)?,
+        ),
+        "custom" => {
+            let op: Box<dyn dip::operators::Operator> = match (operator, callables) {
+                (Some(op), None) => Box::new(ops::Shared(op.get().op.clone())),
+                (None, Some((forward, adjoint, (h, w, c)))) => {
+                    let user = ops::Callables {
+                        forward,
+                        adjoint,
+                        input: (w, h, c),
+                        output: (y.width, y.height, y.channels),
+                        error: op_error.clone(),
+                        cancel: cancel.clone(),
+                    };
+                    // A wrong adjoint fits silently to nonsense: refuse it before the fit.
+                    user.check(py)?;
+                    Box::new(user)
                 }
-                _ => return Err(err("deblur needs one psf: a spec string or an array")),
+                _ => {
+                    return Err(err(
+                        "restore needs an operator or a (forward, adjoint) pair",
+                    ));
+                }
             };
-            ("deblur", Problem::deblur(y, psf).map_err(err)?)
+            // The generic linear-operator settings (those of deblurring).
+            ("deblur", Problem::new(y, op).map_err(err)?)
         }
         other => {
             return Err(err(format!(
-                "unknown task '{other}'; the tasks are denoise, inpaint, sr, deblur"
+                "unknown task '{other}'; the tasks are denoise, inpaint, sr, deblur, custom"
             )));
         }
     };
@@ -233,7 +270,6 @@ fn restore(
     // The fit runs on a worker thread; this (Python's main) thread waits with the GIL
     // released and, between waits, runs Python's signal handlers: Ctrl-C sets the fit's cancel
     // flag, and the fit ends after its current step with what it has.
-    let cancel = Arc::new(AtomicBool::new(false));
     let r = std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
             pool.install(|| {
@@ -259,6 +295,9 @@ fn restore(
     .map_err(|_| err("internal error: the fit's thread panicked"))?
     .map_err(err)?;
     if let Some(e) = error.lock().expect("the callback's error slot").take() {
+        return Err(e);
+    }
+    if let Some(e) = op_error.lock().expect("the operator's error slot").take() {
         return Err(e);
     }
     // Interrupted (Ctrl-C): the result so far is returned, marked `interrupted`.
@@ -374,7 +413,9 @@ fn _dip(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ssim, m)?)?;
     m.add_function(wrap_pyfunction!(presets, m)?)?;
     m.add_function(wrap_pyfunction!(preset_text, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::operator, m)?)?;
     m.add_class::<Restored>()?;
+    m.add_class::<ops::PyOperator>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
 
     Ok(())

@@ -25,18 +25,21 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _dip
+from . import _dip, operators
 from ._dip import Restoration, preset_text, presets
+from .operators import Operator
 
 __version__ = _dip.__version__
 
 __all__ = [
+    "Operator",
     "Restoration",
     "Result",
     "add_noise",
     "deblur",
     "denoise",
     "inpaint",
+    "operators",
     "preset_text",
     "presets",
     "psnr",
@@ -77,6 +80,59 @@ def _as_image(a: Any, name: str) -> Tuple[np.ndarray, int, bool]:
             "(0-65535), float32 or float64 (0-1)"
         )
     return np.ascontiguousarray(out, dtype=np.float32), bits, two_d
+
+
+def _as_measurement(a: Any, name: str) -> Tuple[np.ndarray, int, Tuple[int, ...]]:
+    """An observation of any linear operator: a float array is taken as it is (no clipping:
+    measurements may be negative or above 1), an integer one as an image. 1-D, 2-D and
+    H x W x C (C = 1 or 3) arrays. Returns the H x W x C float32 array, the bit depth, and the
+    shape as given."""
+    arr = np.asarray(a)
+    if arr.dtype in (np.uint8, np.uint16):
+        out, bits, _ = _as_image(arr, name)
+        return out, bits, arr.shape
+    if arr.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}: dtype {arr.dtype} is not supported; use a float array")
+    if arr.size == 0:
+        raise ValueError(f"{name}: the observation is empty (shape {arr.shape})")
+    if arr.ndim == 1:
+        arr3 = arr[:, None, None]
+    elif arr.ndim == 2:
+        arr3 = arr[:, :, None]
+    elif arr.ndim == 3 and arr.shape[2] in (1, 3):
+        arr3 = arr
+    else:
+        raise ValueError(
+            f"{name}: expected a 1-D, 2-D or H x W x C (C = 1 or 3) array, got shape {arr.shape}"
+        )
+    if not np.all(np.isfinite(arr3)):
+        raise ValueError(f"{name}: the array holds NaN or infinite values")
+    return np.ascontiguousarray(arr3, dtype=np.float32), 16, arr.shape
+
+
+def _callables(forward: Any, adjoint: Any, shape: Any, obs_shape: Tuple[int, ...],
+               obs3: Tuple[int, int, int]) -> Tuple[Any, Any, Tuple[int, int, int]]:
+    """The user's ``forward``/``adjoint`` on their own shapes, wrapped to take and give the
+    H x W x C float32 arrays the fit uses; and the image's H x W x C shape."""
+    in_user = tuple(int(v) for v in shape)
+    in3 = operators._shape3(in_user)
+    if in3[2] not in (1, 3) or min(in3) <= 0:
+        raise ValueError(f"shape={in_user}: the image is H x W or H x W x C with C = 1 or 3")
+
+    def wrap(f: Any, arg_shape: Tuple[int, ...], res_shape: Tuple[int, ...],
+             res3: Tuple[int, int, int], what: str) -> Any:
+        def g(a: np.ndarray) -> np.ndarray:
+            r = np.asarray(f(a.reshape(arg_shape)), dtype=np.float32)
+            if r.size != int(np.prod(res3)):
+                raise ValueError(f"{what} returned shape {r.shape}; expected {res_shape}")
+            return np.ascontiguousarray(r.reshape(res3))
+        return g
+
+    return (
+        wrap(forward, in_user, obs_shape, obs3, "forward"),
+        wrap(adjoint, obs_shape, in_user, in3, "adjoint"),
+        in3,
+    )
 
 
 def _out(img: np.ndarray, two_d: bool) -> np.ndarray:
@@ -181,6 +237,7 @@ def _run(
     callback_images: bool = False,
     progress: bool = True,
     extra: Optional[Dict[str, Any]] = None,
+    result_2d: Optional[bool] = None,
     **kwargs: Any,
 ) -> "Result":
     if device != "cpu":
@@ -188,7 +245,11 @@ def _run(
             f"device={device!r}: the Python package runs on the CPU; the GPU backend is the "
             "command line's (dip --device cuda)"
         )
-    arr, bits, two_d = _as_image(y, "y")
+    if kind == "custom":
+        arr, bits, _ = _as_measurement(y, "y")
+        two_d = bool(result_2d)
+    else:
+        arr, bits, two_d = _as_image(y, "y")
     c = None
     if clean is not None:
         c, _, _ = _as_image(clean, "clean")
@@ -279,9 +340,20 @@ def deblur(y: Any, psf: Union[str, Any], **kw: Any) -> "Result":
     return _run("deblur", y, extra=extra, **kw)
 
 
-def restore(y: Any, operator: str, **kw: Any) -> "Result":
+def restore(y: Any, operator: Any, *, shape: Optional[Sequence[int]] = None,
+            **kw: Any) -> "Result":
     """Restores ``y`` through ``operator``: ``"denoise"``, ``"inpaint"`` (``mask=``), ``"sr"``
-    (``factor=``) or ``"deblur"`` (``psf=``).
+    (``factor=``) or ``"deblur"`` (``psf=``); an :class:`Operator` (:mod:`dip.operators`);
+    or any linear operator of your own, as a pair of callables ``(forward, adjoint)`` (or an
+    object with ``forward`` and ``adjoint`` methods) with ``shape=`` the image's shape.
+
+    A user's operator takes and returns numpy arrays: ``forward`` an array of ``shape`` to
+    one of ``y``'s shape, ``adjoint`` back. ``y`` may then be any float array (1-D, 2-D or
+    H x W x C), used as it is: no clipping. Before the fit, a dot-product test checks that
+    ``adjoint`` is the adjoint of ``forward`` (``<Ax, y> = <x, A^T y>`` to a relative 1e-3) and
+    raises ``ValueError`` otherwise. Each call takes the GIL; an exception in either ends the
+    fit after that step and is raised. The fit uses the generic linear-operator settings (the
+    ``deblur`` preset) unless told otherwise.
 
     Keywords shared by every task:
 
@@ -299,6 +371,30 @@ def restore(y: Any, operator: str, **kw: Any) -> "Result":
     * Ctrl-C ends the fit within a step and returns the result so far, with
       ``interrupted=True`` and a warning.
     """
+    if isinstance(operator, Operator):
+        return _run("custom", y, extra={"operator": operator._op},
+                    result_2d=len(operator.input_shape) == 2, **kw)
+    if not isinstance(operator, str):
+        if isinstance(operator, tuple) and len(operator) == 2:
+            fwd, adj = operator
+        elif hasattr(operator, "forward") and hasattr(operator, "adjoint"):
+            fwd, adj = operator.forward, operator.adjoint
+        else:
+            raise TypeError(
+                "operator: expected a task name, a dip.operators.Operator, a (forward, adjoint) "
+                f"pair or an object with forward and adjoint methods, got {type(operator).__name__}"
+            )
+        if not (callable(fwd) and callable(adj)):
+            raise TypeError("operator: forward and adjoint must be callable")
+        if shape is None:
+            raise ValueError("a (forward, adjoint) operator needs shape=, the shape of the "
+                             "image to restore")
+        obs3, _, obs_shape = _as_measurement(y, "y")
+        f, a, in3 = _callables(fwd, adj, shape, obs_shape, obs3.shape)
+        return _run("custom", y, extra={"callables": (f, a, in3)},
+                    result_2d=len(tuple(shape)) == 2, **kw)
+    if shape is not None:
+        raise TypeError(f"shape= is for a user's operator, not for {operator!r}")
     if operator == "denoise":
         return denoise(y, **kw)
     if operator == "inpaint":

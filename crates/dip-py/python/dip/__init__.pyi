@@ -6,7 +6,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import numpy.typing as npt
 
+from . import operators as operators
 from ._dip import Restoration as Restoration
+from .operators import Operator as Operator
 from ._dip import preset_text as preset_text
 from ._dip import presets as presets
 
@@ -59,7 +61,13 @@ def denoise(
 def inpaint(y: ArrayLike, mask: ArrayLike, **kw: Any) -> Result: ...
 def super_resolve(y: ArrayLike, factor: int, **kw: Any) -> Result: ...
 def deblur(y: ArrayLike, psf: Union[str, ArrayLike], **kw: Any) -> Result: ...
-def restore(y: ArrayLike, operator: str, **kw: Any) -> Result: ...
+def restore(
+    y: ArrayLike,
+    operator: Union[str, Operator, Tuple[Callable[[np.ndarray], Any], Callable[[np.ndarray], Any]], Any],
+    *,
+    shape: Optional[Sequence[int]] = ...,
+    **kw: Any,
+) -> Result: ...
 def add_noise(
     x: ArrayLike,
     sigma: Optional[float] = ...,

@@ -22,6 +22,22 @@ class Restoration:
     sgld_std: Optional[np.ndarray]
     summary: str
 
+class Operator:
+    name: str
+    input_shape: Tuple[int, int, int]
+    output_shape: Tuple[int, int, int]
+    def forward(self, x: np.ndarray) -> np.ndarray: ...
+    def adjoint(self, y: np.ndarray) -> np.ndarray: ...
+
+def operator(
+    kind: str,
+    shape: Tuple[int, int, int],
+    *,
+    mask: Optional[np.ndarray] = ...,
+    factor: Optional[int] = ...,
+    psf: Optional[str] = ...,
+    psf_weights: Optional[np.ndarray] = ...,
+) -> Operator: ...
 def restore(
     kind: str,
     y: np.ndarray,
@@ -31,6 +47,8 @@ def restore(
     factor: Optional[int] = ...,
     psf: Optional[str] = ...,
     psf_weights: Optional[np.ndarray] = ...,
+    operator: Optional[Operator] = ...,
+    callables: Optional[Tuple[Any, Any, Tuple[int, int, int]]] = ...,
     clean: Optional[np.ndarray] = ...,
     sigma: Optional[float] = ...,
     preset: Optional[str] = ...,
