@@ -10,12 +10,16 @@ use dip::fit::{Control, Observer, StepInfo};
 use dip::image::{BitDepth, Image};
 use dip::operators::{Mask, Psf};
 use dip::recipe::{parse_value, recipe_with};
-use dip::task::{Noise, Problem, RunContext, restore as restore_problem};
-use numpy::{IntoPyArray, PyArray3, PyReadonlyArray2, PyReadonlyArray3, PyUntypedArrayMethods};
+use dip::task::{Noise, OBSERVE_EVERY, Problem, RunContext, restore as restore_problem};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray3, PyArray4, PyReadonlyArray2, PyReadonlyArray3,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+mod analysis;
 mod ops;
 
 fn err(e: impl std::fmt::Display) -> PyErr {
@@ -136,6 +140,12 @@ struct Restored {
     sgld_std: Option<Py<PyArray3<f32>>>,
     #[pyo3(get)]
     summary: String,
+    #[pyo3(get)]
+    bands: Option<Py<PyDict>>,
+    #[pyo3(get)]
+    trajectory: Option<Py<PyArray4<f32>>>,
+    #[pyo3(get)]
+    trajectory_steps: Option<Py<PyArray1<u64>>>,
 }
 
 #[pymethods]
@@ -157,7 +167,8 @@ impl Restored {
 #[pyfunction]
 #[pyo3(signature = (kind, y, bits, *, mask=None, factor=None, psf=None, psf_weights=None,
     operator=None, callables=None, clean=None, sigma=None, preset=None, settings=Vec::new(),
-    threads=None, callback=None, callback_every=10, callback_images=false))]
+    threads=None, callback=None, callback_every=10, callback_images=false, bands=None,
+    record_every=None))]
 #[allow(clippy::too_many_arguments)]
 fn restore(
     py: Python<'_>,
@@ -169,7 +180,7 @@ fn restore(
     psf: Option<String>,
     psf_weights: Option<PyReadonlyArray2<'_, f64>>,
     operator: Option<Py<ops::PyOperator>>,
-    callables: Option<(Py<PyAny>, Py<PyAny>, (usize, usize, usize))>,
+    callables: Option<ops::UserPair>,
     clean: Option<PyReadonlyArray3<'_, f32>>,
     sigma: Option<f64>,
     preset: Option<String>,
@@ -178,6 +189,8 @@ fn restore(
     callback: Option<Py<PyAny>>,
     callback_every: usize,
     callback_images: bool,
+    bands: Option<usize>,
+    record_every: Option<usize>,
 ) -> PyResult<Restored> {
     let y = to_image(&y, bits, "y")?;
     // Set by Ctrl-C, or by a Python operator that raised (its error is kept here).
@@ -254,6 +267,31 @@ fn restore(
     if callback_every == 0 {
         return Err(err("callback_every must be at least 1"));
     }
+    // What the fit records besides its result.
+    let result_shape = problem.result_shape();
+    let mut recorder = match bands {
+        Some(n) => Some(analysis::band_recorder(
+            n,
+            &problem.observation,
+            problem.clean.as_ref(),
+            result_shape,
+        )?),
+        None => None,
+    };
+    let mut frames = match record_every {
+        Some(k) if k == 0 || !k.is_multiple_of(OBSERVE_EVERY) => {
+            return Err(err(format!(
+                "record_every must be a positive multiple of {OBSERVE_EVERY}, got {k}"
+            )));
+        }
+        Some(k) => Some(analysis::Frames {
+            every: k,
+            steps: Vec::new(),
+            data: Vec::new(),
+            shape: (result_shape.1, result_shape.0, result_shape.2),
+        }),
+        None => None,
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0))
         .build()
@@ -279,6 +317,12 @@ fn restore(
                 };
                 if let Some(c) = cb.as_mut() {
                     ctx.observers.push(c);
+                }
+                if let Some((r, _)) = recorder.as_mut() {
+                    ctx.observers.push(r);
+                }
+                if let Some(f) = frames.as_mut() {
+                    ctx.observers.push(f);
                 }
                 restore_problem(&problem, &recipe, ctx)
             })
@@ -318,6 +362,17 @@ fn restore(
         )?;
     }
     let summary = r.summary(vec![]).map_err(err)?.to_string();
+    let bands = match recorder {
+        Some((rec, b)) => Some(analysis::bands_dict(py, rec, &b)?.unbind()),
+        None => None,
+    };
+    let (trajectory, trajectory_steps) = match frames {
+        Some(f) => {
+            let (a, s) = f.arrays(py);
+            (Some(a.unbind()), Some(s.unbind()))
+        }
+        None => (None, None),
+    };
     Ok(Restored {
         image: to_array(py, &r.image).unbind(),
         stopped_at: r.stopped_at,
@@ -333,6 +388,9 @@ fn restore(
         history: history.unbind(),
         sgld_std: r.sgld.as_ref().map(|s| to_array(py, &s.std).unbind()),
         summary,
+        bands,
+        trajectory,
+        trajectory_steps,
     })
 }
 
@@ -414,6 +472,8 @@ fn _dip(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(presets, m)?)?;
     m.add_function(wrap_pyfunction!(preset_text, m)?)?;
     m.add_function(wrap_pyfunction!(ops::operator, m)?)?;
+    m.add_function(wrap_pyfunction!(analysis::band_distance, m)?)?;
+    m.add_function(wrap_pyfunction!(analysis::gp_prior, m)?)?;
     m.add_class::<Restored>()?;
     m.add_class::<ops::PyOperator>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dip::operators::{Blur, Downsample, Identity, Mask, Operator, Psf, Shape, SparseRows};
+use dip::operators::{Blur, Downsample, Identity, Mask, Operator, Shape, SparseRows};
 use numpy::{
     IntoPyArray, PyArray3, PyArrayMethods, PyReadonlyArray2, PyReadonlyArray3,
     PyUntypedArrayMethods,
@@ -141,6 +141,9 @@ pub fn operator(
     };
     Ok(PyOperator { op })
 }
+
+/// A user's operator as Python passes it: forward, adjoint, and the image's (H, W, C).
+pub type UserPair = (Py<PyAny>, Py<PyAny>, (usize, usize, usize));
 
 /// A library operator shared with a Python object, as a fit's boxed operator.
 pub struct Shared(pub Arc<dyn Operator>);

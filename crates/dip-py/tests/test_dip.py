@@ -281,3 +281,46 @@ def test_a_users_operator_restores_and_a_wrong_adjoint_is_refused():
 
     with pytest.raises(RuntimeError, match="scanner is offline"):
         dip.restore(y, Broken(), shape=x.shape, **kw)
+
+
+def test_band_fits_trajectory_and_the_spectral_bias():
+    x = picture(32, 32)
+    y = noisy(x, sigma=25)
+    kw = dict(iters=200, stop="fixed", settings=NARROW, threads=1)
+    r = dip.denoise(y, clean=x, bands=4, record_every=50, **kw)
+    b = r.bands
+    assert b["fit"].shape == (20, 4) and len(b["step"]) == 20 and len(b["edges"]) == 5
+    # Low bands first: the lowest band is fitted to one half before the highest.
+    assert np.isfinite(b["half_time"][0])
+    assert not b["half_time"][3] < b["half_time"][0], b["half_time"]
+    assert r.trajectory.shape == (4, 32, 32) and list(r.trajectory_steps) == [50, 100, 150, 200]
+    # The last frame is the last raw output: with ema=0 it is the result itself.
+    last = dip.denoise(y, bands=4, record_every=200, ema=0, **kw)
+    assert np.array_equal(last.trajectory[-1], last.image)
+    # Two seeds: their distance per band adds up to the total (Parseval), frame by frame,
+    # and the runs agree on the lowest band more than on the highest.
+    other = dip.denoise(y, record_every=50, seed=7, **kw)
+    total, per_band = dip.analysis.band_distance(r.trajectory, other.trajectory, bands=4)
+    assert per_band.shape == (4, 4)
+    direct = ((r.trajectory - other.trajectory).astype(np.float64) ** 2).sum(axis=(1, 2))
+    assert np.allclose(total, direct, rtol=1e-6)
+    assert np.allclose(per_band.sum(axis=1), total, rtol=1e-6)
+    with pytest.raises(ValueError, match="record_every"):
+        dip.denoise(y, record_every=15, **kw)
+    with pytest.raises(ValueError, match="own size"):
+        dip.super_resolve(y[:16, :16], 2, bands=4, **kw)
+
+
+def test_gp_prior_kernel_and_spectrum():
+    p = dip.analysis.gp_prior(settings=NARROW, size=16, samples=32, threads=1)
+    k = p["kernel"]
+    r = k.shape[0] // 2
+    assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
+    # A covariance: largest at zero displacement (the variance), symmetric c(d) = c(-d).
+    assert abs(k[r, r] - p["variance"]) < 1e-9 * max(1.0, p["variance"])
+    assert k[r, r] >= k.max() - 1e-12
+    assert np.allclose(k, k[::-1, ::-1])
+    assert len(p["frequency"]) == len(p["power"]) and np.all(p["power"] >= 0)
+    # The same seed gives the same prior.
+    q = dip.analysis.gp_prior(settings=NARROW, size=16, samples=32, threads=1)
+    assert np.array_equal(p["kernel"], q["kernel"])

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _dip, operators
+from . import _dip, analysis, operators
 from ._dip import Restoration, preset_text, presets
 from .operators import Operator
 
@@ -38,6 +38,7 @@ __all__ = [
     "add_noise",
     "deblur",
     "denoise",
+    "analysis",
     "inpaint",
     "operators",
     "preset_text",
@@ -238,6 +239,8 @@ def _run(
     progress: bool = True,
     extra: Optional[Dict[str, Any]] = None,
     result_2d: Optional[bool] = None,
+    bands: Optional[int] = None,
+    record_every: Optional[int] = None,
     **kwargs: Any,
 ) -> "Result":
     if device != "cpu":
@@ -273,6 +276,8 @@ def _run(
             callback=callback,
             callback_every=callback_every,
             callback_images=callback_images,
+            bands=bands,
+            record_every=record_every,
             **(extra or {}),
         )
     finally:
@@ -300,6 +305,8 @@ class Result:
         self._r = r
         self.image = _out(r.image, two_d)
         self.sgld_std = None if r.sgld_std is None else _out(r.sgld_std, two_d)
+        t = r.trajectory
+        self.trajectory = None if t is None else (t[..., 0] if two_d else t)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._r, name)
@@ -368,6 +375,11 @@ def restore(y: Any, operator: Any, *, shape: Optional[Sequence[int]] = None,
     * ``callback(step, loss, image_or_None)``: called every ``callback_every`` steps (the
       image with ``callback_images=True``); returning ``False`` stops the fit;
     * ``progress``: a tqdm bar when tqdm is installed (default; ``progress=False`` for none).
+    * ``bands=N``: record how much of each of N radial frequency bands of the observation the
+      output has fitted, every 10 steps, and each band's half-time (``result.bands``); for
+      observations of the image's own size;
+    * ``record_every=K`` (a multiple of 10): keep the raw output every K steps
+      (``result.trajectory``, T x H x W (x C) float32: mind the memory).
     * Ctrl-C ends the fit within a step and returns the result so far, with
       ``interrupted=True`` and a warning.
     """

@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import numpy.typing as npt
 
+from . import analysis as analysis
 from . import operators as operators
 from ._dip import Restoration as Restoration
 from .operators import Operator as Operator
@@ -34,6 +35,9 @@ class Result:
     seconds: float
     history: Dict[str, np.ndarray]
     summary: str
+    bands: Optional[Dict[str, np.ndarray]]
+    trajectory: Optional[np.ndarray]
+    trajectory_steps: Optional[np.ndarray]
 
 def denoise(
     y: ArrayLike,
@@ -57,6 +61,8 @@ def denoise(
     callback_every: int = ...,
     callback_images: bool = ...,
     progress: bool = ...,
+    bands: Optional[int] = ...,
+    record_every: Optional[int] = ...,
 ) -> Result: ...
 def inpaint(y: ArrayLike, mask: ArrayLike, **kw: Any) -> Result: ...
 def super_resolve(y: ArrayLike, factor: int, **kw: Any) -> Result: ...

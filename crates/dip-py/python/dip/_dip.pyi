@@ -21,6 +21,9 @@ class Restoration:
     history: Dict[str, np.ndarray]
     sgld_std: Optional[np.ndarray]
     summary: str
+    bands: Optional[Dict[str, np.ndarray]]
+    trajectory: Optional[np.ndarray]
+    trajectory_steps: Optional[np.ndarray]
 
 class Operator:
     name: str
@@ -57,7 +60,19 @@ def restore(
     callback: Optional[Any] = ...,
     callback_every: int = ...,
     callback_images: bool = ...,
+    bands: Optional[int] = ...,
+    record_every: Optional[int] = ...,
 ) -> Restoration: ...
+def band_distance(a: np.ndarray, b: np.ndarray, bands: int = ...) -> Tuple[float, np.ndarray]: ...
+def gp_prior(
+    preset: str = ...,
+    settings: Sequence[Tuple[str, str]] = ...,
+    channels: int = ...,
+    size: int = ...,
+    samples: int = ...,
+    seed: int = ...,
+    threads: Optional[int] = ...,
+) -> Dict[str, Any]: ...
 def add_noise(x: np.ndarray, kind: str, amount: float, seed: int) -> np.ndarray: ...
 def psnr(a: np.ndarray, b: np.ndarray) -> float: ...
 def ssim(a: np.ndarray, b: np.ndarray) -> float: ...
