@@ -91,28 +91,6 @@ pub struct RecipeArgs {
     pub precision: Option<Precision>,
 }
 
-/// Fit settings each architecture brings with `--arch`, from the code that introduced it.
-pub const ARCH_FIT: &[(&str, &str)] = &[
-    ("skip", ""),
-    // Chakrabarty & Maji's DIP-Linear: Adam 1e-3, no input noise.
-    ("linear", "lr = 0.001\nreg_noise = 0.0"),
-    // Their ReLUNet: Adam 1e-3 on random batches of 2048 pixels.
-    ("relunet", "lr = 0.001\nreg_noise = 0.0\npixel_batch = 2048"),
-    // Heckel & Hand's denoising example: Adam 0.01, no input noise.
-    ("decoder", "lr = 0.01\nreg_noise = 0.0"),
-    ("convgen2", "lr = 0.01\nreg_noise = 0.0"),
-];
-
-/// Splits `linear-2048` into `("linear", Some(2048))`.
-pub fn split_arch(name: &str) -> (&str, Option<usize>) {
-    match name.rsplit_once('-') {
-        Some((b, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
-            (b, n.parse().ok())
-        }
-        _ => (name, None),
-    }
-}
-
 /// The memory available now, from `/proc/meminfo` where there is one.
 fn available_memory() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -178,25 +156,7 @@ impl RecipeArgs {
             from_file = Some((path, recipe));
         }
         if let Some(name) = &self.arch {
-            let (base, w) = split_arch(name);
-            let Some((_, fit)) = ARCH_FIT.iter().find(|(n, _)| *n == base) else {
-                bail!(
-                    "--arch {name}: unknown architecture; the architectures are: {}",
-                    ARCH_FIT
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            };
-            set_path(&mut table, "net.arch", Value::String(base.to_string()))?;
-            if let Some(w) = w {
-                set_path(&mut table, "net.width", Value::Integer(w as i64))?;
-            }
-            let over: Table = toml::from_str(fit).context("internal: architecture settings")?;
-            for (k, v) in over {
-                set_path(&mut table, &format!("fit.{k}"), v)?;
-            }
+            dip::recipe::set_arch(&mut table, name).map_err(|e| anyhow::anyhow!("--{e}"))?;
         }
         if let Some(w) = self.width {
             set_path(&mut table, "net.width", Value::Integer(w as i64))?;

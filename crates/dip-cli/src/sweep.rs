@@ -15,22 +15,16 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use dip::fit::{
-    BandRecorder, Control, Observer, StepInfo, StopConfig, StopKind, StopRule, make_rule,
-};
+use dip::fit::{Control, Observer, StepInfo};
 use dip::image::{self, Image};
-use dip::metrics::{psnr, rgb_to_y, ssim};
-use dip::operators::Psf;
-use dip::recipe::Recipe;
-use dip::spectral::{BandSpacing, bands::Bands};
 use dip::sweep::{
-    Cell, CellRecord, CellSettings, CellState, Manifest, Plan, Shard, Store, Task, merge,
+    Cell, CellRecord, CellSettings, CellState, Manifest, Plan, Shard, Store, fit_cell, merge,
+    prepare_image, preset_of, recipe_of,
 };
-use dip::task::{Degradation, MaskKind, Noise, NoiseModel, Problem, RunContext, Seeds, restore};
+use dip::task::RunContext;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::json;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use crate::output::write_text;
 use crate::recipe::RecipeArgs;
@@ -177,36 +171,6 @@ pub fn run(which: Which, g: &Global) -> Result<Outcome> {
     }
 }
 
-/// The preset of a cell: the plan's, else the one its task's command uses.
-fn preset_of(s: &CellSettings) -> String {
-    if let Some(p) = &s.preset {
-        return p.clone();
-    }
-    match s.task {
-        Task::Denoise => "denoise",
-        Task::Inpaint => "inpaint-random",
-        Task::Sr if s.level >= 8.0 => "sr8",
-        Task::Sr => "sr4",
-        Task::Deblur => "deblur",
-    }
-    .to_string()
-}
-
-/// The recipe of a cell: its preset, then the architecture (with the fit settings it brings),
-/// then the overrides, then its seed.
-fn recipe_of(s: &CellSettings) -> Result<(String, Recipe)> {
-    let preset = preset_of(s);
-    let args = RecipeArgs {
-        preset: Some(preset.clone()),
-        arch: Some(s.arch.clone()),
-        set: s.set.clone(),
-        seed: Some(s.seed),
-        ..RecipeArgs::default()
-    };
-    let recipe = args.resolve(&preset)?;
-    Ok((preset, recipe))
-}
-
 /// The plan's title: its own, else the plan file's name.
 fn title_of(plan: &Plan, path: &Path) -> String {
     plan.title.clone().unwrap_or_else(|| {
@@ -279,9 +243,8 @@ impl ImageCache<'_> {
         {
             return Ok(img.clone());
         }
-        let path = self.plan_dir.join(&s.image);
-        let (mut img, info) = image::load(&path)?;
-        if info.dropped_alpha
+        let (img, dropped_alpha) = prepare_image(&self.plan_dir, s)?;
+        if dropped_alpha
             && !g.quiet
             && self
                 .noted_alpha
@@ -291,61 +254,12 @@ impl ImageCache<'_> {
         {
             log.line(&format!(
                 "note: {} has an alpha channel; it was dropped",
-                path.display()
+                self.plan_dir.join(&s.image).display()
             ));
-        }
-        if s.gray && img.channels == 3 {
-            img =
-                Image::new(img.width, img.height, 1, rgb_to_y(&img)).with_bit_depth(img.bit_depth);
-        }
-        if let Some(f) = s.downsample.filter(|&f| f > 1) {
-            img = image::downsample_box(&img, f).with_context(|| path.display().to_string())?;
-        }
-        if let Some(c) = s.crop {
-            if img.width < c || img.height < c {
-                bail!(
-                    "{}: the image is {}x{}{}, smaller than crop = {c}",
-                    path.display(),
-                    img.width,
-                    img.height,
-                    if s.downsample.is_some_and(|f| f > 1) {
-                        " after downsampling"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            img = image::center_crop(&img, c, c);
         }
         self.last = Some((s.image.clone(), img.clone()));
         Ok(img)
     }
-}
-
-/// The degradation of a cell, as `dip degrade` would make it.
-fn degradation(s: &CellSettings) -> Result<Degradation> {
-    Ok(match s.task {
-        Task::Denoise => Degradation::Noise(Noise::gaussian(s.level)),
-        Task::Inpaint => Degradation::Inpaint {
-            mask: MaskKind::Random(s.level),
-            noise: Noise::gaussian(s.sigma),
-        },
-        Task::Sr => Degradation::Downsample {
-            factor: s.level as usize,
-            crop_to: None,
-            noise: Noise::gaussian(s.sigma),
-        },
-        Task::Deblur => Degradation::Blur {
-            psf: Psf::gaussian(s.level, Psf::default_gaussian_size(s.level))?,
-            noise: Noise::gaussian(s.sigma),
-        },
-    })
-}
-
-/// The problem of a cell (observation quantised to the image's bit depth, the clean image),
-/// from the cell's degradation seed.
-fn degrade(clean: &Image, s: &CellSettings) -> Result<Problem> {
-    Ok(degradation(s)?.apply(clean, Seeds::from_one(s.degradation_seed()))?)
 }
 
 /// Lines for people: above the bars on a terminal, plain lines on stderr otherwise (a Slurm
@@ -386,45 +300,6 @@ impl Observer for FitBar {
     }
 }
 
-/// A stopping rule that watches a fit without ending it: it records where it would have ended
-/// the run, and sees nothing after that (its choice is what that run would have returned).
-struct Watch {
-    name: String,
-    rule: Box<dyn StopRule>,
-    asked: Option<usize>,
-}
-
-impl Observer for Watch {
-    fn observe(&mut self, info: &StepInfo<'_>) -> Control {
-        if self.asked.is_none() && self.rule.observe(info) == Control::Stop {
-            self.asked = Some(info.iter);
-        }
-        Control::Continue
-    }
-}
-
-/// A recorder of `n` band fits, linear in radius, over the observation's size; the observation
-/// must have the output's size (not super-resolution).
-fn band_recorder(observation: &Image, clean: &Image, n: usize) -> Result<BandRecorder> {
-    if (observation.width, observation.height) != (clean.width, clean.height) {
-        bail!(
-            "bands: band half-times need an observation of the output's size; this task \
-             changes the size ({}x{} -> {}x{})",
-            clean.width,
-            clean.height,
-            observation.width,
-            observation.height
-        );
-    }
-    let bands = Arc::new(Bands::new(
-        observation.width,
-        observation.height,
-        n,
-        BandSpacing::Linear,
-    )?);
-    Ok(BandRecorder::new(bands, observation, Some(clean))?)
-}
-
 /// What the jobs of a run did.
 #[derive(Default)]
 struct Tally {
@@ -458,43 +333,15 @@ fn run_cell(
     g: &Global,
 ) -> Result<CellOutcome> {
     let s = &cell.settings;
-    let (preset, mut recipe) = recipe_of(s)?;
-    // The fit runs its whole budget; the plan's rules watch it and record their choices.
-    recipe.stop.rule = StopKind::Fixed;
     let clean = images.get(s, g, log)?;
-    let p = degrade(&clean, s)?;
-    let clean = p
-        .clean
-        .as_ref()
-        .expect("a degraded problem holds its clean image");
-    let bar = log.multi.add(ProgressBar::new(recipe.fit.iters as u64));
+    let iters = recipe_of(s)?.1.fit.iters;
+    let bar = log.multi.add(ProgressBar::new(iters as u64));
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
             .expect("the progress template is valid")
             .progress_chars("=> "),
     );
     let mut observer = FitBar { bar: bar.clone() };
-    let denoising = s.task == Task::Denoise;
-    let mut watches: Vec<Watch> = Vec::new();
-    for r in &s.stop_rules {
-        let kind: StopKind = r.parse()?;
-        // The noise-level rules apply to denoising only; elsewhere their metrics stay empty.
-        let stop_cfg = StopConfig {
-            noise_free: p.noise == NoiseModel::NoiseFree,
-            ..StopConfig::default()
-        };
-        if let Ok(rule) = make_rule(kind, &stop_cfg, &p.observation, denoising) {
-            watches.push(Watch {
-                name: r.clone(),
-                rule,
-                asked: None,
-            });
-        }
-    }
-    let mut bands = match s.bands {
-        Some(n) => Some(band_recorder(&p.observation, clean, n)?),
-        None => None,
-    };
     let mut ctx = RunContext {
         device: g.device,
         cancel: Some(g.cancel.clone()),
@@ -504,111 +351,18 @@ fn run_cell(
     };
     room.batch.join(&mut ctx);
     ctx.observers.push(&mut observer);
-    for w in watches.iter_mut() {
-        ctx.observers.push(w);
-    }
-    if let Some(b) = bands.as_mut() {
-        ctx.observers.push(b);
-    }
-    let restored = restore(&p, &recipe, ctx);
+    let fitted = fit_cell(cell, &clean, ctx);
     bar.finish_and_clear();
     log.multi.remove(&bar);
-    let restored = restored?;
-    let report = &restored.report;
-    if report.interrupted {
+    let Some(fitted) = fitted? else {
         return Ok(CellOutcome::Interrupted);
-    }
-    let spec = &restored.network;
-    let half_times = match bands {
-        Some(b) => Some(b.half_times()?),
-        None => None,
     };
-    let same_shape = (
-        p.observation.width,
-        p.observation.height,
-        p.observation.channels,
-    ) == (clean.width, clean.height, clean.channels);
-    let mut m: BTreeMap<String, Option<f64>> = BTreeMap::new();
-    let mut put = |k: &str, v: Option<f64>| {
-        m.insert(k.to_string(), v);
-    };
-    put("psnr_noisy", report.psnr_noisy);
-    put("psnr_baseline", restored.baseline.map(|(_, b)| b));
-    put("psnr_final", report.psnr_final);
-    put("psnr_best", report.psnr_best);
-    put("psnr_best_raw", report.psnr_best_raw);
-    put("iter_best", report.iter_best.map(|i| i as f64));
-    put("ssim_final", restored.ssim);
-    put(
-        "ssim_noisy",
-        same_shape.then(|| ssim(&p.observation, clean)),
-    );
-    put("loss_final", report.history.last().map(|r| r.loss));
-    put("iterations_run", Some(report.iterations_run as f64));
-    put("parameters", Some(report.parameters as f64));
-    put("rollbacks", Some(report.rollbacks as f64));
-    put("seconds", Some(report.seconds));
-    if denoising {
-        // What each noise-level estimator reads on the observation (0–255 scale), so that a
-        // stopping rule can be replayed with any of them from the recorded history.
-        for est in dip::sigma::SigmaEstimator::ALL {
-            put(
-                &format!("sigma_est_{est}"),
-                Some(est.estimate(&p.observation) * 255.0),
-            );
-        }
-    }
-    for (k, t) in half_times.iter().flatten().enumerate() {
-        put(&format!("t_half_b{k}"), *t);
-    }
-    let oracle = match (report.psnr_best, report.psnr_best_raw) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
-    let per_step = report.seconds / report.iterations_run.max(1) as f64;
-    for w in &watches {
-        // A rule that chose nothing within the budget returns what the fit returns: the last
-        // step's result.
-        let chosen = w.rule.chosen();
-        let p_rule = match chosen {
-            Some(c) => Some(psnr(&c.image.data, &clean.data)),
-            None => report.psnr_final,
-        };
-        let steps = w.asked.unwrap_or(report.iterations_run);
-        let key = |what: &str| format!("stop_{}_{what}", w.name);
-        m.insert(
-            key("step"),
-            Some(chosen.map_or(report.iterations_run, |c| c.step) as f64),
-        );
-        m.insert(key("psnr"), p_rule);
-        m.insert(key("gap"), oracle.zip(p_rule).map(|(o, q)| o - q));
-        m.insert(key("steps"), Some(steps as f64));
-        m.insert(key("seconds"), Some(steps as f64 * per_step));
-    }
-    let info = json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "preset": preset,
-        "network": spec.label(),
-        "operator": p.operator.name(),
-        // Where the fit ran: a GPU draws other (equally deterministic) noise than the CPU.
-        "device": g.device.to_string(),
-        "size": [clean.width, clean.height, clean.channels],
-        "lr_final": report.lr_final,
-        // (step, PSNR of the raw output, PSNR of the result, loss) at every observed step.
-        "history": report
-            .history
-            .iter()
-            .map(|h| json!([h.iter, h.psnr_raw, h.psnr_ema, h.loss]))
-            .collect::<Vec<_>>(),
-        "recipe": recipe,
-    });
     if save_images {
         let path = store.dir().join("images").join(format!("{}.png", cell.id));
-        image::save(&report.output_ema, &path)?;
+        image::save(&fitted.image, &path)?;
     }
-    let record = CellRecord::new(cell, m, info);
-    store.write(&record)?;
-    Ok(CellOutcome::Done(Box::new(record)))
+    store.write(&fitted.record)?;
+    Ok(CellOutcome::Done(Box::new(fitted.record)))
 }
 
 pub fn run_plan(args: RunArgs, g: &Global) -> Result<Outcome> {
@@ -1011,59 +765,6 @@ fn slurm(args: SlurmArgs, g: &Global) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn presets_follow_the_task() {
-        let plan = Plan::parse(
-            "images = [\"a.png\"]\nseeds = 1\n\
-             [[degradations]]\ntask = \"sr\"\nlevels = [4, 8]\n\
-             [[degradations]]\ntask = \"inpaint\"\nlevel = 0.5\npreset = \"inpaint\"\n",
-            Path::new("p.toml"),
-        )
-        .unwrap();
-        let cells = plan.cells(&["a.png".into()]).unwrap();
-        let presets: Vec<String> = cells.iter().map(|c| preset_of(&c.settings)).collect();
-        assert_eq!(presets, vec!["sr4", "sr8", "inpaint"]);
-        let (_, r) = recipe_of(&cells[0].settings).unwrap();
-        assert_eq!(r.fit.seed, 0);
-    }
-
-    #[test]
-    fn degradations_depend_on_the_cell_only() {
-        let clean = Image::new(
-            16,
-            16,
-            3,
-            (0..16 * 16 * 3).map(|i| (i % 7) as f32 / 7.0).collect(),
-        );
-        let plan = Plan::parse(
-            "images = [\"a.png\"]\nseeds = 2\narch = [\"skip\", \"decoder\"]\n\
-             [[degradations]]\ntask = \"denoise\"\nlevel = 25\n\
-             [[degradations]]\ntask = \"inpaint\"\nlevel = 0.5\n\
-             [[degradations]]\ntask = \"sr\"\nlevel = 4\n\
-             [[degradations]]\ntask = \"deblur\"\nlevel = 1\nsigma = 2\n",
-            Path::new("p.toml"),
-        )
-        .unwrap();
-        let cells = plan.cells(&["a.png".into()]).unwrap();
-        let obs = |i: usize| degrade(&clean, &cells[i].settings).unwrap();
-        // Cell order: degradation, arch, seed.
-        for d in 0..4 {
-            let base = d * 4;
-            let (a, b, c) = (obs(base), obs(base + 1), obs(base + 2));
-            assert_eq!(a.observation, obs(base).observation, "repeatable");
-            assert_eq!(
-                a.observation, c.observation,
-                "the architecture does not matter"
-            );
-            if d != 2 {
-                assert_ne!(a.observation, b.observation, "the seed draws new noise");
-            }
-        }
-        let sr = obs(8);
-        assert_eq!((sr.observation.width, sr.observation.height), (4, 4));
-        assert!(sr.baseline().unwrap().is_some());
-    }
 
     #[test]
     fn shell_words_are_quoted() {

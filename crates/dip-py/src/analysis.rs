@@ -6,7 +6,6 @@ use std::sync::Arc;
 use dip::fit::{BandRecorder, Control, Observer, StepInfo};
 use dip::gp::{PriorConfig, sample_prior};
 use dip::image::Image;
-use dip::recipe::{parse_value, recipe_with};
 use dip::spectral::analysis::PairAnalyzer;
 use dip::spectral::bands::{BandSpacing, Bands};
 use numpy::{IntoPyArray, PyArray1, PyArray4, PyReadonlyArray3, PyUntypedArrayMethods};
@@ -149,11 +148,7 @@ pub fn gp_prior<'py>(
     seed: u64,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let overrides: Vec<(String, toml::Value)> = settings
-        .iter()
-        .map(|(k, v)| (k.clone(), parse_value(v)))
-        .collect();
-    let recipe = recipe_with(preset, &overrides).map_err(err)?;
+    let recipe = crate::recipe_from(preset, &settings)?;
     if channels != 1 && channels != 3 {
         return Err(err(format!("channels must be 1 or 3, got {channels}")));
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use dip::fit::{Control, Observer, StepInfo};
 use dip::image::{BitDepth, Image};
 use dip::operators::{Mask, Psf};
-use dip::recipe::{parse_value, recipe_with};
+use dip::recipe::parse_value;
 use dip::task::{Noise, OBSERVE_EVERY, Problem, RunContext, restore as restore_problem};
 use numpy::{
     IntoPyArray, PyArray1, PyArray3, PyArray4, PyReadonlyArray2, PyReadonlyArray3,
@@ -24,6 +24,22 @@ mod ops;
 
 fn err(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
+}
+
+/// The recipe of `preset` with `settings` (dotted key, TOML text) laid over it in order; the
+/// key `arch` sets the architecture with the fit settings it brings, as the command line's
+/// `--arch`.
+fn recipe_from(preset: &str, settings: &[(String, String)]) -> PyResult<dip::recipe::Recipe> {
+    let mut arch = None;
+    let mut overrides = Vec::with_capacity(settings.len());
+    for (k, v) in settings {
+        match (k.as_str(), parse_value(v)) {
+            ("arch", toml::Value::String(a)) => arch = Some(a),
+            ("arch", other) => return Err(err(format!("arch must be a name, got {other}"))),
+            (_, value) => overrides.push((k.clone(), value)),
+        }
+    }
+    dip::recipe::recipe_for(preset, arch.as_deref(), &overrides).map_err(err)
 }
 
 /// A PSF from a spec string (`gaussian:1.5`) or a square odd array of weights.
@@ -258,12 +274,7 @@ fn restore(
             .with_noise_sigma(s)
             .map_err(|e| err(format!("sigma: {e}")))?;
     }
-    let overrides: Vec<(String, toml::Value)> = settings
-        .iter()
-        .map(|(k, v)| (k.clone(), parse_value(v)))
-        .collect();
-    let recipe =
-        recipe_with(preset.as_deref().unwrap_or(default_preset), &overrides).map_err(err)?;
+    let recipe = recipe_from(preset.as_deref().unwrap_or(default_preset), &settings)?;
     if callback_every == 0 {
         return Err(err("callback_every must be at least 1"));
     }

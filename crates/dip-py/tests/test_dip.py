@@ -324,3 +324,18 @@ def test_gp_prior_kernel_and_spectrum():
     # The same seed gives the same prior.
     q = dip.analysis.gp_prior(settings=NARROW, size=16, samples=32, threads=1)
     assert np.array_equal(p["kernel"], q["kernel"])
+
+
+def test_arch_brings_its_fit_settings_as_on_the_command_line():
+    y = noisy(picture(16, 16))
+    kw = dict(iters=10, stop="fixed", threads=1)
+    r = json.loads(dip.denoise(y, arch="decoder-16", **kw).summary)
+    assert r["recipe"]["net"]["arch"] == "decoder" and r["recipe"]["net"]["width"] == 16
+    assert r["recipe"]["fit"]["reg_noise"] == 0.0
+    r = json.loads(dip.denoise(y, arch="linear-64", **kw).summary)
+    assert r["recipe"]["fit"]["lr"] == 0.001
+    # A later setting still wins, as after --arch.
+    r = json.loads(dip.denoise(y, arch="linear-64", lr=0.005, **kw).summary)
+    assert r["recipe"]["fit"]["lr"] == 0.005
+    with pytest.raises(ValueError, match="unknown architecture"):
+        dip.denoise(y, arch="transformer", **kw)

@@ -462,7 +462,70 @@ pub fn preset(name: &str) -> Result<Recipe> {
 /// A preset with `overrides` (dotted keys, e.g. `fit.lr` or `stop.rule`) set in order, as
 /// `--set` does; validated.
 pub fn recipe_with(name: &str, overrides: &[(String, toml::Value)]) -> Result<Recipe> {
-    let mut table = preset_table(name)?;
+    recipe_for(name, None, overrides)
+}
+
+/// Fit settings each architecture brings (`--arch`, a plan's `arch`, Python's `arch=`), from
+/// the code that introduced it.
+pub const ARCH_FIT: &[(&str, &str)] = &[
+    ("skip", ""),
+    // Chakrabarty & Maji's DIP-Linear: Adam 1e-3, no input noise.
+    ("linear", "lr = 0.001\nreg_noise = 0.0"),
+    // Their ReLUNet: Adam 1e-3 on random batches of 2048 pixels.
+    ("relunet", "lr = 0.001\nreg_noise = 0.0\npixel_batch = 2048"),
+    // Heckel & Hand's denoising example: Adam 0.01, no input noise.
+    ("decoder", "lr = 0.01\nreg_noise = 0.0"),
+    ("convgen2", "lr = 0.01\nreg_noise = 0.0"),
+];
+
+/// Splits `linear-2048` into `("linear", Some(2048))`.
+pub fn split_arch(name: &str) -> (&str, Option<usize>) {
+    match name.rsplit_once('-') {
+        Some((b, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
+            (b, n.parse().ok())
+        }
+        _ => (name, None),
+    }
+}
+
+/// Sets the architecture `name` (`skip`, `linear-2048`, `decoder-64`, ...) in a recipe table:
+/// `net.arch`, `net.width` when the name carries one, and the fit settings the architecture
+/// brings ([`ARCH_FIT`]), which later overrides still change.
+pub fn set_arch(table: &mut toml::Table, name: &str) -> Result<()> {
+    let (base, w) = split_arch(name);
+    let Some((_, fit)) = ARCH_FIT.iter().find(|(n, _)| *n == base) else {
+        return Err(Error::invalid(format!(
+            "arch {name}: unknown architecture; the architectures are: {}",
+            ARCH_FIT
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    set_path(table, "net.arch", toml::Value::String(base.to_string()))?;
+    if let Some(w) = w {
+        set_path(table, "net.width", toml::Value::Integer(w as i64))?;
+    }
+    let over: toml::Table = toml::from_str(fit)
+        .map_err(|e| Error::invalid(format!("internal: architecture settings: {e}")))?;
+    for (k, v) in over {
+        set_path(table, &format!("fit.{k}"), v)?;
+    }
+    Ok(())
+}
+
+/// A preset, then the architecture `arch` (with the fit settings it brings), then `overrides`
+/// in order; validated. The order of the command line and of a sweep plan's cells.
+pub fn recipe_for(
+    preset: &str,
+    arch: Option<&str>,
+    overrides: &[(String, toml::Value)],
+) -> Result<Recipe> {
+    let mut table = preset_table(preset)?;
+    if let Some(a) = arch {
+        set_arch(&mut table, a)?;
+    }
     for (k, v) in overrides {
         set_path(&mut table, k, v.clone())?;
     }

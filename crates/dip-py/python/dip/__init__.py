@@ -148,7 +148,7 @@ _SHORTCUTS = {
     "reg_noise": "fit.reg_noise",
     "loss": "fit.loss",
     "input": "fit.input",
-    "arch": "net.arch",
+    "arch": "arch",
     "width": "net.width",
     "stop": "stop.rule",
     "patience": "stop.patience",

@@ -14,13 +14,19 @@
 //! - [`merge`]: mean ± standard deviation over seeds per group of cells, with the missing cells
 //!   counted, as CSV and Markdown that depend on the cell files only.
 //!
-//! The runner (degrading the images, fitting, measuring) lives in the command-line tool.
+//! - [`fit_cell`]: one cell, from its clean image to its record: the recipe, the degraded
+//!   problem, the fit through [`crate::task::restore`] with the plan's stopping rules watching,
+//!   and what it measured.
+//!
+//! Scheduling cells over processes, jobs and GPU lanes, and the bars, are the front end's.
 
+mod cell;
 mod merge;
 mod plan;
 mod shard;
 mod store;
 
+pub use cell::{FittedCell, degradation, degrade, fit_cell, prepare_image, preset_of, recipe_of};
 pub use merge::{GroupRow, Merged, Stat, format_metric, mean_std, merge};
 pub use plan::{
     Cell, CellSettings, DEFAULT_METRICS, Degradation, METRICS, Plan, Seeds, TIMING_METRICS, Task,
