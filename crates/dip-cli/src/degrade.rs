@@ -25,7 +25,8 @@ Examples:
   dip degrade clean.png --task inpaint --mask holes.png -o obs.png
   dip degrade clean.png --task sr --factor 4 -o lr.png --hr-out hr.png --bicubic-out bic.png
   dip degrade clean.png --task sr --factor 8 --crop-to 32 -o lr.png --hr-out hr.png
-  dip degrade clean.png --task deblur --psf gaussian:2 --sigma 2 -o blurred.png";
+  dip degrade clean.png --task deblur --psf gaussian:2 --sigma 2 -o blurred.png
+  dip degrade phantom.png --task ct --views 60 -o sino.npy --angles-out angles.npy";
 
 /// The kinds of observation `dip degrade` makes.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub enum TaskKind {
     Sr,
     /// Convolution with --psf, for `dip deblur`.
     Deblur,
+    /// A parallel-beam sinogram over --views or --angles, for `dip ct` (written as .npy).
+    Ct,
 }
 
 impl TaskKind {
@@ -44,6 +47,7 @@ impl TaskKind {
             TaskKind::Inpaint => "inpaint",
             TaskKind::Sr => "sr",
             TaskKind::Deblur => "deblur",
+            TaskKind::Ct => "ct",
         }
     }
 }
@@ -131,7 +135,20 @@ pub struct Args {
     #[arg(long, value_name = "SPEC", help_heading = "Deblurring")]
     psf: Option<String>,
 
-    /// White Gaussian noise added after the operator, standard deviation on the 0–255 scale.
+    /// CT: N views evenly spaced over [0, 180) degrees.
+    #[arg(long, value_name = "N", help_heading = "CT")]
+    views: Option<usize>,
+
+    /// CT: the angles in degrees, a 1-D float .npy array.
+    #[arg(long, value_name = "ANGLES.npy", help_heading = "CT")]
+    angles: Option<PathBuf>,
+
+    /// CT: also write the angles (degrees) as a .npy array, for `dip ct --angles`.
+    #[arg(long, value_name = "ANGLES.npy", help_heading = "CT")]
+    angles_out: Option<PathBuf>,
+
+    /// White Gaussian noise added after the operator, standard deviation on the 0–255 scale
+    /// (for CT: SIGMA / 255 in the sinogram's units, line integrals of pixels in [0, 1]).
     #[arg(
         long,
         value_name = "SIGMA",
@@ -176,6 +193,9 @@ impl Args {
             ("--hr-out", self.hr_out.is_some(), Sr),
             ("--bicubic-out", self.bicubic_out.is_some(), Sr),
             ("--psf", self.psf.is_some(), Deblur),
+            ("--views", self.views.is_some(), Ct),
+            ("--angles", self.angles.is_some(), Ct),
+            ("--angles-out", self.angles_out.is_some(), Ct),
         ];
         for (flag, given, task) in options {
             if given && task != self.task {
@@ -305,7 +325,52 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         TaskKind::Inpaint => inpaint(&args, g),
         TaskKind::Sr => sr(&args, g),
         TaskKind::Deblur => deblur(&args, g),
+        TaskKind::Ct => ct(&args, g),
     }
+}
+
+fn ct(args: &Args, g: &Global) -> Result<()> {
+    let mut inputs: Vec<&Path> = vec![&args.clean];
+    inputs.extend(args.angles.as_deref());
+    crate::output::check_array_output(&args.output, &inputs, args.force)?;
+    if let Some(p) = &args.angles_out {
+        if absolute(p) == absolute(&args.output) {
+            bail!("{}: -o and --angles-out name the same file", p.display());
+        }
+        crate::output::check_array_output(p, &inputs, args.force)?;
+    }
+    let angles = match (&args.angles, args.views) {
+        (Some(_), Some(_)) => bail!("give --views or --angles, not both"),
+        (Some(p), None) => dip::npy::load_vector(p)?,
+        (None, Some(0)) => bail!("--views must be at least 1"),
+        (None, Some(n)) => dip::operators::even_angles(n),
+        (None, None) => bail!("--task ct needs --views N or --angles ANGLES.npy"),
+    };
+    let mut clean = load_image(&args.clean, g)?;
+    if clean.channels == 3 {
+        clean = image::Image::new(clean.width, clean.height, 1, dip::metrics::rgb_to_y(&clean))
+            .with_bit_depth(clean.bit_depth);
+    }
+    let problem = Degradation::Ct {
+        angles: angles.clone(),
+        sigma: args.sigma as f64 / 255.0,
+    }
+    .apply(&clean, seeds(args))
+    .with_context(|| args.clean.display().to_string())?;
+    dip::npy::save_array(&args.output, &problem.observation)?;
+    if let Some(p) = &args.angles_out {
+        dip::npy::save_vector(p, &angles)?;
+    }
+    let (_, fbp) = problem.baseline()?.expect("a CT problem has its baseline");
+    println!(
+        "wrote {}: ct, {} views, {} bins{}; FBP {} dB",
+        args.output.display(),
+        angles.len(),
+        clean.height,
+        noise_note(args),
+        format_psnr(psnr(&fbp.data, &clean.data))
+    );
+    Ok(())
 }
 
 fn inpaint(args: &Args, g: &Global) -> Result<()> {

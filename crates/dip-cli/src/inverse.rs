@@ -272,3 +272,98 @@ pub fn deblur(args: DeblurArgs, g: &Global) -> Result<Outcome> {
     };
     run_task(task, &recipe, &preset, &out, g)
 }
+
+const CT_EXAMPLES: &str = "\
+Examples:
+  dip phantom --size 128 -o phantom.png
+  dip degrade phantom.png --task ct --views 60 -o sino.npy --angles-out angles.npy
+  dip ct sino.npy --views 60 -o recon.png --clean phantom.png
+  dip ct sino.npy --angles angles.npy -o recon.png --fbp-out fbp.png";
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = CT_EXAMPLES)]
+pub struct CtArgs {
+    /// The sinogram: a float .npy array of n detector bins by one column per angle, the layout
+    /// of scikit-image's radon(x, theta, circle=True); the image restored is n x n.
+    sinogram: PathBuf,
+
+    /// The angles in degrees, as a 1-D float .npy array.
+    #[arg(long, value_name = "ANGLES.npy", conflicts_with = "views")]
+    angles: Option<PathBuf>,
+
+    /// N views evenly spaced over [0, 180) degrees: linspace(0, 180, N, endpoint=False).
+    #[arg(long, value_name = "N", required_unless_present = "angles")]
+    views: Option<usize>,
+
+    /// Also write the filtered back projection (Ram-Lak), the classical baseline.
+    #[arg(long, value_name = "FBP.png")]
+    fbp_out: Option<PathBuf>,
+
+    #[command(flatten)]
+    common: Common,
+}
+
+pub fn ct(args: CtArgs, g: &Global) -> Result<Outcome> {
+    let (preset, recipe) = args.common.resolve("deblur")?;
+    let out = args.common.outputs();
+    let mut inputs: Vec<&Path> = vec![&args.sinogram];
+    inputs.extend(args.angles.as_deref());
+    inputs.extend(args.common.clean.as_deref());
+    out.check(&inputs)?;
+    if let Some(p) = &args.fbp_out {
+        check_image_output(p, &inputs, args.common.force)?;
+    }
+    let sino = dip::npy::load_array(&args.sinogram)?;
+    let angles = match (&args.angles, args.views) {
+        (Some(p), _) => dip::npy::load_vector(p)?,
+        (None, Some(0)) => bail!("--views must be at least 1"),
+        (None, Some(n)) => dip::operators::even_angles(n),
+        (None, None) => bail!("give --views N or --angles ANGLES.npy"),
+    };
+    let problem =
+        Problem::ct(sino, &angles).with_context(|| format!("{}", args.sinogram.display()))?;
+    if let Some(p) = &args.fbp_out {
+        let (_, fbp) = problem.baseline()?.expect("a CT problem has its baseline");
+        image::save(&fbp, p)?;
+    }
+    let clean = args.common.load_clean(g)?;
+    let problem = with_clean(problem, clean, args.common.clean.as_deref())?;
+    let problem = args.common.stop.with_sigma(problem)?;
+    let task = Task {
+        command: "ct",
+        problem,
+        max_memory: args.common.recipe.max_memory()?,
+        extra: vec![
+            ("input", json!(args.sinogram.display().to_string())),
+            ("views", json!(angles.len())),
+        ],
+    };
+    run_task(task, &recipe, &preset, &out, g)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PhantomArgs {
+    /// Side of the (square, gray) image.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    size: usize,
+
+    /// Where to write it (PNG, 16 bits).
+    #[arg(short, long = "output", value_name = "OUT.png")]
+    output: PathBuf,
+
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `dip phantom`: the modified Shepp-Logan head phantom.
+pub fn phantom(args: PhantomArgs) -> Result<()> {
+    if args.size < 2 {
+        bail!("--size must be at least 2, got {}", args.size);
+    }
+    check_image_output(&args.output, &[], args.force)?;
+    let img = dip::operators::shepp_logan(args.size).with_bit_depth(image::BitDepth::Sixteen);
+    image::save(&img, &args.output)?;
+    println!("wrote {}", args.output.display());
+    Ok(())
+}

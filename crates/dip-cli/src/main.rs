@@ -83,6 +83,10 @@ enum Command {
     Sr(inverse::SrArgs),
     /// Deblur an image with a known blur (PSF).
     Deblur(inverse::DeblurArgs),
+    /// CT: reconstruct an image from a parallel-beam sinogram (.npy), e.g. few views.
+    Ct(inverse::CtArgs),
+    /// Write the Shepp-Logan head phantom, a test image for CT.
+    Phantom(inverse::PhantomArgs),
     /// List the settings presets, or print one as TOML.
     Presets(recipe::PresetsArgs),
     /// Spectral-bias analysis: fit on several seeds while recording the outputs, then measure
@@ -215,6 +219,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 | Command::Inpaint(_)
                 | Command::Sr(_)
                 | Command::Deblur(_)
+                | Command::Ct(_)
                 | Command::Demo(_)
                 | Command::Bench(_)
                 | Command::Selftest(_)
@@ -227,7 +232,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     {
         bail!(
             "--device {device}: this command runs on the CPU only (the GPU runs dip denoise, \
-             inpaint, sr, deblur, demo, analyze, experiment, gp, sweep run, bench and selftest)"
+             inpaint, sr, deblur, ct, demo, analyze, experiment, gp, sweep run, bench and selftest)"
         );
     }
     // A GPU that cannot be used is reported now, before any file is read or written.
@@ -263,6 +268,8 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Inpaint(a) => inverse::inpaint(a, &global),
         Command::Sr(a) => inverse::sr(a, &global),
         Command::Deblur(a) => inverse::deblur(a, &global),
+        Command::Ct(a) => inverse::ct(a, &global),
+        Command::Phantom(a) => inverse::phantom(a).map(|()| Outcome::Done),
         Command::Presets(a) => recipe::run_presets(a).map(|()| Outcome::Done),
         Command::Analyze(a) => analyze::run(a, &global),
         Command::Experiment(w) => experiment::run(w, &global),

@@ -29,6 +29,23 @@ pub fn check_image_output(out: &Path, inputs: &[&Path], force: bool) -> Result<(
     check_writable(out, inputs, force)
 }
 
+/// Checks that `out` can be written as a NumPy array: the `.npy` extension, plus
+/// [`check_writable`].
+pub fn check_array_output(out: &Path, inputs: &[&Path], force: bool) -> Result<()> {
+    if out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        != Some("npy".into())
+    {
+        bail!(
+            "{}: measurements are written as NumPy arrays: use a .npy name",
+            out.display()
+        );
+    }
+    check_writable(out, inputs, force)
+}
+
 /// Checks that `out` may be written: it is not one of `inputs` (not even with `force`), it does
 /// not exist unless `force`, and its folder exists and accepts new files.
 pub fn check_writable(out: &Path, inputs: &[&Path], force: bool) -> Result<()> {

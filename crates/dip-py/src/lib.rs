@@ -182,7 +182,7 @@ impl Restored {
 /// array). `settings` are (dotted key, value as TOML text) pairs laid over the preset.
 #[pyfunction]
 #[pyo3(signature = (kind, y, bits, *, mask=None, factor=None, psf=None, psf_weights=None,
-    operator=None, callables=None, clean=None, sigma=None, preset=None, settings=Vec::new(),
+    operator=None, callables=None, angles=None, clean=None, sigma=None, preset=None, settings=Vec::new(),
     threads=None, callback=None, callback_every=10, callback_images=false, bands=None,
     record_every=None))]
 #[allow(clippy::too_many_arguments)]
@@ -197,6 +197,7 @@ fn restore(
     psf_weights: Option<PyReadonlyArray2<'_, f64>>,
     operator: Option<Py<ops::PyOperator>>,
     callables: Option<ops::UserPair>,
+    angles: Option<Vec<f64>>,
     clean: Option<PyReadonlyArray3<'_, f32>>,
     sigma: Option<f64>,
     preset: Option<String>,
@@ -232,6 +233,10 @@ fn restore(
             "deblur",
             Problem::deblur(y, psf_of(psf, psf_weights)?).map_err(err)?,
         ),
+        "ct" => {
+            let angles = angles.ok_or_else(|| err("ct needs angles"))?;
+            ("deblur", Problem::ct(y, &angles).map_err(err)?)
+        }
         "custom" => {
             let op: Box<dyn dip::operators::Operator> = match (operator, callables) {
                 (Some(op), None) => Box::new(ops::Shared(op.get().op.clone())),
@@ -483,6 +488,7 @@ fn _dip(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(presets, m)?)?;
     m.add_function(wrap_pyfunction!(preset_text, m)?)?;
     m.add_function(wrap_pyfunction!(ops::operator, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::phantom, m)?)?;
     m.add_function(wrap_pyfunction!(analysis::band_distance, m)?)?;
     m.add_function(wrap_pyfunction!(analysis::gp_prior, m)?)?;
     m.add_class::<Restored>()?;

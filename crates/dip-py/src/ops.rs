@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dip::operators::{Blur, Downsample, Identity, Mask, Operator, Shape, SparseRows};
+use dip::operators::{
+    Blur, Downsample, Identity, Mask, Operator, Radon, Shape, SparseRows, shepp_logan,
+};
 use numpy::{
     IntoPyArray, PyArray3, PyArrayMethods, PyReadonlyArray2, PyReadonlyArray3,
     PyUntypedArrayMethods,
@@ -99,7 +101,8 @@ impl PyOperator {
 /// (`mask`, H×W bool, True = known), `downsample` (`factor`, Lanczos-2) or `blur` (`psf`, a
 /// spec string, or `psf_weights`, a square odd array).
 #[pyfunction]
-#[pyo3(signature = (kind, shape, *, mask=None, factor=None, psf=None, psf_weights=None))]
+#[pyo3(signature = (kind, shape, *, mask=None, factor=None, psf=None, psf_weights=None,
+    angles=None))]
 pub fn operator(
     kind: &str,
     shape: (usize, usize, usize),
@@ -107,6 +110,7 @@ pub fn operator(
     factor: Option<usize>,
     psf: Option<String>,
     psf_weights: Option<PyReadonlyArray2<'_, f64>>,
+    angles: Option<Vec<f64>>,
 ) -> PyResult<PyOperator> {
     let (h, w, c) = shape;
     if h == 0 || w == 0 || !(c == 1 || c == 3) {
@@ -133,9 +137,19 @@ pub fn operator(
             Arc::new(Downsample::new(w, h, c, f).map_err(err)?)
         }
         "blur" => Arc::new(Blur::new(crate::psf_of(psf, psf_weights)?, w, h, c).map_err(err)?),
+        "radon" => {
+            if h != w || c != 1 {
+                return Err(err(format!(
+                    "shape {shape:?}: CT images are square and gray (n, n)"
+                )));
+            }
+            let a = angles.ok_or_else(|| err("a radon operator needs angles="))?;
+            Arc::new(Radon::new(w, &a).map_err(err)?)
+        }
         other => {
             return Err(err(format!(
-                "unknown operator '{other}'; the operators are identity, mask, downsample, blur"
+                "unknown operator '{other}'; the operators are identity, mask, downsample, blur, \
+                 radon"
             )));
         }
     };
@@ -144,6 +158,17 @@ pub fn operator(
 
 /// A user's operator as Python passes it: forward, adjoint, and the image's (H, W, C).
 pub type UserPair = (Py<PyAny>, Py<PyAny>, (usize, usize, usize));
+
+/// The modified Shepp–Logan phantom, `n × n`, values in [0, 1].
+#[pyfunction]
+pub fn phantom<'py>(py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyArray3<f32>>> {
+    if n < 2 {
+        return Err(err(format!(
+            "the phantom needs a side of at least 2, not {n}"
+        )));
+    }
+    Ok(array(py, (n, n, 1), shepp_logan(n).data))
+}
 
 /// A library operator shared with a Python object, as a fit's boxed operator.
 pub struct Shared(pub Arc<dyn Operator>);

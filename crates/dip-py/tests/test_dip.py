@@ -207,6 +207,7 @@ def test_library_operators_are_the_command_lines_and_adjoint():
         dip.operators.Downsample((16, 16, 3), factor=4),
         dip.operators.Blur((16, 16), "gaussian:1.5"),
         dip.operators.Blur((16, 16, 3), np.outer([1, 2, 1], [1, 2, 1])),
+        dip.operators.Radon(17, [0, 33.3, 90, 151]),
     ]
     for A in ops:
         x = rng.standard_normal(A.input_shape).astype(np.float32)
@@ -339,3 +340,19 @@ def test_arch_brings_its_fit_settings_as_on_the_command_line():
     assert r["recipe"]["fit"]["lr"] == 0.005
     with pytest.raises(ValueError, match="unknown architecture"):
         dip.denoise(y, arch="transformer", **kw)
+
+
+def test_ct_beats_filtered_back_projection_on_sparse_views():
+    x = dip.phantom(32)
+    A = dip.operators.Radon(32, 12)
+    assert A.output_shape == (32, 12)
+    y = A.forward(x)
+    small = {"net.scales": 3, "net.down": 16, "net.up": 16, "net.skip": 4,
+             "net.input_channels": 8}
+    r = dip.ct(y, 12, clean=x, iters=600, stop="fixed", settings=small, threads=1)
+    name, fbp = r.baseline
+    assert name == "FBP" and r.image.shape == (32, 32)
+    # 12 views: streaks in the FBP (23.0 dB here); the prior removes them (24.7 dB).
+    assert r.psnr > fbp + 1.0, (r.psnr, fbp)
+    with pytest.raises(ValueError, match="one column per angle"):
+        dip.ct(y, 10, iters=10)

@@ -15,6 +15,7 @@ pub mod image;
 pub mod metrics;
 pub mod nets;
 pub mod noise;
+pub mod npy;
 pub mod operators;
 pub mod recipe;
 pub mod report;

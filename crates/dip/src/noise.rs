@@ -31,6 +31,24 @@ pub fn add_gaussian_noise(img: &Image, sigma_255: f32, seed: u64) -> Image {
     }
 }
 
+/// `img` plus white Gaussian noise of standard deviation `sigma` in its own units, not clipped:
+/// noise on measurements (sinograms, k-space) that are not pixels in [0, 1].
+pub fn add_measurement_noise(img: &Image, sigma: f64, seed: u64) -> Image {
+    let mut rng = Pcg64Mcg::seed_from_u64(seed);
+    let data = img
+        .data
+        .iter()
+        .map(|&x| {
+            let z: f64 = rng.sample(StandardNormal);
+            (f64::from(x) + sigma * z) as f32
+        })
+        .collect();
+    Image {
+        data,
+        ..img.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

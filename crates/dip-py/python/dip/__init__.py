@@ -39,8 +39,10 @@ __all__ = [
     "deblur",
     "denoise",
     "analysis",
+    "ct",
     "inpaint",
     "operators",
+    "phantom",
     "preset_text",
     "presets",
     "psnr",
@@ -248,7 +250,7 @@ def _run(
             f"device={device!r}: the Python package runs on the CPU; the GPU backend is the "
             "command line's (dip --device cuda)"
         )
-    if kind == "custom":
+    if kind in ("custom", "ct"):
         arr, bits, _ = _as_measurement(y, "y")
         two_d = bool(result_2d)
     else:
@@ -345,6 +347,24 @@ def deblur(y: Any, psf: Union[str, Any], **kw: Any) -> "Result":
     else:
         extra = {"psf_weights": np.ascontiguousarray(np.asarray(psf, dtype=np.float64))}
     return _run("deblur", y, extra=extra, **kw)
+
+
+def ct(sinogram: Any, angles: Any, **kw: Any) -> "Result":
+    """Reconstructs an ``n x n`` gray image from a parallel-beam ``sinogram`` (``n`` detector
+    bins by ``len(angles)`` views, scikit-image's ``radon(x, theta, circle=True)`` layout:
+    line integrals, used as they are). ``angles`` in degrees, or an int: that many even views
+    over [0, 180). The classical baseline (``result.baseline`` with ``clean=``) is filtered
+    back projection, as scikit-image's ``iradon``. Keywords: see :func:`restore`."""
+    a = operators.even_angles(angles) if np.isscalar(angles) else np.asarray(angles, np.float64)
+    s = np.asarray(sinogram)
+    if s.ndim != 2:
+        raise ValueError(f"sinogram: expected bins x views, got shape {s.shape}")
+    return _run("ct", s, extra={"angles": [float(v) for v in a]}, result_2d=True, **kw)
+
+
+def phantom(n: int) -> np.ndarray:
+    """The modified Shepp-Logan head phantom, ``n x n`` float32 in [0, 1]."""
+    return _dip.phantom(int(n))[:, :, 0]
 
 
 def restore(y: Any, operator: Any, *, shape: Optional[Sequence[int]] = None,

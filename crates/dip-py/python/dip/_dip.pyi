@@ -40,7 +40,9 @@ def operator(
     factor: Optional[int] = ...,
     psf: Optional[str] = ...,
     psf_weights: Optional[np.ndarray] = ...,
+    angles: Optional[Sequence[float]] = ...,
 ) -> Operator: ...
+def phantom(n: int) -> np.ndarray: ...
 def restore(
     kind: str,
     y: np.ndarray,
@@ -52,6 +54,7 @@ def restore(
     psf_weights: Optional[np.ndarray] = ...,
     operator: Optional[Operator] = ...,
     callables: Optional[Tuple[Any, Any, Tuple[int, int, int]]] = ...,
+    angles: Optional[Sequence[float]] = ...,
     clean: Optional[np.ndarray] = ...,
     sigma: Optional[float] = ...,
     preset: Optional[str] = ...,

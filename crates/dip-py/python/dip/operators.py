@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _dip
 
-__all__ = ["Blur", "Downsample", "Identity", "Mask", "Operator"]
+__all__ = ["Blur", "Downsample", "Identity", "Mask", "Operator", "Radon", "even_angles"]
 
 Shape = Tuple[int, ...]
 
@@ -117,3 +117,18 @@ def Blur(shape: Sequence[int], psf: Union[str, Any]) -> Operator:
             "blur", s, psf_weights=np.ascontiguousarray(np.asarray(psf, dtype=np.float64))
         )
     return Operator(op, len(shape) == 2)
+
+
+def even_angles(views: int) -> np.ndarray:
+    """``views`` angles in degrees evenly spaced over [0, 180): ``linspace(0, 180, views,
+    endpoint=False)``."""
+    return np.linspace(0.0, 180.0, int(views), endpoint=False)
+
+
+def Radon(n: int, angles: Any) -> Operator:
+    """Parallel-beam CT of ``n x n`` gray images over ``angles`` (degrees, or an int: that many
+    even views), scikit-image's ``radon(x, theta, circle=True)`` geometry: the sinogram is
+    ``n`` detector bins by ``len(angles)`` views. ``adjoint`` is the back projection."""
+    a = even_angles(angles) if np.isscalar(angles) else np.asarray(angles, dtype=np.float64)
+    return Operator(_dip.operator("radon", (int(n), int(n), 1), angles=[float(v) for v in a]),
+                    True)

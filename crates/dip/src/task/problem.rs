@@ -4,7 +4,7 @@
 
 use crate::image::{self, Image};
 use crate::operators::{
-    Blur, Downsample, HARMONIC_ROUNDS, Identity, Mask, Operator, Psf, bicubic_upscale,
+    Blur, Downsample, HARMONIC_ROUNDS, Identity, Mask, Operator, Psf, Radon, bicubic_upscale,
     harmonic_fill, noise_models,
 };
 use crate::{Error, Result};
@@ -16,6 +16,8 @@ pub enum TaskKind {
     Inpaint,
     SuperResolve,
     Deblur,
+    /// Parallel-beam CT: a sinogram of a gray image.
+    Ct,
     /// Any other operator.
     Custom,
 }
@@ -28,6 +30,7 @@ impl TaskKind {
             TaskKind::Inpaint => "inpaint",
             TaskKind::SuperResolve => "sr",
             TaskKind::Deblur => "deblur",
+            TaskKind::Ct => "ct",
             TaskKind::Custom => "restore",
         }
     }
@@ -52,6 +55,8 @@ enum Baseline {
     Fill(Mask),
     /// Bicubic upscaling by this factor.
     Bicubic(usize),
+    /// Filtered back projection.
+    Fbp(Radon),
 }
 
 /// One inverse problem: find `x` with `A x ≈ observation`.
@@ -77,6 +82,31 @@ impl std::fmt::Debug for Problem {
 }
 
 impl Problem {
+    /// Parallel-beam CT: `sinogram` is `n` detector bins (rows) by `angles.len()` views
+    /// (columns), one channel, scikit-image's layout; the result is `n × n`. The baseline is
+    /// filtered back projection (Ram-Lak ramp).
+    pub fn ct(sinogram: Image, angles: &[f64]) -> Result<Problem> {
+        if sinogram.channels != 1 || sinogram.width != angles.len() {
+            return Err(Error::invalid(format!(
+                "the sinogram is {} bins x {} views with {} channel(s), but there are {} angles: \
+                 it must be one channel, one column per angle",
+                sinogram.height,
+                sinogram.width,
+                sinogram.channels,
+                angles.len()
+            )));
+        }
+        let radon = Radon::new(sinogram.height, angles)?;
+        Ok(Problem {
+            kind: TaskKind::Ct,
+            observation: sinogram,
+            operator: Box::new(radon.clone()),
+            noise: NoiseModel::Gaussian { sigma: None },
+            clean: None,
+            baseline: Baseline::Fbp(radon),
+        })
+    }
+
     /// Any operator: `observation` must have its output shape.
     pub fn new(observation: Image, operator: Box<dyn Operator>) -> Result<Problem> {
         let want = operator.output_shape();
@@ -232,6 +262,12 @@ impl Problem {
                 "bicubic",
                 image::quantize(&bicubic_upscale(&self.observation, *f)?, depth),
             )),
+            Baseline::Fbp(radon) => {
+                let n = radon.size();
+                let x = radon.fbp(&self.observation.data, false);
+                let clipped = x.iter().map(|v| v.clamp(0.0, 1.0)).collect();
+                Some(("FBP", Image::new(n, n, 1, clipped)))
+            }
         })
     }
 
@@ -333,6 +369,10 @@ pub enum Degradation {
     },
     /// Blur by a point spread function, then noise.
     Blur { psf: Psf, noise: Noise },
+    /// Parallel-beam CT of a square gray image over `angles` (degrees), then white Gaussian
+    /// noise of `sigma` in the sinogram's units (line integrals of pixels in [0, 1]), not
+    /// clipped or quantised.
+    Ct { angles: Vec<f64>, sigma: f64 },
 }
 
 impl Degradation {
@@ -397,6 +437,27 @@ impl Degradation {
                 let lowres = q(noise.apply(&down.apply(&hr)?, seeds.noise)?);
                 let mut p = Problem::super_resolve(lowres, f)?;
                 p.clean = Some(hr);
+                Ok(p)
+            }
+            Degradation::Ct { angles, sigma } => {
+                if w != h || c != 1 {
+                    return Err(Error::invalid(format!(
+                        "CT needs a square gray image, not {w}x{h} with {c} channel(s)"
+                    )));
+                }
+                if !(sigma.is_finite() && *sigma >= 0.0) {
+                    return Err(Error::invalid(format!(
+                        "the noise sigma must be zero or positive, got {sigma}"
+                    )));
+                }
+                let sino = Radon::new(w, angles)?.sinogram(clean)?;
+                let sino = if *sigma > 0.0 {
+                    crate::noise::add_measurement_noise(&sino, *sigma, seeds.noise)
+                } else {
+                    sino
+                };
+                let mut p = Problem::ct(sino, angles)?;
+                p.clean = Some(clean.clone());
                 Ok(p)
             }
             Degradation::Blur { psf, noise } => {
