@@ -367,3 +367,81 @@ pub fn phantom(args: PhantomArgs) -> Result<()> {
     println!("wrote {}", args.output.display());
     Ok(())
 }
+
+const RESTORE_EXAMPLES: &str = "\
+Examples:
+  dip restore y.npy --operator A.mtx --size 64x64 -o x.png
+  dip restore y.npy --operator A.npz --size 64x64x3 -o x.png --clean truth.png
+  (A.npz from scipy.sparse.save_npz; A maps the image, flattened row by row with the channels
+  innermost, to the measurements y)";
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = RESTORE_EXAMPLES)]
+pub struct RestoreArgs {
+    /// The measurements: a float .npy vector (or array, flattened row by row).
+    observation: PathBuf,
+
+    /// The forward model: a sparse matrix, Matrix Market (.mtx) or scipy.sparse.save_npz (.npz).
+    #[arg(long, value_name = "A.mtx|A.npz")]
+    operator: PathBuf,
+
+    /// The image to restore: WxH (gray) or WxHxC (C = 1 or 3); W·H·C must be A's columns.
+    #[arg(long, value_name = "WxH[xC]")]
+    size: String,
+
+    /// CGLS steps of the least-squares baseline printed beside the result.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    lsq_steps: usize,
+
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `W x H [x C]`.
+fn parse_size(s: &str) -> Result<(usize, usize, usize)> {
+    let v: Vec<usize> = s
+        .split(['x', 'X'])
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--size {s}: expected WxH or WxHxC, e.g. 64x64"))?;
+    match v[..] {
+        [w, h] if w > 0 && h > 0 => Ok((w, h, 1)),
+        [w, h, c] if w > 0 && h > 0 && (c == 1 || c == 3) => Ok((w, h, c)),
+        _ => bail!("--size {s}: expected WxH or WxHxC with C = 1 or 3, all above zero"),
+    }
+}
+
+pub fn restore(args: RestoreArgs, g: &Global) -> Result<Outcome> {
+    let (preset, recipe) = args.common.resolve("deblur")?;
+    let size = parse_size(&args.size)?;
+    let out = args.common.outputs();
+    let mut inputs: Vec<&Path> = vec![&args.observation, &args.operator];
+    inputs.extend(args.common.clean.as_deref());
+    out.check(&inputs)?;
+    let op = dip::operators::MatrixOperator::from_file(&args.operator, size)?;
+    let y = dip::npy::load_array(&args.observation)?;
+    let m = op.rows_count();
+    if y.data.len() != m {
+        bail!(
+            "{}: {} measurements, but {} has {m} rows",
+            args.observation.display(),
+            y.data.len(),
+            args.operator.display()
+        );
+    }
+    let y = Image::try_new(1, m, 1, y.data)?.with_bit_depth(image::BitDepth::Sixteen);
+    let problem = Problem::new(y, Box::new(op))?.with_least_squares_baseline(args.lsq_steps);
+    let clean = args.common.load_clean(g)?;
+    let problem = with_clean(problem, clean, args.common.clean.as_deref())?;
+    let problem = args.common.stop.with_sigma(problem)?;
+    let task = Task {
+        command: "restore",
+        problem,
+        max_memory: args.common.recipe.max_memory()?,
+        extra: vec![
+            ("input", json!(args.observation.display().to_string())),
+            ("operator", json!(args.operator.display().to_string())),
+        ],
+    };
+    run_task(task, &recipe, &preset, &out, g)
+}

@@ -85,6 +85,8 @@ enum Command {
     Deblur(inverse::DeblurArgs),
     /// CT: reconstruct an image from a parallel-beam sinogram (.npy), e.g. few views.
     Ct(inverse::CtArgs),
+    /// Any linear model: fit through a sparse matrix (.mtx, scipy .npz) to measurements (.npy).
+    Restore(inverse::RestoreArgs),
     /// Write the Shepp-Logan head phantom, a test image for CT.
     Phantom(inverse::PhantomArgs),
     /// List the settings presets, or print one as TOML.
@@ -220,6 +222,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 | Command::Sr(_)
                 | Command::Deblur(_)
                 | Command::Ct(_)
+                | Command::Restore(_)
                 | Command::Demo(_)
                 | Command::Bench(_)
                 | Command::Selftest(_)
@@ -232,7 +235,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     {
         bail!(
             "--device {device}: this command runs on the CPU only (the GPU runs dip denoise, \
-             inpaint, sr, deblur, ct, demo, analyze, experiment, gp, sweep run, bench and selftest)"
+             inpaint, sr, deblur, ct, restore, demo, analyze, experiment, gp, sweep run, bench and selftest)"
         );
     }
     // A GPU that cannot be used is reported now, before any file is read or written.
@@ -269,6 +272,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Sr(a) => inverse::sr(a, &global),
         Command::Deblur(a) => inverse::deblur(a, &global),
         Command::Ct(a) => inverse::ct(a, &global),
+        Command::Restore(a) => inverse::restore(a, &global),
         Command::Phantom(a) => inverse::phantom(a).map(|()| Outcome::Done),
         Command::Presets(a) => recipe::run_presets(a).map(|()| Outcome::Done),
         Command::Analyze(a) => analyze::run(a, &global),

@@ -476,3 +476,89 @@ fn ct_from_a_phantom_beats_filtered_back_projection() {
     ));
     assert!(e.contains("exists"), "{e}");
 }
+
+#[test]
+fn restore_through_a_matrix_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dip/tests/matrix");
+    for f in ["a.mtx", "a_csr.npz", "y.npy"] {
+        std::fs::copy(fixtures.join(f), p.join(f)).unwrap();
+    }
+    let mut args = vec![
+        "--threads",
+        "1",
+        "restore",
+        "y.npy",
+        "--operator",
+        "a.mtx",
+        "--size",
+        "8x8",
+        "-o",
+        "x.png",
+        "--json",
+        "run.json",
+        "--stop",
+        "fixed",
+    ];
+    args.extend(SMALL);
+    let out = run(&args, p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&p.join("run.json"));
+    assert_eq!(s["command"], "restore");
+    assert!(s["operator"].as_str().unwrap().contains("a.mtx"), "{s}");
+    // The .npz of the same matrix fits the same problem: the same result.
+    args[5] = "a_csr.npz";
+    args.extend(["--force"]);
+    let first = std::fs::read(p.join("x.png")).unwrap();
+    assert!(run(&args, p).status.success());
+    assert_eq!(std::fs::read(p.join("x.png")).unwrap(), first);
+
+    let e = error_line(&run(
+        &[
+            "restore",
+            "y.npy",
+            "--operator",
+            "a.mtx",
+            "--size",
+            "4x4",
+            "-o",
+            "z.png",
+        ],
+        p,
+    ));
+    assert!(e.contains("a.mtx") && e.contains("64 columns"), "{e}");
+    let e = error_line(&run(
+        &[
+            "restore",
+            "y.npy",
+            "--operator",
+            "a.mtx",
+            "--size",
+            "8x8x2",
+            "-o",
+            "z.png",
+        ],
+        p,
+    ));
+    assert!(e.contains("--size"), "{e}");
+    std::fs::write(p.join("short.npy"), b"x").unwrap();
+    let e = error_line(&run(
+        &[
+            "restore",
+            "short.npy",
+            "--operator",
+            "a.mtx",
+            "--size",
+            "8x8",
+            "-o",
+            "z.png",
+        ],
+        p,
+    ));
+    assert!(e.contains("short.npy"), "{e}");
+}

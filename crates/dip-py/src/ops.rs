@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dip::operators::{
-    Blur, Downsample, Identity, Mask, Operator, Radon, Shape, SparseRows, shepp_logan,
+    Blur, Downsample, Identity, Mask, MatrixOperator, Operator, Radon, Shape, SparseRows,
+    shepp_logan,
 };
 use numpy::{
-    IntoPyArray, PyArray3, PyArrayMethods, PyReadonlyArray2, PyReadonlyArray3,
+    IntoPyArray, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3,
     PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
@@ -102,7 +103,8 @@ impl PyOperator {
 /// spec string, or `psf_weights`, a square odd array).
 #[pyfunction]
 #[pyo3(signature = (kind, shape, *, mask=None, factor=None, psf=None, psf_weights=None,
-    angles=None))]
+    angles=None, path=None, csr=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn operator(
     kind: &str,
     shape: (usize, usize, usize),
@@ -111,6 +113,8 @@ pub fn operator(
     psf: Option<String>,
     psf_weights: Option<PyReadonlyArray2<'_, f64>>,
     angles: Option<Vec<f64>>,
+    path: Option<std::path::PathBuf>,
+    csr: Option<Csr<'_>>,
 ) -> PyResult<PyOperator> {
     let (h, w, c) = shape;
     if h == 0 || w == 0 || !(c == 1 || c == 3) {
@@ -137,6 +141,34 @@ pub fn operator(
             Arc::new(Downsample::new(w, h, c, f).map_err(err)?)
         }
         "blur" => Arc::new(Blur::new(crate::psf_of(psf, psf_weights)?, w, h, c).map_err(err)?),
+        "matrix" => match (path, csr) {
+            (Some(p), None) => Arc::new(MatrixOperator::from_file(&p, (w, h, c)).map_err(err)?),
+            (None, Some((rows, cols, indptr, indices, data))) => {
+                let ints = |a: &PyReadonlyArray1<'_, i64>, what: &str| -> PyResult<Vec<usize>> {
+                    a.as_array()
+                        .iter()
+                        .map(|&v| {
+                            usize::try_from(v)
+                                .map_err(|_| err(format!("matrix: negative {what} {v}")))
+                        })
+                        .collect()
+                };
+                let values: Vec<f64> = data.as_array().iter().copied().collect();
+                Arc::new(
+                    MatrixOperator::from_csr(
+                        rows,
+                        cols,
+                        &ints(&indptr, "row offset")?,
+                        &ints(&indices, "column index")?,
+                        &values,
+                        (w, h, c),
+                        "a scipy matrix",
+                    )
+                    .map_err(err)?,
+                )
+            }
+            _ => return Err(err("a matrix operator needs a file or CSR arrays")),
+        },
         "radon" => {
             if h != w || c != 1 {
                 return Err(err(format!(
@@ -149,12 +181,21 @@ pub fn operator(
         other => {
             return Err(err(format!(
                 "unknown operator '{other}'; the operators are identity, mask, downsample, blur, \
-                 radon"
+                 radon, matrix"
             )));
         }
     };
     Ok(PyOperator { op })
 }
+
+/// A CSR matrix as Python passes it: rows, columns, row offsets, column indices, values.
+pub type Csr<'py> = (
+    usize,
+    usize,
+    PyReadonlyArray1<'py, i64>,
+    PyReadonlyArray1<'py, i64>,
+    PyReadonlyArray1<'py, f64>,
+);
 
 /// A user's operator as Python passes it: forward, adjoint, and the image's (H, W, C).
 pub type UserPair = (Py<PyAny>, Py<PyAny>, (usize, usize, usize));

@@ -356,3 +356,26 @@ def test_ct_beats_filtered_back_projection_on_sparse_views():
     assert r.psnr > fbp + 1.0, (r.psnr, fbp)
     with pytest.raises(ValueError, match="one column per angle"):
         dip.ct(y, 10, iters=10)
+
+
+def test_a_sparse_matrix_from_a_file_or_scipy():
+    fixtures = ROOT / "crates" / "dip" / "tests" / "matrix"
+    x = np.load(fixtures / "x.npy")
+    y = np.load(fixtures / "y.npy")
+    for name in ("a.mtx", "a_csr.npz", "a_csc.npz"):
+        A = dip.operators.Matrix(fixtures / name, x.shape)
+        assert A.input_shape == (8, 8) and A.output_shape == (40,)
+        assert np.allclose(A.forward(x), y, rtol=1e-5, atol=1e-5), name
+        g = np.linspace(-1, 1, 40)
+        assert abs(np.vdot(A.forward(x), g) - np.vdot(x, A.adjoint(g))) < 1e-4
+    r = dip.restore(y, A, iters=20, stop="fixed", settings=NARROW, threads=1)
+    assert r.image.shape == (8, 8)
+    with pytest.raises(ValueError, match="64 columns but the image"):
+        dip.operators.Matrix(fixtures / "a.mtx", (4, 4))
+    try:
+        import scipy.sparse as sp
+    except ImportError:
+        pytest.skip("SKIPPED: scipy is not installed (the scipy-matrix half of this test)")
+    m = sp.random(30, 64, density=0.2, random_state=3, format="coo")
+    B = dip.operators.Matrix(m, (8, 8))
+    assert np.allclose(B.forward(x), m @ x.ravel(), rtol=1e-5, atol=1e-5)

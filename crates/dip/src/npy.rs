@@ -48,16 +48,21 @@ fn read_any(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
 }
 
 /// An `H × W` or `H × W × C` (C = 1 or 3) float array as an image, values kept as they are
-/// (no clipping: measurements are not pixels). Non-finite values are refused.
+/// (no clipping: measurements are not pixels); a 1-D array of `n` values is `n × 1`.
+/// Non-finite values are refused.
 pub fn load_array(path: &Path) -> Result<Image> {
     let (shape, v) = read_any(path)?;
     let (h, w, c) = match shape[..] {
+        [n] => (n, 1, 1),
         [h, w] => (h, w, 1),
         [h, w, c] if c == 1 || c == 3 => (h, w, c),
         _ => {
             return Err(bad(
                 path,
-                &format!("expected an H x W or H x W x C (C = 1 or 3) array, got shape {shape:?}"),
+                &format!(
+                    "expected a vector, an H x W or an H x W x C (C = 1 or 3) array, got shape \
+                     {shape:?}"
+                ),
             ));
         }
     };

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _dip
 
-__all__ = ["Blur", "Downsample", "Identity", "Mask", "Operator", "Radon", "even_angles"]
+__all__ = ["Blur", "Downsample", "Identity", "Mask", "Matrix", "Operator", "Radon", "even_angles"]
 
 Shape = Tuple[int, ...]
 
@@ -45,9 +45,10 @@ class Operator:
     ``adjoint(y)`` is ``A^T y``; both accept any float or integer array of the right shape
     (values are used as they are: no scaling) and return float32."""
 
-    def __init__(self, op: Any, two_d: bool) -> None:
+    def __init__(self, op: Any, two_d: bool, vector_out: bool = False) -> None:
         self._op = op
         self._two_d = two_d
+        self._vector_out = vector_out
 
     @property
     def name(self) -> str:
@@ -60,11 +61,18 @@ class Operator:
 
     @property
     def output_shape(self) -> Shape:
+        if self._vector_out:
+            return (self._op.output_shape[0],)
         return _user_shape(self._op.output_shape, self._two_d)
 
     def _apply(self, f: Any, a: Any, want: Tuple[int, int, int], out: Shape, what: str):
         arr = np.asarray(a, dtype=np.float32)
-        if arr.shape not in (want, want[:2] if want[2] == 1 else None):
+        allowed = [want]
+        if want[2] == 1:
+            allowed.append(want[:2])
+            if want[1] == 1:
+                allowed.append(want[:1])
+        if arr.shape not in allowed:
             raise ValueError(f"{what}: expected shape {_user_shape(want, self._two_d)}, got {arr.shape}")
         r = f(np.ascontiguousarray(arr.reshape(want)))
         return r.reshape(out)
@@ -132,3 +140,33 @@ def Radon(n: int, angles: Any) -> Operator:
     a = even_angles(angles) if np.isscalar(angles) else np.asarray(angles, dtype=np.float64)
     return Operator(_dip.operator("radon", (int(n), int(n), 1), angles=[float(v) for v in a]),
                     True)
+
+
+def Matrix(matrix: Any, shape: Sequence[int]) -> Operator:
+    """Any linear model as a sparse matrix: a scipy.sparse matrix (anything with ``tocsr()``),
+    or the path of a Matrix Market (``.mtx``) or ``scipy.sparse.save_npz`` (``.npz``) file. It
+    maps the image of ``shape`` ((H, W) or (H, W, C)), flattened row by row with the channels
+    innermost (numpy's ``ravel()``), to a vector of measurements; the adjoint is the
+    transpose."""
+    s = _shape3(shape)
+    two_d = len(tuple(shape)) == 2
+    if isinstance(matrix, (str, bytes)) or hasattr(matrix, "__fspath__"):
+        import os
+
+        op = _dip.operator("matrix", s, path=os.fspath(matrix))
+    elif hasattr(matrix, "tocsr"):
+        m = matrix.tocsr()
+        m.sum_duplicates()
+        op = _dip.operator(
+            "matrix", s,
+            csr=(int(m.shape[0]), int(m.shape[1]),
+                 np.ascontiguousarray(m.indptr, dtype=np.int64),
+                 np.ascontiguousarray(m.indices, dtype=np.int64),
+                 np.ascontiguousarray(m.data, dtype=np.float64)),
+        )
+    else:
+        raise TypeError(
+            "matrix: expected a scipy.sparse matrix or the path of a .mtx or .npz file, got "
+            f"{type(matrix).__name__}"
+        )
+    return Operator(op, two_d, vector_out=True)

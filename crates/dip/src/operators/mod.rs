@@ -20,6 +20,7 @@
 //! | [`Blur`] | deblurring | convolution with a normalised [`Psf`], replicated edges |
 //! | [`Compose`] | e.g. blurred and downsampled | the operators one after the other |
 //! | [`Radon`] | CT, parallel beam | line integrals over given angles (scikit-image's geometry) |
+//! | [`MatrixOperator`] | any linear model | a sparse matrix from a file (`.mtx`, scipy `.npz`) |
 //!
 //! Baselines and synthetic degradations live alongside: [`bicubic_upscale`],
 //! [`bicubic_downscale`], and the noise models in [`noise_models`].
@@ -27,6 +28,7 @@
 mod axis;
 mod blur;
 mod mask;
+mod matrix;
 pub mod noise_models;
 mod radon;
 mod resample;
@@ -36,6 +38,7 @@ use std::sync::{Mutex, TryLockError};
 
 pub use blur::{Blur, MAX_PSF_SIZE, Psf};
 pub use mask::{HARMONIC_ROUNDS, Mask, harmonic_fill};
+pub use matrix::MatrixOperator;
 pub use radon::{Radon, even_angles, shepp_logan};
 pub use resample::{
     Downsample, bicubic_downscale, bicubic_resize, bicubic_upscale, lanczos2_weights,

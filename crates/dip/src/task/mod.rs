@@ -10,5 +10,5 @@
 mod problem;
 mod restore;
 
-pub use problem::{Degradation, MaskKind, Noise, NoiseModel, Problem, Seeds, TaskKind};
+pub use problem::{Degradation, MaskKind, Noise, NoiseModel, Problem, Seeds, TaskKind, cgls};
 pub use restore::{OBSERVE_EVERY, Restoration, RunContext, SgldOutcome, check_resumable, restore};

@@ -57,6 +57,8 @@ enum Baseline {
     Bicubic(usize),
     /// Filtered back projection.
     Fbp(Radon),
+    /// Least squares, `argmin ‖A x − y‖²` by this many conjugate-gradient (CGLS) steps.
+    LeastSquares(usize),
 }
 
 /// One inverse problem: find `x` with `A x ≈ observation`.
@@ -105,6 +107,13 @@ impl Problem {
             clean: None,
             baseline: Baseline::Fbp(radon),
         })
+    }
+
+    /// The same problem with least squares (`steps` of CGLS from zero) as its classical
+    /// baseline, for an operator with none of its own.
+    pub fn with_least_squares_baseline(mut self, steps: usize) -> Problem {
+        self.baseline = Baseline::LeastSquares(steps);
+        self
     }
 
     /// Any operator: `observation` must have its output shape.
@@ -262,6 +271,12 @@ impl Problem {
                 "bicubic",
                 image::quantize(&bicubic_upscale(&self.observation, *f)?, depth),
             )),
+            Baseline::LeastSquares(steps) => {
+                let x = cgls(self.operator.as_ref(), &self.observation.data, *steps);
+                let (w, h, c) = self.operator.input_shape();
+                let clipped = x.iter().map(|v| v.clamp(0.0, 1.0)).collect();
+                Some(("least squares (CGLS)", Image::try_new(w, h, c, clipped)?))
+            }
             Baseline::Fbp(radon) => {
                 let n = radon.size();
                 let x = radon.fbp(&self.observation.data, false);
@@ -469,4 +484,48 @@ impl Degradation {
             }
         }
     }
+}
+
+/// `steps` of CGLS for `argmin ‖A x − y‖²` from `x = 0` (conjugate gradients on the normal
+/// equations without forming them), in f64 sums.
+pub fn cgls(a: &dyn Operator, y: &[f32], steps: usize) -> Vec<f32> {
+    let (n, m) = (a.input_len(), a.output_len());
+    let dot = |u: &[f32], v: &[f32]| {
+        u.iter()
+            .zip(v)
+            .map(|(&p, &q)| p as f64 * q as f64)
+            .sum::<f64>()
+    };
+    let mut x = vec![0.0f32; n];
+    let mut r = y.to_vec();
+    let mut s = vec![0.0f32; n];
+    a.adjoint(&r, &mut s);
+    let mut p = s.clone();
+    let mut gamma = dot(&s, &s);
+    let mut q = vec![0.0f32; m];
+    for _ in 0..steps {
+        if gamma <= f64::MIN_POSITIVE {
+            break;
+        }
+        a.forward(&p, &mut q);
+        let qq = dot(&q, &q);
+        if qq <= f64::MIN_POSITIVE {
+            break;
+        }
+        let alpha = gamma / qq;
+        x.iter_mut()
+            .zip(&p)
+            .for_each(|(xi, &pi)| *xi += (alpha * pi as f64) as f32);
+        r.iter_mut()
+            .zip(&q)
+            .for_each(|(ri, &qi)| *ri -= (alpha * qi as f64) as f32);
+        a.adjoint(&r, &mut s);
+        let next = dot(&s, &s);
+        let beta = next / gamma;
+        p.iter_mut()
+            .zip(&s)
+            .for_each(|(pi, &si)| *pi = si + (beta * *pi as f64) as f32);
+        gamma = next;
+    }
+    x
 }
