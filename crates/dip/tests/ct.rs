@@ -219,3 +219,53 @@ fn scikit_image_radon_is_reproduced() {
         assert!(rel < 1e-5, "{name}: {rel}");
     }
 }
+
+#[test]
+fn a_rule_that_stops_before_the_data_are_fitted_says_so() {
+    use dip::task::{Problem, RunContext, restore};
+    let n = 32;
+    let x = shepp_logan(n);
+    let a = Radon::new(n, &even_angles(12)).unwrap();
+    let problem = Problem::ct(a.sinogram(&x).unwrap(), &even_angles(12))
+        .unwrap()
+        .with_clean(x.clone())
+        .unwrap();
+    assert!(problem.baseline_fits_the_data());
+    // The residual is ‖A x − y‖ / ‖y‖: zero for the clean image of noiseless data.
+    assert!(problem.relative_residual(&x) < 1e-6);
+    let overrides = |rule: &str| {
+        [
+            ("net.scales", toml::Value::Integer(3)),
+            ("net.down", toml::Value::Integer(8)),
+            ("net.up", toml::Value::Integer(8)),
+            ("net.input_channels", toml::Value::Integer(4)),
+            ("fit.iters", toml::Value::Integer(30)),
+            ("stop.rule", toml::Value::String(rule.into())),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .to_vec()
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let run = |rule: &str| {
+        let recipe = dip::recipe::recipe_with("deblur", &overrides(rule)).unwrap();
+        pool.install(|| restore(&problem, &recipe, RunContext::default()))
+            .unwrap()
+    };
+    // Thirty steps of a tiny network: far from the data, and below FBP.
+    let early = run("auto");
+    let (_, fbp) = early.baseline.unwrap();
+    assert!(early.psnr.unwrap() < fbp);
+    assert!(
+        early
+            .stop_warnings
+            .iter()
+            .any(|w| w.contains("explains the measurements less well than FBP")),
+        "{:?}",
+        early.stop_warnings
+    );
+    // A fixed budget is the user's choice: no rule to blame.
+    assert!(run("fixed").stop_warnings.is_empty());
+}

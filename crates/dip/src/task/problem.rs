@@ -286,6 +286,25 @@ impl Problem {
         })
     }
 
+    /// Whether the classical baseline is itself an estimate fitted to the measurements (FBP,
+    /// least squares) rather than an interpolation of them, so that a result that explains the
+    /// measurements less well than it did is a sign of a fit stopped too early.
+    pub fn baseline_fits_the_data(&self) -> bool {
+        matches!(self.baseline, Baseline::Fbp(_) | Baseline::LeastSquares(_))
+    }
+
+    /// `‖A x − y‖ / ‖y‖`: how well an image of the result's shape explains the observation.
+    pub fn relative_residual(&self, x: &Image) -> f64 {
+        let mut ax = vec![0.0f32; self.operator.output_len()];
+        self.operator.forward(&x.data, &mut ax);
+        let (mut r, mut n) = (0.0f64, 0.0f64);
+        for (&a, &y) in ax.iter().zip(&self.observation.data) {
+            r += (a as f64 - y as f64).powi(2);
+            n += (y as f64).powi(2);
+        }
+        (r / n.max(f64::MIN_POSITIVE)).sqrt()
+    }
+
     /// The mask of an inpainting problem.
     pub fn mask(&self) -> Option<&Mask> {
         match &self.baseline {

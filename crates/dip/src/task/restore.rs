@@ -212,11 +212,33 @@ pub fn restore(problem: &Problem, recipe: &Recipe, ctx: RunContext<'_>) -> Resul
             .map(|(name, b)| (name, psnr(&b.data, &c.data))),
         None => None,
     };
-    let stop_warnings = if stop_kind != StopKind::Fixed && !report.interrupted {
+    let mut stop_warnings = if stop_kind != StopKind::Fixed && !report.interrupted {
         rule.warnings()
     } else {
         Vec::new()
     };
+    // No clean image is needed to see that a rule stopped before the network explained the
+    // measurements as well as the classical estimate does (seen with `auto` on sparse-view CT,
+    // which chose step 510 at 21.6 dB where FBP gives 25.0 and step 3000 gives 33.8).
+    if stop_kind != StopKind::Fixed
+        && !report.interrupted
+        && problem.baseline_fits_the_data()
+        && let Some((name, b)) = problem.baseline()?
+    {
+        let (ours, theirs) = (
+            problem.relative_residual(&image),
+            problem.relative_residual(&b),
+        );
+        if ours > theirs {
+            stop_warnings.push(format!(
+                "the result explains the measurements less well than {name} does (relative \
+                 residual {ours:.3} against {theirs:.3}): the {} rule stopped at step {} before \
+                 the fit reached the data; rerun with --stop fixed and more steps",
+                rule.name(),
+                chosen_step.unwrap_or(report.iterations_run)
+            ));
+        }
+    }
     Ok(Restoration {
         image,
         stopped_at: chosen_step.unwrap_or(report.iterations_run),
