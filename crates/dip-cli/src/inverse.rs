@@ -23,6 +23,27 @@ fn with_clean(problem: Problem, clean: Option<Image>, path: Option<&Path>) -> Re
     }
 }
 
+/// Adds `--clean` and a known noise level (`--stop-sigma`) to `problem`, and restores it as
+/// `command` with the summary's `extra` fields: the end of every fitting command here.
+fn finish(
+    problem: Problem,
+    common: &Common,
+    command: &'static str,
+    extra: Vec<(&'static str, serde_json::Value)>,
+    (recipe, preset): (&dip::recipe::Recipe, &str),
+    out: &crate::task::Outputs,
+    g: &Global,
+) -> Result<Outcome> {
+    let problem = with_clean(problem, common.load_clean(g)?, common.clean.as_deref())?;
+    let task = Task {
+        command,
+        problem: common.stop.with_sigma(problem)?,
+        max_memory: common.recipe.max_memory()?,
+        extra,
+    };
+    run_task(task, recipe, preset, out, g)
+}
+
 const INPAINT_EXAMPLES: &str = "\
 Examples:
   dip inpaint kate.png --mask kate_mask.png -o kate-restored.png
@@ -258,19 +279,19 @@ pub fn deblur(args: DeblurArgs, g: &Global) -> Result<Outcome> {
     let blurred = load_image(&args.blurred, g)?;
     let problem =
         Problem::deblur(blurred, psf).with_context(|| format!("{}", args.blurred.display()))?;
-    let clean = args.common.load_clean(g)?;
-    let problem = with_clean(problem, clean, args.common.clean.as_deref())?;
-    let problem = args.common.stop.with_sigma(problem)?;
-    let task = Task {
-        command: "deblur",
+    let extra = vec![
+        ("input", json!(args.blurred.display().to_string())),
+        ("psf", json!(args.psf)),
+    ];
+    finish(
         problem,
-        max_memory: args.common.recipe.max_memory()?,
-        extra: vec![
-            ("input", json!(args.blurred.display().to_string())),
-            ("psf", json!(args.psf)),
-        ],
-    };
-    run_task(task, &recipe, &preset, &out, g)
+        &args.common,
+        "deblur",
+        extra,
+        (&recipe, &preset),
+        &out,
+        g,
+    )
 }
 
 const CT_EXAMPLES: &str = "\
@@ -326,19 +347,19 @@ pub fn ct(args: CtArgs, g: &Global) -> Result<Outcome> {
         let (_, fbp) = problem.baseline()?.expect("a CT problem has its baseline");
         image::save(&fbp, p)?;
     }
-    let clean = args.common.load_clean(g)?;
-    let problem = with_clean(problem, clean, args.common.clean.as_deref())?;
-    let problem = args.common.stop.with_sigma(problem)?;
-    let task = Task {
-        command: "ct",
+    let extra = vec![
+        ("input", json!(args.sinogram.display().to_string())),
+        ("views", json!(angles.len())),
+    ];
+    finish(
         problem,
-        max_memory: args.common.recipe.max_memory()?,
-        extra: vec![
-            ("input", json!(args.sinogram.display().to_string())),
-            ("views", json!(angles.len())),
-        ],
-    };
-    run_task(task, &recipe, &preset, &out, g)
+        &args.common,
+        "ct",
+        extra,
+        (&recipe, &preset),
+        &out,
+        g,
+    )
 }
 
 #[derive(clap::Args, Debug)]
@@ -431,17 +452,17 @@ pub fn restore(args: RestoreArgs, g: &Global) -> Result<Outcome> {
     }
     let y = Image::try_new(1, m, 1, y.data)?.with_bit_depth(image::BitDepth::Sixteen);
     let problem = Problem::new(y, Box::new(op))?.with_least_squares_baseline(args.lsq_steps);
-    let clean = args.common.load_clean(g)?;
-    let problem = with_clean(problem, clean, args.common.clean.as_deref())?;
-    let problem = args.common.stop.with_sigma(problem)?;
-    let task = Task {
-        command: "restore",
+    let extra = vec![
+        ("input", json!(args.observation.display().to_string())),
+        ("operator", json!(args.operator.display().to_string())),
+    ];
+    finish(
         problem,
-        max_memory: args.common.recipe.max_memory()?,
-        extra: vec![
-            ("input", json!(args.observation.display().to_string())),
-            ("operator", json!(args.operator.display().to_string())),
-        ],
-    };
-    run_task(task, &recipe, &preset, &out, g)
+        &args.common,
+        "restore",
+        extra,
+        (&recipe, &preset),
+        &out,
+        g,
+    )
 }

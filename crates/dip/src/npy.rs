@@ -9,20 +9,18 @@ use ndarray_npy::ReadNpyExt;
 use crate::error::{Error, Result};
 use crate::image::{BitDepth, Image};
 
-fn open(path: &Path) -> Result<std::fs::File> {
-    std::fs::File::open(path)
-        .map_err(|e| Error::invalid(format!("{}: cannot read the file: {e}", path.display())))
-}
-
 fn bad(path: &Path, what: &str) -> Error {
     Error::invalid(format!("{}: {what}", path.display()))
 }
 
-/// A float32 or float64 array of 1, 2 or 3 dimensions, as its shape and values.
+/// A float32 or float64 array of 1, 2 or 3 dimensions, as its shape and values. The file is
+/// read once; each element type and rank is tried on its bytes.
 fn read_any(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::invalid(format!("{}: cannot read the file: {e}", path.display())))?;
     macro_rules! attempt {
         ($t:ty) => {
-            if let Ok(a) = <$t>::read_npy(open(path)?) {
+            if let Ok(a) = <$t>::read_npy(&bytes[..]) {
                 return Ok((a.shape().to_vec(), a.iter().map(|&v| v as f64).collect()));
             }
         };
@@ -34,10 +32,7 @@ fn read_any(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
     attempt!(Array3<f32>);
     attempt!(Array3<f64>);
     // Say what the file is, when it is a .npy at all.
-    let mut head = [0u8; 6];
-    use std::io::Read;
-    let n = open(path)?.read(&mut head).unwrap_or(0);
-    if n < 6 || &head != b"\x93NUMPY" {
+    if !bytes.starts_with(b"\x93NUMPY") {
         return Err(bad(path, "not a NumPy .npy file"));
     }
     Err(bad(

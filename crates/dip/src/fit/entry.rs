@@ -88,7 +88,7 @@ fn fit_on_pool(
     observers: &mut [&mut dyn Observer],
 ) -> Result<FitReport> {
     let s = setup(observation, operator, clean, spec, cfg)?;
-    let grid = s.grid();
+    let grid = s.grid;
     let mut cpu = super::cpu::Cpu::new(cfg, observation, operator, grid, s.net, s.z);
     let inputs = super::driver::Inputs {
         observation,

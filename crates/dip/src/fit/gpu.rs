@@ -172,7 +172,7 @@ pub(crate) fn fit_on_device(
     open: &mut OpenDevice<'_>,
 ) -> Result<FitReport> {
     let s = setup(observation, operator, clean, spec, cfg)?;
-    let grid = s.grid();
+    let grid = s.grid;
     let mut backend = Gpu::new(cfg, observation, operator, grid, &s.net, &s.z, open)?;
     let inputs = Inputs {
         observation,

@@ -471,31 +471,10 @@ pub(super) struct Grid {
 
 /// What [`setup`] prepares for a fit: the image and network shapes, the network and its input.
 pub(super) struct Setup {
-    pub xw: usize,
-    pub xh: usize,
-    pub xc: usize,
-    pub pad: Padding,
-    pub h: usize,
-    pub w: usize,
-    pub c: usize,
+    pub grid: Grid,
     pub net: Net<f32>,
     pub z: Vec<f32>,
     pub started: Instant,
-}
-
-impl Setup {
-    /// The fit's shapes.
-    pub fn grid(&self) -> Grid {
-        Grid {
-            xw: self.xw,
-            xh: self.xh,
-            xc: self.xc,
-            pad: self.pad,
-            h: self.h,
-            w: self.w,
-            c: self.c,
-        }
-    }
 }
 
 /// Checks a fit's inputs and settings, and builds its network (parameters initialised from the
@@ -580,13 +559,15 @@ pub(super) fn setup(
     };
     net.input_mut().data.copy_from_slice(&z);
     Ok(Setup {
-        xw,
-        xh,
-        xc,
-        pad,
-        h,
-        w,
-        c,
+        grid: Grid {
+            xw,
+            xh,
+            xc,
+            pad,
+            h,
+            w,
+            c,
+        },
         net,
         z,
         started,

@@ -206,13 +206,19 @@ pub fn restore(problem: &Problem, recipe: &Recipe, ctx: RunContext<'_>) -> Resul
     };
     let image = report.output_ema.clone();
     let ssim = clean.map(|c| ssim(&image::quantize(&image, image.bit_depth), c));
-    let baseline = match clean {
-        Some(c) => problem
-            .baseline()?
-            .map(|(name, b)| (name, psnr(&b.data, &c.data))),
-        None => None,
+    let rule_stopped = stop_kind != StopKind::Fixed && !report.interrupted;
+    // The classical result, made once: scored against the clean image, and compared with the
+    // result on the measurements.
+    let classical = if clean.is_some() || (rule_stopped && problem.baseline_fits_the_data()) {
+        problem.baseline()?
+    } else {
+        None
     };
-    let mut stop_warnings = if stop_kind != StopKind::Fixed && !report.interrupted {
+    let baseline = match (clean, &classical) {
+        (Some(c), Some((name, b))) => Some((*name, psnr(&b.data, &c.data))),
+        _ => None,
+    };
+    let mut stop_warnings = if rule_stopped {
         rule.warnings()
     } else {
         Vec::new()
@@ -220,14 +226,13 @@ pub fn restore(problem: &Problem, recipe: &Recipe, ctx: RunContext<'_>) -> Resul
     // No clean image is needed to see that a rule stopped before the network explained the
     // measurements as well as the classical estimate does (seen with `auto` on sparse-view CT,
     // which chose step 510 at 21.6 dB where FBP gives 25.0 and step 3000 gives 33.8).
-    if stop_kind != StopKind::Fixed
-        && !report.interrupted
+    if rule_stopped
         && problem.baseline_fits_the_data()
-        && let Some((name, b)) = problem.baseline()?
+        && let Some((name, b)) = &classical
     {
         let (ours, theirs) = (
             problem.relative_residual(&image),
-            problem.relative_residual(&b),
+            problem.relative_residual(b),
         );
         if ours > theirs {
             stop_warnings.push(format!(
